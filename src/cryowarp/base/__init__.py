@@ -1,0 +1,1 @@
+"""Tensor primitives: optics (CTF, wavelength, dose), Fourier helpers, B-spline grids, geometry."""
