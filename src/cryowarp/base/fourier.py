@@ -120,8 +120,8 @@ def fourier_rescale_to_pixel_size_2d(
     """
     h, w = image.shape[-2:]
     factor = pixel_size_a / target_pixel_size_a
-    new_h = max(2, int(h * factor) // 2 * 2)
-    new_w = max(2, int(w * factor) // 2 * 2)
+    new_h = max(2, int(round(h * factor)) // 2 * 2)
+    new_w = max(2, int(round(w * factor)) // 2 * 2)
     return fourier_rescale_2d(image, (new_h, new_w)), pixel_size_a * w / new_w
 
 

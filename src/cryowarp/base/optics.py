@@ -21,20 +21,18 @@ from cryowarp.base.fourier import fftfreq_grid_2d
 from cryowarp.base.units import ANGSTROM_PER_MM, ANGSTROM_PER_UM, VOLT_PER_KV
 
 
-_PLANCK_J_S = 6.62607015e-34
-_ELECTRON_MASS_KG = 9.1093837015e-31
-_ELEMENTARY_CHARGE_C = 1.602176634e-19
-_SPEED_OF_LIGHT_M_S = 299792458.0
-_H_OVER_SQRT_2ME_A = _PLANCK_J_S / math.sqrt(2 * _ELECTRON_MASS_KG * _ELEMENTARY_CHARGE_C) * 1e10
-_E_OVER_2MC2 = _ELEMENTARY_CHARGE_C / (2 * _ELECTRON_MASS_KG * _SPEED_OF_LIGHT_M_S**2)
+# Warp's and RELION's constants (warp-facts.md §2.1): h/sqrt(2 m0 e) in Å·V^½ and e/(2 m0 c²) in 1/V.
+# CODATA 2018 gives 12.26426 and 0.9784756e-6 (6e-7 Å shorter at 300 kV); we keep the field's
+# values so our CTFs equal RELION's to float precision (tests/base/test_optics_relion.py).
+_H_OVER_SQRT_2ME_A = 12.2643247
+_E_OVER_2MC2 = 0.978466e-6
 
 
 def electron_wavelength_a(voltage_kv: float | torch.Tensor) -> float | torch.Tensor:
     """Relativistic electron wavelength in Å for an acceleration voltage in kV.
 
-    λ = h / sqrt(2 m₀ e V (1 + e V / (2 m₀ c²))) with CODATA 2018 constants, i.e.
-    12.26426 / sqrt(V (1 + 0.97848e-6 V)) Å for V in volts. (Warp rounds these to 12.2643247 and
-    0.978466e-6, warp-facts.md §2.1, which is 6e-7 Å longer at 300 kV.) At 300 kV: 0.0196875 Å.
+    λ = h / sqrt(2 m₀ e V (1 + e V / (2 m₀ c²))) = 12.2643247 / sqrt(V (1 + 0.978466e-6 V)) Å for V
+    in volts, with the constants Warp and RELION use (warp-facts.md §2.1). At 300 kV: 0.0196876 Å.
     """
     volts = voltage_kv * VOLT_PER_KV
     if isinstance(volts, torch.Tensor):
