@@ -9,12 +9,19 @@ cd "$(dirname "$0")/.."
 extras="dask"
 if [[ "${1:-}" == "--test" ]]; then
   extras="dask,test"
-  if ! command -v chromium >/dev/null 2>&1; then
+  # Debian's chromium drives the browser tests (Playwright cannot download its own here); RELION 3.1 is
+  # the independent consumer our STAR files and CTFs are checked against.
+  missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v relion_ctf_toolbox >/dev/null 2>&1 || missing+=(relion)
+  if (( ${#missing[@]} )); then
     if [[ $(id -u) == 0 ]]; then
-      (apt-get install -y chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
-        || echo "warning: could not install chromium; browser tests will be skipped" >&2
+      export DEBIAN_FRONTEND=noninteractive
+      (apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+        || (apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null)) \
+        || echo "warning: could not install ${missing[*]}; tests needing them will be skipped" >&2
     else
-      echo "warning: not root, cannot apt-get install chromium; browser tests will be skipped" >&2
+      echo "warning: not root, cannot apt-get install ${missing[*]}; tests needing them will be skipped" >&2
     fi
   fi
 fi
