@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -143,8 +144,10 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
         raise TruncatedFileError(path, f"expected a 1024-byte MRC header, file holds {file_bytes} bytes "
                                  "— truncated or still being written")
     try:
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            header = mrc.header.copy()
+        with warnings.catch_warnings():  # permissive mode warns about what we check and report below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                header = mrc.header.copy()
     except (ValueError, OSError) as exc:  # mrcfile reports impossible headers as ValueError
         raise CorruptFileError(path, f"not a readable MRC header ({exc})") from exc
     if header is None or bytes(header.map).strip() not in (b"MAP", b""):

@@ -1,0 +1,138 @@
+"""Train the general BoxNet shipped in ``src/cryowarp/picking/weights/boxnet_general.pt``.
+
+Data: synthetic micrographs of the 12 training specimen kinds of ``scripts/boxnet_data.py``
+(0.1–5 MDa; compact, rod, ring, dumbbell, multi-lobed; ice/ethane contaminants and carbon edges
+labelled as mask), optionally micrographs from ``cryowarp.sim.simulate_micrograph`` (``--sim N``), and
+the CryoPPP *train* micrographs in ``../shared/data/cryoppp_prompt_sam/*/train`` (masks → centres).
+The CryoPPP *test* micrographs and the held-out kinds are never used here.
+
+Run (on the shared machine, one heavy job at a time)::
+
+    flock /tmp/cryowarp-heavy.lock .venv/bin/python scripts/train_boxnet_general.py \\
+        --minutes 25 --out src/cryowarp/picking/weights/boxnet_general.pt
+
+Time and data of the shipped run are recorded in the weights' metadata and in docs/boxnet.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from boxnet_data import CRYOPPP, TRAIN_KINDS, cryoppp_items, cryoppp_load, synth_micrograph  # noqa: E402
+
+from cryowarp.picking import (  # noqa: E402
+    BoxNet,
+    BoxNetConfig,
+    TrainSettings,
+    boxnet_to_state,
+    make_training_example,
+    train_boxnet,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sim_examples(n: int, seed0: int) -> list:
+    """Examples from cryowarp.sim.simulate_micrograph when available (skipped otherwise)."""
+    try:
+        from cryowarp.sim import simulate_micrograph  # noqa: F401
+    except ImportError:
+        print("cryowarp.sim.simulate_micrograph not available; synthetic data only")
+        return []
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_picking", REPO / "benchmarks" / "bench_picking.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = []
+    for i in range(n):
+        m = mod.sim_micrograph_for_picking(seed=seed0 + i, train=True)
+        if m is None:
+            break
+        out.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask,
+                                         name=f"sim_{m.kind}_{i}"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=REPO / "src/cryowarp/picking/weights/boxnet_general.pt")
+    ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget for the training loop")
+    ap.add_argument("--per-kind", type=int, default=12, help="synthetic micrographs per specimen kind")
+    ap.add_argument("--sim", type=int, default=0, help="extra micrographs from cryowarp.sim")
+    ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--config", choices=["narrow", "warp2"], default="narrow")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cryoppp", type=Path, default=REPO.parent / "shared/data/cryoppp_prompt_sam")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    t0 = time.time()
+    examples = []
+    for k, kind in enumerate(TRAIN_KINDS):
+        for i in range(args.per_kind):
+            m = synth_micrograph(kind, seed=1000 * k + i)
+            examples.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a,
+                                                  mask=m.mask, name=f"{kind}_{i}"))
+    n_synth = len(examples)
+    examples += sim_examples(args.sim, seed0=50_000)
+    n_sim = len(examples) - n_synth
+    n_real = 0
+    for ds, img_path, lab_path in cryoppp_items(args.cryoppp, "train"):
+        pixel_size_a, diameter_a = CRYOPPP[ds]
+        img, coords, _ = cryoppp_load(img_path, lab_path)
+        ex = make_training_example(img, pixel_size_a, coords, diameter_a, name=f"cryoppp_{img_path.stem}")
+        # one real micrograph among ~150 synthetic ones: repeat it so that it is seen ~10 % of the time
+        examples += [ex] * max(1, n_synth // 10)
+        n_real += 1
+    t_data = time.time() - t0
+    print(f"{n_synth} synthetic + {n_sim} sim + {n_real} CryoPPP train micrographs prepared in {t_data:.0f} s")
+
+    config = BoxNetConfig.narrow() if args.config == "narrow" else BoxNetConfig.warp2()
+    model = BoxNet(config)
+    settings = TrainSettings(epochs=10_000, batch_size=args.batch, patch_px=args.patch, lr_start=1e-3, lr_end=5e-5,
+                             warmup_iterations=100, max_iterations=args.iterations, eval_crop_px=256,
+                             n_eval_general=8)
+    deadline = time.time() + args.minutes * 60
+    t1 = time.time()
+    # evaluation "epochs" of 250 iterations keep the accuracy reports cheap
+    eval_examples = examples[:: max(1, len(examples) // 24)]
+
+    def progress(p):
+        if p.iteration % 100 == 0:
+            print(f"it {p.iteration}/{p.n_iterations} loss {p.loss:.4f} {time.time() - t1:.0f} s", flush=True)
+
+    result = train_boxnet(model, examples, settings, progress=progress,
+                          stop=lambda: time.time() > deadline)
+    t_train = time.time() - t1
+    from cryowarp.picking import pixel_accuracy
+
+    acc = pixel_accuracy(result.model, eval_examples, 256)
+    n_it = result.history[-1].iteration
+    print(f"trained {n_it} iterations in {t_train:.0f} s; balanced pixel accuracy {acc:.3f}")
+    meta = {
+        "command": " ".join(sys.argv),
+        "data": f"{n_synth} synthetic micrographs ({len(TRAIN_KINDS)} kinds x {args.per_kind}), {n_sim} sim, "
+                f"{n_real} CryoPPP train",
+        "iterations": n_it, "batch": args.batch, "patch_px": args.patch,
+        "train_seconds": round(t_train, 1), "data_seconds": round(t_data, 1),
+        "balanced_pixel_accuracy": round(acc, 4), "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(boxnet_to_state(result.model, **meta), args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

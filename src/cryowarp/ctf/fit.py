@@ -1,0 +1,449 @@
+"""Fit the CTF of a micrograph or movie: 1D search, local search, astigmatism search, 2D L-BFGS.
+
+The stages follow warp-facts.md §2.2–2.7:
+
+1. amplitude spectra of overlapping patches (:mod:`cryowarp.ctf.spectra`);
+2. 1D rotational average of the mean spectrum, chunk-mean PCHIP background, exhaustive search over
+   defocus (and phase) by Pearson correlation, background and envelope refined at the CTF zeros/peaks;
+3. (ours, for tilted specimens) a per-patch 1D search around that defocus and a robust plane through
+   the patch values, which initialises the defocus grid;
+4. (ours, for large astigmatism) an exhaustive search over the astigmatism vector on the mean polar
+   spectrum rescaled to a common defocus;
+5. L-BFGS with autograd over the defocus grid nodes, the astigmatism vector and the phase nodes,
+   maximising the mean normalised correlation of simulated |CTF| × envelope with every
+   background-subtracted polar spectrum (two passes, re-estimating the background in between);
+6. the astigmatism-corrected 1D average at the mean defocus, its background, envelope, fit quality
+   and the resolution estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from cryowarp.base.grids import CubicGrid, natural_spline_weights_1d
+from cryowarp.base.optics import ctf_1d, electron_wavelength_a
+from cryowarp.base.units import ANGSTROM_PER_MM, ANGSTROM_PER_UM
+from cryowarp.ctf.background import (
+    bin_frequencies_per_a,
+    ctf_zeros_and_peaks,
+    initial_background,
+    refine_background_and_envelope,
+)
+from cryowarp.ctf.model import CTFModel, fit_specimen_plane, normalized_coords_xy
+from cryowarp.ctf.quality import (
+    corrected_average_1d,
+    fit_quality_1d,
+    rescaled_frequency_sq,
+    resolution_from_quality,
+)
+from cryowarp.ctf.search import pearson_last_dim, search_defocus_1d
+from cryowarp.ctf.settings import CTFSettings
+from cryowarp.ctf.spectra import (
+    PatchSpectra,
+    amplitude_spectra,
+    check_image_input,
+    polar_angles_rad,
+    polar_spectra,
+    radial_average_centered,
+)
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class CTFFit:
+    """:class:`CTFModel` plus the arrays behind it (for plots and diagnostics; not serialised).
+
+    Attributes
+    ----------
+    model : CTFModel
+    spectrum_2d : torch.Tensor
+        `(window, window)` fftshifted mean amplitude spectrum minus its 1D background.
+    patch_centers_px_xy : torch.Tensor
+        `(n, 2)` patch centres.
+    patch_defocus_um : torch.Tensor
+        `(t, n)` defocus of each patch from the fitted grid.
+    """
+
+    model: CTFModel
+    spectrum_2d: torch.Tensor
+    patch_centers_px_xy: torch.Tensor
+    patch_defocus_um: torch.Tensor
+
+
+def _fit_bins(settings: CTFSettings, pixel_size_a: float) -> tuple[int, int]:
+    """First and last+1 radial bins of the fit range (Nyquist fraction f = 2 p / range, bin = f · w/2)."""
+    n_bins = settings.window // 2
+    bin_min = max(2, int(math.floor(2 * pixel_size_a / settings.range_min_a * n_bins)))
+    bin_max = min(n_bins - 1, int(math.floor(2 * pixel_size_a / settings.range_max_a * n_bins)))
+    if bin_max - bin_min < 8:
+        raise ValueError(
+            f"fit range {settings.range_min_a}–{settings.range_max_a} Å spans only {bin_max - bin_min} radial "
+            f"bins at {pixel_size_a} Å/px with window {settings.window}: expected at least 8; widen the range or "
+            "the window"
+        )
+    return bin_min, bin_max
+
+
+def _interp_bins(curve: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of a 1D curve `(..., n)` at fractional bins `(..., m)` (clamped)."""
+    n = curve.shape[-1]
+    bins = bins.clamp(0, n - 1)
+    lower = bins.floor().long().clamp_max(n - 2)
+    frac = bins - lower
+    return curve.gather(-1, lower) * (1 - frac) + curve.gather(-1, lower + 1) * frac
+
+
+def _robust_plane(values: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
+    """Least squares ``design @ x ≈ values``, twice dropping points beyond 3 scaled MADs (≥ 0.02 µm)."""
+    keep = torch.ones_like(values, dtype=torch.bool)
+    solution = torch.zeros(design.shape[1], dtype=values.dtype)
+    for _ in range(3):
+        solution = torch.linalg.lstsq(design[keep], values[keep, None]).solution[:, 0]
+        residual = values - design @ solution
+        mad = float((residual[keep] - residual[keep].median()).abs().median()) * 1.4826
+        new_keep = residual.abs() <= max(3 * mad, 0.02)
+        if new_keep.sum() < design.shape[1] + 1 or bool((new_keep == keep).all()):
+            break
+        keep = new_keep
+    return solution
+
+
+class _Cost:
+    """Mean normalised correlation of simulated |CTF| × envelope with the polar spectra."""
+
+    def __init__(self, polar: torch.Tensor, freq_per_a: torch.Tensor, angles_rad: torch.Tensor,
+                 envelope: torch.Tensor, weights_defocus: torch.Tensor, weights_phase: torch.Tensor,
+                 settings: CTFSettings) -> None:
+        experimental = polar - polar.mean(dim=(-2, -1), keepdim=True)
+        self.experimental = experimental / experimental.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        wavelength_a = electron_wavelength_a(settings.voltage_kv)
+        cs_a = settings.cs_mm * ANGSTROM_PER_MM
+        k2 = (freq_per_a**2)[:, None]  # (r, 1)
+        self.defocus_term = math.pi * wavelength_a * ANGSTROM_PER_UM * k2  # × defocus µm
+        self.cs_term = -0.5 * math.pi * cs_a * wavelength_a**3 * k2 * k2
+        self.cos2 = torch.cos(2 * angles_rad)
+        self.sin2 = torch.sin(2 * angles_rad)
+        self.envelope = envelope[:, None]
+        self.weights_defocus = weights_defocus
+        self.weights_phase = weights_phase
+        self.amp = settings.amplitude_contrast
+        self.phase_amp = math.sqrt(1 - settings.amplitude_contrast**2)
+
+    def per_spectrum(self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor) -> torch.Tensor:
+        defocus = self.weights_defocus @ nodes  # (s,)
+        phase = self.weights_phase @ phase_nodes_rad  # (s,)
+        local = defocus[:, None] + astig[0] * self.cos2 + astig[1] * self.sin2  # (s, a)
+        chi = self.defocus_term * local[:, None, :] + self.cs_term + phase[:, None, None]  # (s, r, a)
+        simulated = (self.phase_amp * torch.sin(chi) + self.amp * torch.cos(chi)).abs() * self.envelope
+        simulated = simulated - simulated.mean(dim=(-2, -1), keepdim=True)
+        simulated = simulated / simulated.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        return (simulated * self.experimental).mean(dim=(-2, -1))
+
+
+def _astigmatism_search(
+    mean_polar: torch.Tensor, freq_per_a: torch.Tensor, angles_rad: torch.Tensor, envelope: torch.Tensor,
+    defocus_um: float, phase_deg: float, settings: CTFSettings,
+) -> tuple[float, float, float]:
+    """Exhaustive search of (defocus offset, a₁, a₂) with D(θ) = D + a₁ cos 2θ + a₂ sin 2θ on one polar spectrum."""
+    half = settings.max_astigmatism_um / 2
+    step = 0.02
+    values = torch.arange(-half, half + 1e-6, step, device=mean_polar.device)
+    a1, a2 = torch.meshgrid(values, values, indexing="ij")
+    a1, a2 = a1.reshape(-1), a2.reshape(-1)
+    offsets = torch.arange(-0.04, 0.04 + 1e-6, 0.02, device=mean_polar.device)
+    best = (-2.0, defocus_um, 0.0, 0.0)
+    experimental = mean_polar.reshape(-1)
+    cos2, sin2 = torch.cos(2 * angles_rad), torch.sin(2 * angles_rad)
+    for offset in offsets.tolist():
+        for c0 in range(0, a1.numel(), 256):
+            local = defocus_um + offset + a1[c0:c0 + 256, None] * cos2 + a2[c0:c0 + 256, None] * sin2  # (c, a)
+            sim = ctf_1d(freq_per_a[None, :, None], local[:, None, :], voltage_kv=settings.voltage_kv,
+                         cs_mm=settings.cs_mm, amplitude_contrast=settings.amplitude_contrast,
+                         phase_shift_deg=phase_deg).abs() * envelope[None, :, None]
+            score = pearson_last_dim(sim.reshape(sim.shape[0], -1), experimental)
+            value, index = score.max(0)
+            if float(value) > best[0]:
+                best = (float(value), defocus_um + offset, float(a1[c0 + index]), float(a2[c0 + index]))
+    return best[1], best[2], best[3]
+
+
+def fit_ctf_detailed(
+    image_or_frames: torch.Tensor,
+    pixel_size_a: float,
+    settings: CTFSettings | None = None,
+    progress: Progress | None = None,
+) -> CTFFit:
+    """Fit the CTF; like :func:`fit_ctf` but also returns the mean 2D spectrum and per-patch defoci."""
+    settings = settings or CTFSettings()
+    check_image_input(image_or_frames, pixel_size_a, settings.window)
+    device = image_or_frames.device
+    window = settings.window
+    n_bins = window // 2
+    bin_min, bin_max = _fit_bins(settings, pixel_size_a)
+    n_frames = image_or_frames.shape[0] if image_or_frames.ndim == 3 else 1
+    n_time = 1 if settings.use_movie_sum else max(1, min(settings.grid_xyt[2], n_frames))
+
+    def report(message: str, fraction: float) -> None:
+        if progress is not None:
+            progress(message, fraction)
+
+    spectra_fn = None if progress is None else (lambda m, f: report(m, 0.5 * f))
+    patches: PatchSpectra = amplitude_spectra(image_or_frames, window=window, n_time_groups=n_time,
+                                              use_movie_sum=settings.use_movie_sum, progress=spectra_fn)
+    spectra = patches.spectra  # (t, n, w, w)
+    n_time, n_patches = spectra.shape[:2]
+    # fewer nodes than patches per axis: with as many nodes as patches the edge nodes (outside the
+    # outermost patch centres) are fitted from single noisy spectra and tilt the fitted plane
+    grid_x = max(1, min(settings.grid_xyt[0], patches.patch_grid_yx[1] - 1))
+    grid_y = max(1, min(settings.grid_xyt[1], patches.patch_grid_yx[0] - 1))
+    grid_t = n_time
+    flat_spectra = spectra.reshape(n_time * n_patches, window, window)
+    n_spectra = flat_spectra.shape[0]
+
+    # coordinates of every spectrum in the (t, y, x) grid space
+    uv = normalized_coords_xy(patches.centers_px_xy, patches.shape_yx).to(device)  # (n, 2) x, y
+    if n_time > 1:
+        centers_t = torch.tensor([((a + b - 1) / 2) / max(n_frames - 1, 1) for a, b in patches.group_frames],
+                                 device=device)
+    else:
+        centers_t = torch.zeros(1, device=device)
+    coord_t = centers_t[:, None].expand(n_time, n_patches).reshape(-1)
+    coord_y = uv[:, 1][None].expand(n_time, n_patches).reshape(-1)
+    coord_x = uv[:, 0][None].expand(n_time, n_patches).reshape(-1)
+    w_t = natural_spline_weights_1d(grid_t, coord_t)
+    w_y = natural_spline_weights_1d(grid_y, coord_y)
+    w_x = natural_spline_weights_1d(grid_x, coord_x)
+    weights_defocus = (w_t[:, :, None, None] * w_y[:, None, :, None] * w_x[:, None, None, :]).reshape(n_spectra, -1)
+    weights_phase = w_t
+
+    # --- 1D: rotational average, background, exhaustive search ------------------------------------
+    report("1D search", 0.5)
+    freq = bin_frequencies_per_a(n_bins, window, pixel_size_a, device=device)
+    mean_spectrum = flat_spectra.mean(0)
+    ps1d = radial_average_centered(mean_spectrum)
+    background = initial_background(ps1d, bin_min, bin_max)
+    defocus_candidates = torch.arange(settings.defocus_min_um, settings.defocus_max_um + 1e-6,
+                                      settings.defocus_step_um, device=device)
+    phase_candidates = (torch.arange(0.0, 180.0 - 1e-6, settings.phase_step_deg, device=device)
+                        if settings.fit_phase else torch.zeros(1, device=device))
+    fit = slice(bin_min, bin_max)
+    optics = {"voltage_kv": settings.voltage_kv, "cs_mm": settings.cs_mm,
+              "amplitude_contrast": settings.amplitude_contrast}
+    envelope = None
+    defocus_um = phase_deg = 0.0
+    for _ in range(2):
+        d, p, _ = search_defocus_1d((ps1d - background)[None, fit], freq[fit], defocus_candidates,
+                                    phase_candidates, envelope=None if envelope is None else envelope[fit],
+                                    **optics)
+        defocus_um, phase_deg = float(d[0]), float(p[0])
+        zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, defocus_um,
+                                           phase_shift_deg=phase_deg, device=device, **optics)
+        background, envelope = refine_background_and_envelope(
+            ps1d, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background)
+
+    # per-spectrum backgrounds: the global shape scaled to each spectrum's level in the fit range
+    ps1d_each = radial_average_centered(flat_spectra)  # (s, bins)
+    scale = (ps1d_each[:, fit] * background[fit]).sum(-1) / (background[fit] ** 2).sum().clamp_min(1e-20)
+    backgrounds = scale[:, None] * background  # (s, bins)
+
+    # --- local search and plane (initial grid) ------------------------------------------------
+    report("local search", 0.6)
+    spatial = grid_x * grid_y > 1 or grid_t > 1
+    if spatial and settings.local_search_um > 0:
+        offsets = torch.arange(-settings.local_search_um, settings.local_search_um + 1e-6,
+                               settings.defocus_step_um, device=device)
+        candidates = (defocus_um + offsets).clamp_min(0.05)
+        local, _, _ = search_defocus_1d((ps1d_each - backgrounds)[:, fit], freq[fit], candidates,
+                                        torch.tensor([phase_deg], device=device), envelope=envelope[fit],
+                                        **optics)
+        columns = [torch.ones(n_spectra, dtype=torch.float64)]
+        if grid_x > 1:
+            columns.append(coord_x.double().cpu() - 0.5)
+        if grid_y > 1:
+            columns.append(coord_y.double().cpu() - 0.5)
+        if grid_t > 1:
+            columns.append(coord_t.double().cpu() - 0.5)
+        solution = _robust_plane(local.double().cpu(), torch.stack(columns, -1))
+        node_t = torch.linspace(0, 1, grid_t) if grid_t > 1 else torch.zeros(1)
+        node_y = torch.linspace(0, 1, grid_y) if grid_y > 1 else torch.zeros(1)
+        node_x = torch.linspace(0, 1, grid_x) if grid_x > 1 else torch.zeros(1)
+        tt, yy, xx = torch.meshgrid(node_t, node_y, node_x, indexing="ij")
+        nodes_init = torch.full_like(tt, float(solution[0]), dtype=torch.float64)
+        col = 1
+        for size, axis in ((grid_x, xx), (grid_y, yy), (grid_t, tt)):
+            if size > 1:
+                nodes_init = nodes_init + float(solution[col]) * (axis.double() - 0.5)
+                col += 1
+        nodes_init = nodes_init.float().to(device)
+    else:
+        nodes_init = torch.full((grid_t, grid_y, grid_x), defocus_um, device=device)
+
+    # --- polar spectra ---------------------------------------------------------------------------
+    n_angles = max(32, window // 4)
+    angles = polar_angles_rad(n_angles, device=device)
+    radii = torch.arange(bin_min, bin_max, device=device, dtype=torch.float32)
+    freq_fit = radii / (window * pixel_size_a)
+    polar = polar_spectra(flat_spectra, radii, n_angles)  # (s, r, a)
+
+    # --- astigmatism search on the mean polar spectrum at a common defocus ---------------------------
+    report("astigmatism search", 0.65)
+    spectrum_defocus = weights_defocus @ nodes_init.reshape(-1)  # (s,)
+    reference_um = float(spectrum_defocus.mean())
+    source_sq = rescaled_frequency_sq(freq_fit[None] ** 2, reference_um * ANGSTROM_PER_UM,
+                                      spectrum_defocus[:, None] * ANGSTROM_PER_UM, **_optics_kv_cs(settings))
+    source_bins = torch.sqrt(source_sq) * window * pixel_size_a  # (s, r)
+    polar_common = polar_spectra(flat_spectra, source_bins, n_angles) - _interp_bins(backgrounds, source_bins)[..., None]
+    polar_common = polar_common - polar_common.mean(dim=(-2, -1), keepdim=True)
+    polar_common = polar_common / polar_common.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    if settings.max_astigmatism_um > 0:
+        coarse_angles = angles[:: max(1, n_angles // 64)]
+        mean_polar = polar_common.mean(0)[:, :: max(1, n_angles // 64)]
+        reference_fit, a1, a2 = _astigmatism_search(mean_polar, freq_fit, coarse_angles, envelope[fit],
+                                                    reference_um, phase_deg, settings)
+        nodes_init = nodes_init + (reference_fit - reference_um)
+    else:
+        a1 = a2 = 0.0
+
+    # --- 2D refinement with L-BFGS ---------------------------------------------------------------
+    nodes = nodes_init.reshape(-1).clone().requires_grad_(True)
+    astig = torch.tensor([a1, a2], device=device, requires_grad=True)
+    phase_nodes = torch.full((grid_t,), math.radians(phase_deg), device=device, requires_grad=settings.fit_phase)
+    params = [nodes, astig] + ([phase_nodes] if settings.fit_phase else [])
+    score = torch.zeros(n_spectra)
+    for refinement in range(2):
+        report("2D fit", 0.7 + 0.1 * refinement)
+        cost = _Cost(polar - backgrounds[:, fit][:, :, None], freq_fit, angles, envelope[fit],
+                     weights_defocus, weights_phase, settings)
+        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.max_iterations,
+                                      line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = -cost.per_spectrum(nodes, astig, phase_nodes).mean()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            score = cost.per_spectrum(nodes, astig, phase_nodes)
+            defocus_delta_um = 2 * float(torch.linalg.vector_norm(astig))
+            angle_deg = math.degrees(0.5 * math.atan2(float(astig[1]), float(astig[0]))) % 180.0
+            mean_defocus = float(nodes.mean())
+            spectrum_defocus = weights_defocus @ nodes
+            phase_mean_deg = math.degrees(float(phase_nodes.mean())) % 180.0
+            # background and envelope again, from the astigmatism-corrected average
+            corrected = corrected_average_1d(flat_spectra, spectrum_defocus, defocus_delta_um, angle_deg, mean_defocus,
+                                             pixel_size_a=pixel_size_a, **_optics_kv_cs(settings))
+            if refinement == 0:
+                # the corrected average has sharp rings out to high resolution: search (defocus, phase)
+                # again around the 2D result, which breaks the defocus/phase trade-off that the
+                # astigmatism-blurred rotational average leaves open
+                zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, mean_defocus,
+                                                   phase_shift_deg=phase_mean_deg, device=device, **optics)
+                background, envelope = refine_background_and_envelope(
+                    corrected, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background)
+                near = mean_defocus + torch.arange(-0.3, 0.3 + 1e-6, settings.defocus_step_um, device=device)
+                d, p, _ = search_defocus_1d((corrected - background)[None, fit], freq[fit], near.clamp_min(0.05),
+                                            phase_candidates, envelope=envelope[fit], **optics)
+                nodes += float(d[0]) - mean_defocus
+                if settings.fit_phase:
+                    phase_nodes += math.radians(float(p[0])) - float(phase_nodes.mean())
+                mean_defocus, phase_mean_deg = float(d[0]), float(p[0]) if settings.fit_phase else 0.0
+            zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, mean_defocus,
+                                               phase_shift_deg=phase_mean_deg, device=device, **optics)
+            background, envelope = refine_background_and_envelope(
+                corrected, zeros, peaks, max(5, bin_min // 2), n_bins - 1, fallback_background=background)
+            scale = (ps1d_each[:, fit] * background[fit]).sum(-1) / (background[fit] ** 2).sum().clamp_min(1e-20)
+            backgrounds = scale[:, None] * background
+
+    # --- fit quality and resolution ------------------------------------------------------------------
+    report("resolution", 0.95)
+    spectrum_1d = corrected - background
+    simulated = ctf_1d(freq, mean_defocus, phase_shift_deg=phase_mean_deg, **optics).abs() * envelope
+    quality = fit_quality_1d(spectrum_1d, simulated, zeros, bin_min, min_window=settings.quality_min_window)
+    resolution_a, _ = resolution_from_quality(quality, bin_min, bin_max, pixel_size_a=pixel_size_a,
+                                              window=window, threshold=settings.quality_threshold)
+
+    grid_values = nodes.detach().reshape(grid_t, grid_y, grid_x)
+    grid = CubicGrid((grid_t, grid_y, grid_x), 1, values=grid_values[None].cpu())
+    plane = fit_specimen_plane(grid, patches.shape_yx, pixel_size_a)
+    # astigmatism angle: Warp truncates to whole degrees (warp-facts.md §2.5); we keep the fraction
+    model = CTFModel(
+        defocus_um=mean_defocus,
+        defocus_delta_um=defocus_delta_um,
+        astigmatism_angle_deg=angle_deg,
+        phase_shift_deg=phase_mean_deg if settings.fit_phase else 0.0,
+        resolution_a=resolution_a,
+        figure_of_merit=float(score.mean()),
+        voltage_kv=settings.voltage_kv,
+        cs_mm=settings.cs_mm,
+        amplitude_contrast=settings.amplitude_contrast,
+        pixel_size_a=float(pixel_size_a),
+        image_shape_yx=tuple(patches.shape_yx),
+        defocus_grid_um=grid_values.cpu().tolist(),
+        phase_grid_deg=[math.degrees(v) % 180.0 for v in phase_nodes.detach().cpu().tolist()]
+        if settings.fit_phase else [0.0] * grid_t,
+        fit_range_a=(settings.range_min_a, max(settings.range_max_a, 2 * pixel_size_a)),
+        window=window,
+        plane=plane,
+        spectrum_1d=spectrum_1d.cpu().tolist(),
+        background_1d=background.cpu().tolist(),
+        envelope_1d=envelope.cpu().tolist(),
+        simulated_1d=simulated.cpu().tolist(),
+        quality_1d=quality.cpu().tolist(),
+    )
+    coords = torch.arange(window, device=device, dtype=torch.float32) - window // 2
+    radius = torch.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
+    background_2d = _interp_bins(background[None].expand(window, -1), radius)
+    report("done", 1.0)
+    return CTFFit(model=model, spectrum_2d=(mean_spectrum - background_2d).detach(),
+                  patch_centers_px_xy=patches.centers_px_xy,
+                  patch_defocus_um=spectrum_defocus.detach().reshape(n_time, n_patches))
+
+
+def _optics_kv_cs(settings: CTFSettings) -> dict:
+    return {"voltage_kv": settings.voltage_kv, "cs_mm": settings.cs_mm}
+
+
+def fit_ctf(
+    image_or_frames: torch.Tensor,
+    pixel_size_a: float,
+    settings: CTFSettings | None = None,
+    progress: Progress | None = None,
+) -> CTFModel:
+    """Fit defocus (a spatial grid), astigmatism and phase shift of a micrograph or movie.
+
+    Parameters
+    ----------
+    image_or_frames : torch.Tensor
+        `(h, w)` micrograph or `(f, h, w)` frames (per-frame spectra are summed). Needs at least
+        ``2 * settings.window`` px per side; finite values.
+    pixel_size_a : float
+        Pixel size, Å.
+    settings : CTFSettings, optional
+        Warp's defaults if omitted.
+    progress : callable, optional
+        ``progress(message, fraction)`` called as the stages advance.
+
+    Returns
+    -------
+    CTFModel
+        RELION conventions: positive underfocus, ``defocus_delta_um`` = U − V ≥ 0, angle of U from +x
+        towards +y in [0, 180).
+
+    Raises
+    ------
+    ValueError
+        If the input is not `[H, W]`/`[F, H, W]`, is smaller than one patch, holds NaN/Inf, or the fit
+        range spans too few bins.
+
+    References
+    ----------
+    Tegunov & Cramer, Nat. Methods 16, 1146 (2019); warp-facts.md §2.
+    """
+    return fit_ctf_detailed(image_or_frames, pixel_size_a, settings, progress).model

@@ -1,0 +1,174 @@
+"""Fitting Warp's motion model (warp-facts.md §1.1–1.4) with L-BFGS and exact gradients."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from cryowarp.base.grids import CubicGrid, natural_spline_weights_1d
+from cryowarp.motion._cost import alignment_cost
+from cryowarp.motion._patches import binned_shape, normalise_and_bin, patch_spectra, prealign_global
+from cryowarp.motion.model import MotionModel
+from cryowarp.motion.settings import MotionSettings, auto_grid_xyt
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 3:
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"fit_motion: expected frames as a tensor (n_frames, h, w), found {shape}")
+    if not bool(torch.isfinite(frames).all()):
+        bad = int((~torch.isfinite(frames)).sum())
+        frame = int(torch.nonzero(~torch.isfinite(frames))[0, 0])
+        raise ValueError(
+            f"fit_motion: frames must be finite, found {bad} NaN/inf values (first in frame {frame}); "
+            "check the gain reference and the defect map"
+        )
+
+
+def n_stages_for(global_nodes: int) -> int:
+    """Warp's number of coarse-to-fine stages, max(1, ceil(log₃(Z − 0.01))) (warp-facts.md §1.4)."""
+    if global_nodes <= 1:
+        return 1
+    return max(1, math.ceil(math.log(global_nodes - 0.01, 3)))
+
+
+def fit_motion(
+    frames: torch.Tensor,
+    pixel_size_a: float,
+    exposure_per_frame_e_per_a2: float,
+    settings: MotionSettings | None = None,
+    progress: ProgressCallback | None = None,
+) -> MotionModel:
+    """Fit global and local motion of a movie.
+
+    Parameters
+    ----------
+    frames : torch.Tensor
+        `(n_frames, h, w)` gain-corrected frames (counts); any real dtype, computed in float32.
+    pixel_size_a : float
+        Pixel size in Å.
+    exposure_per_frame_e_per_a2 : float
+        Exposure per frame in e⁻/Å² (sets the automatic grid size).
+    settings : MotionSettings, optional
+        Warp's defaults if omitted.
+    progress : callable, optional
+        ``progress(step, done, total)`` after each frame binned and each stage.
+
+    Returns
+    -------
+    MotionModel
+        Displacements in Å (frame_f(x) = specimen(x − d_f(x)), docs/api-contracts.md). A single frame
+        gives an all-zero model with ``skipped_reason`` set, as Warp skips estimation.
+
+    Notes
+    -----
+    The movie is first Fourier-binned so that its Nyquist frequency equals the highest frequency used
+    (``range_high_a``): the cost only ever looks below it, so nothing is lost and the patches shrink
+    (768 px at 1 Å become 154 px at 5 Å). A whole-frame cross-correlation pre-alignment (``prealign``)
+    starts the coarse-to-fine fit near the answer; each stage then fits a correction with
+    min(Z, 3^(m+1)) global nodes and the last stage refits the full Z-node spline.
+    """
+    settings = settings or MotionSettings()
+    _check_frames(frames)
+    if pixel_size_a <= 0 or exposure_per_frame_e_per_a2 <= 0:
+        raise ValueError(
+            f"fit_motion: pixel_size_a and exposure_per_frame_e_per_a2 must be > 0, found "
+            f"{pixel_size_a} and {exposure_per_frame_e_per_a2}"
+        )
+    n_f, h, w = frames.shape
+    if n_f < 2:
+        return MotionModel.zeros((h, w), pixel_size_a, n_f,
+                                 skipped_reason="single frame: motion estimation skipped (as Warp)")
+    device = frames.device
+    grid_x, grid_y, grid_z = settings.grid_xyt or auto_grid_xyt((h, w), pixel_size_a, n_f,
+                                                                exposure_per_frame_e_per_a2)
+
+    shape_b = binned_shape((h, w), pixel_size_a, settings.range_high_a)
+    frames32 = frames if frames.dtype == torch.float32 else frames.float()
+    binned = normalise_and_bin(frames32, shape_b, progress)
+    pixel_b_yx = (pixel_size_a * h / shape_b[0], pixel_size_a * w / shape_b[1])
+    spectra = patch_spectra(
+        binned, full_shape_yx=(h, w), binned_pixel_size_a_yx=pixel_b_yx, patch_size_px=settings.patch_size_px,
+        pixel_size_a=pixel_size_a, range_low_a=settings.range_low_a, range_high_a=settings.range_high_a,
+        bfactor_a2=settings.bfactor_a2,
+    )
+    if settings.prealign:
+        base = prealign_global(binned, pixel_b_yx, range_low_a=settings.range_low_a,
+                               range_high_a=settings.range_high_a, bfactor_a2=settings.bfactor_a2)
+    else:
+        base = torch.zeros(n_f, 2, device=device)
+    del binned
+
+    n_py, n_px = spectra.grid_shape_yx
+    x_local, y_local = min(n_px, grid_x), min(n_py, grid_y)
+    z_local = min(n_f, settings.local_temporal_nodes) if x_local * y_local > 1 else 1
+    z_global = max(1, min(n_f, grid_z))
+    t = torch.arange(n_f, device=device, dtype=torch.float32) / (n_f - 1)
+    centers = spectra.centers_px_yx
+    v = torch.unique(centers[:, 0]) / max(1, h - 1)
+    u = torch.unique(centers[:, 1]) / max(1, w - 1)
+    local = CubicGrid((z_local, y_local, x_local), 2, device=device)
+    local_weights = [natural_spline_weights_1d(z_local, t), natural_spline_weights_1d(y_local, v),
+                     natural_spline_weights_1d(x_local, u)]
+    use_local = x_local * y_local > 1
+
+    n_stages = n_stages_for(z_global)
+    costs: list[float] = []
+    glob = CubicGrid((1,), 2, device=device)
+    for stage in range(n_stages):
+        last = stage == n_stages - 1
+        nodes = z_global if last else min(z_global, 3 ** (stage + 1))
+        weights_g = natural_spline_weights_1d(nodes, t)  # (f, nodes)
+        if last:
+            # refit the whole global track as one Z-node spline (least squares through the per-frame track)
+            values = torch.linalg.lstsq(weights_g.cpu(), base.cpu()).solution.T.to(device)
+            glob = CubicGrid((nodes,), 2, values=values.contiguous())
+            offset = torch.zeros_like(base)
+        else:
+            glob = CubicGrid((nodes,), 2, device=device)
+            offset = base
+        k_cap = spectra.k_low_per_a + (spectra.k_high_per_a - spectra.k_low_per_a) * (stage + 1) / n_stages
+        data, ky, kx = spectra.band(k_cap)
+        norm = float(torch.view_as_real(data).square().sum().clamp_min(1e-20))
+        params = [glob.values] + ([local.values] if use_local else [])
+        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.max_iterations,
+                                      max_eval=3 * settings.max_iterations, history_size=10,
+                                      tolerance_grad=1e-10, tolerance_change=1e-14,
+                                      line_search_fn="strong_wolfe")
+
+        def displacements() -> torch.Tensor:
+            track = offset + weights_g @ glob.values.T  # (f, 2)
+            d = track[None, :, :].expand(n_py * n_px, n_f, 2)
+            if use_local:
+                field = local.evaluate_product(weights=local_weights)  # (2, f, py, px)
+                d = d + field.permute(2, 3, 1, 0).reshape(n_py * n_px, n_f, 2)
+            return d
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            cost = alignment_cost(displacements(), data, ky, kx) / norm
+            cost.backward()
+            return cost
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            base = (offset + weights_g @ glob.values.T).detach()
+            costs.append(float(alignment_cost(displacements(), data, ky, kx)) / norm)
+        if progress is not None:
+            progress("fit", stage + 1, n_stages)
+
+    with torch.no_grad():
+        # gauge: the mean of the global displacement over frames is 0 (docs/api-contracts.md)
+        weights_g = natural_spline_weights_1d(z_global, t)
+        mean = (weights_g @ glob.values.T).mean(0)
+        global_values = (glob.values - mean[:, None]).detach().clone()
+    return MotionModel(
+        shape_yx=(h, w), pixel_size_a=float(pixel_size_a), n_frames=n_f,
+        global_values_a_yx=global_values, local_values_a_yx=local.values.detach().clone(),
+        patch_centers_px_yx=centers.detach().clone(), cost_per_stage=costs,
+        binned_pixel_size_a=float(max(pixel_b_yx)),
+    )

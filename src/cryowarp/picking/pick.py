@@ -1,0 +1,151 @@
+"""Picking with BoxNet: settings, result, the pretrained model and ``pick_particles``."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from cryowarp.picking.model import PIXEL_SIZE_A, BoxNet, BoxNetConfig
+from cryowarp.picking.postprocess import find_particles
+from cryowarp.picking.preprocess import predict_probabilities, prepare_boxnet_input
+
+PRETRAINED_NAME = "boxnet_general.pt"
+
+
+class PickSettings(BaseModel):
+    """BoxNet picking settings (warp-facts.md §3.4–3.5; defaults as noted)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    particle_diameter_a: float = Field(200.0, gt=0, description="expected diameter D in Å (Warp GUI 200)")
+    threshold: float = Field(0.5, ge=0, le=1, description="min particle probability (WarpTools 0.5, GUI 0.95)")
+    minimum_mask_distance_a: float = Field(0.0, ge=0, description="extra distance to the mask in Å (Warp 0)")
+    mask_min_component_px: int = Field(20, ge=1, description="mask components below this (8 Å px) removed")
+    highpass_a: float = Field(500.0, gt=0, description="high-pass cut-off in Å before normalising")
+    invert_contrast: bool = Field(False, description="multiply by −1 (negative stain); cryo: False")
+    tile_px: int = Field(512, gt=0, description="inference tile at 8 Å/px (Warp 2: 512)")
+    border_px: int = Field(64, ge=0, description="discarded tile border at 8 Å/px (Warp 2: 64)")
+
+
+@dataclass(frozen=True)
+class Picks:
+    """BoxNet result for one micrograph.
+
+    Attributes
+    ----------
+    coords_px_xy : torch.Tensor
+        `(n, 2)` particle centres (x, y) in pixels of the input micrograph (RELION's
+        rlnCoordinateX/Y).
+    scores : torch.Tensor
+        `(n,)` particle probability at each centre (rlnAutopickFigureOfMerit).
+    mask_8a : torch.Tensor
+        `(h', w')` bool artefact mask at BoxNet's (about) 8 Å/px.
+    mask_percentage : float
+        Share of masked pixels in %.
+    mask_pixel_size_xy_a : tuple of float
+        Exact pixel size of ``mask_8a`` along x and y in Å (8 up to rounding of the size to even).
+    """
+
+    coords_px_xy: torch.Tensor
+    scores: torch.Tensor
+    mask_8a: torch.Tensor
+    mask_percentage: float
+    mask_pixel_size_xy_a: tuple[float, float] = (PIXEL_SIZE_A, PIXEL_SIZE_A)
+
+    def __len__(self) -> int:
+        return int(self.coords_px_xy.shape[0])
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (the mask as a list of row lists of 0/1)."""
+        return {
+            "coords_px_xy": self.coords_px_xy.detach().cpu().tolist(),
+            "scores": self.scores.detach().cpu().tolist(),
+            "mask_8a": self.mask_8a.detach().cpu().to(torch.uint8).tolist(),
+            "mask_percentage": float(self.mask_percentage),
+            "mask_pixel_size_xy_a": list(self.mask_pixel_size_xy_a),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Picks:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            coords_px_xy=torch.tensor(d["coords_px_xy"], dtype=torch.float32).reshape(-1, 2),
+            scores=torch.tensor(d["scores"], dtype=torch.float32).reshape(-1),
+            mask_8a=torch.tensor(d["mask_8a"], dtype=torch.uint8).to(torch.bool),
+            mask_percentage=float(d["mask_percentage"]),
+            mask_pixel_size_xy_a=tuple(float(v) for v in d["mask_pixel_size_xy_a"]),
+        )
+
+
+def boxnet_to_state(model: BoxNet, **metadata) -> dict:
+    """A dict with the config, the weights and ``metadata`` (plain types) for ``torch.save``."""
+    return {"format": "cryowarp-boxnet-1", "config": model.config.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "metadata": metadata}
+
+
+def boxnet_from_state(state: dict, device: torch.device | None = None) -> BoxNet:
+    """Rebuild a BoxNet in eval mode from :func:`boxnet_to_state` output."""
+    if not isinstance(state, dict) or state.get("format") != "cryowarp-boxnet-1":
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"expected a cryowarp BoxNet state (format 'cryowarp-boxnet-1'), found {found!r}")
+    model = BoxNet(BoxNetConfig.from_dict(state["config"]))
+    model.load_state_dict(state["state_dict"])
+    model.metadata = dict(state.get("metadata", {}))
+    return model.to(device or torch.device("cpu")).eval()
+
+
+def load_pretrained_boxnet(device: torch.device | None = None) -> BoxNet:
+    """The general BoxNet shipped inside the package (``picking/weights/boxnet_general.pt``).
+
+    It was produced by ``scripts/train_boxnet_general.py`` (see docs/boxnet.md).
+    """
+    data = resources.files("cryowarp.picking").joinpath("weights", PRETRAINED_NAME).read_bytes()
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return boxnet_from_state(state, device)
+
+
+def pick_particles(
+    image: torch.Tensor, pixel_size_a: float, model: BoxNet, settings: PickSettings | None = None
+) -> Picks:
+    """Pick particles and mask artefacts in one micrograph with BoxNet.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        `(h, w)` micrograph (aligned average), native cryo contrast (particles dark).
+    pixel_size_a : float
+        Pixel size of ``image`` in Å.
+    model : BoxNet
+        E.g. :func:`load_pretrained_boxnet`; moved to and run on ``image.device`` in eval mode.
+    settings : PickSettings, optional
+        Defaults to ``PickSettings()``.
+
+    Returns
+    -------
+    Picks
+        Coordinates in pixels of ``image``; tensors on ``image.device``.
+
+    References
+    ----------
+    Tegunov & Cramer, Nat. Methods 16, 1146 (2019); warp-facts.md §3.4–3.5.
+    """
+    settings = settings or PickSettings()
+    x8, scale_xy = prepare_boxnet_input(image, pixel_size_a, highpass_a=settings.highpass_a,
+                                        invert_contrast=settings.invert_contrast)
+    model = model.to(image.device).eval()
+    probs = predict_probabilities(model, x8, tile_px=settings.tile_px, border_px=settings.border_px)
+    pixel_size_8a = pixel_size_a * scale_xy[0]
+    cand = find_particles(probs, particle_diameter_a=settings.particle_diameter_a, threshold=settings.threshold,
+                          minimum_mask_distance_a=settings.minimum_mask_distance_a,
+                          mask_min_component_px=settings.mask_min_component_px, pixel_size_a=pixel_size_8a)
+    scale = torch.tensor(scale_xy, device=cand.coords_px_xy.device, dtype=torch.float32)
+    coords = cand.coords_px_xy * scale
+    mask_pct = 100.0 * float(cand.mask.float().mean()) if cand.mask.numel() else 0.0
+    return Picks(coords_px_xy=coords.to(image.device), scores=cand.scores.to(image.device),
+                 mask_8a=cand.mask.to(image.device), mask_percentage=mask_pct,
+                 mask_pixel_size_xy_a=(pixel_size_a * scale_xy[0], pixel_size_a * scale_xy[1]))

@@ -1,0 +1,142 @@
+"""BoxNet retraining started from the UI: one background thread, progress polled by the page.
+
+The training itself is ``cryowarp.picking.train_boxnet`` (warp-facts.md §3.6). The examples are the
+items whose picks the user corrected (added or removed picks), each with its effective picks as
+particle labels. The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cryowarp.io.mrc import read_mrc
+from cryowarp.picking import (
+    BoxNet,
+    TrainProgress,
+    TrainSettings,
+    boxnet_to_state,
+    load_pretrained_boxnet,
+    make_training_example,
+    train_boxnet,
+)
+from cryowarp.web._project import ProjectView
+
+__all__ = ["RetrainJob", "RETRAINED_PATH"]
+
+RETRAINED_PATH = Path("boxnet") / "boxnet_retrained.pt"
+
+
+@dataclass
+class RetrainJob:
+    """State of the (single) retraining job of a server."""
+
+    status: str = "idle"  # idle | running | done | failed
+    message: str = ""
+    iteration: int = 0
+    n_iterations: int = 0
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+    model_path: str | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _version: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-JSON state for the page."""
+        with self._lock:
+            return {"status": self.status, "message": self.message, "iteration": self.iteration,
+                    "n_iterations": self.n_iterations, "reports": list(self.reports),
+                    "examples": list(self.examples), "started_at": self.started_at,
+                    "finished_at": self.finished_at, "model_path": self.model_path, "version": self._version}
+
+    @property
+    def version(self) -> int:
+        """Grows whenever the state changes (for server-sent events)."""
+        return self._version
+
+    def _update(self, **kw: Any) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, v)
+            self._version += 1
+
+    def start(self, view: ProjectView, settings: TrainSettings, *, from_scratch: bool = False,
+              seed: int = 0) -> None:
+        """Start retraining in a background thread (raises ``RuntimeError`` if one is running)."""
+        with self._lock:
+            if self.status == "running":
+                raise RuntimeError("retraining is already running; wait for it to finish")
+            self.status, self.message, self.reports, self.examples = "running", "collecting corrections", [], []
+            self.iteration, self.n_iterations, self.model_path = 0, 0, None
+            self.started_at, self.finished_at = time.time(), None
+            self._version += 1
+        self._thread = threading.Thread(target=self._run, args=(view, settings, from_scratch, seed),
+                                        name="cryowarp-retrain", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the training thread."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, view: ProjectView, settings: TrainSettings, from_scratch: bool, seed: int) -> None:
+        try:
+            store = view.store
+            diameter_a = store.get_settings().pick.particle_diameter_a
+            corrected = corrected_items(view)
+            if not corrected:
+                raise ValueError("no corrected items: add or remove picks on at least one item first")
+            examples = []
+            for name in corrected:
+                item = store.get_item(name)
+                path = view.artifact_path(item, "average")
+                if path is None:
+                    continue
+                image, header_pixel_size_a = read_mrc(path, as_tensor=True)
+                pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
+                coords = torch.tensor([[p["x_px"], p["y_px"]] for p in store.get_picks(name)],
+                                      dtype=torch.float32).reshape(-1, 2)
+                examples.append(make_training_example(image, pixel_size_a, coords, diameter_a, name=name))
+            if not examples:
+                raise ValueError("the corrected items have no aligned average on disk")
+            self._update(examples=[e.name for e in examples], message=f"training on {len(examples)} corrected items")
+            model = BoxNet() if from_scratch else load_pretrained_boxnet()
+
+            def progress(p: TrainProgress) -> None:
+                kw: dict[str, Any] = {"iteration": p.iteration, "n_iterations": p.n_iterations}
+                if p.epoch_report is not None:
+                    kw["reports"] = [*self.reports, p.epoch_report.to_dict()]
+                self._update(**kw)
+
+            result = train_boxnet(model, examples, settings, seed=seed, progress=progress)
+            out = view.project_dir / RETRAINED_PATH
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            torch.save(boxnet_to_state(result.model, retrained_on=[e.name for e in examples]), tmp)
+            tmp.replace(out)
+            self._update(status="done", message=f"saved {RETRAINED_PATH}", model_path=str(RETRAINED_PATH),
+                         finished_at=time.time())
+        except Exception as exc:  # reported to the page, never silent
+            self._update(status="failed", message=f"{type(exc).__name__}: {exc}", finished_at=time.time())
+            traceback.print_exc()
+
+
+def corrected_items(view: ProjectView) -> list[str]:
+    """Items with at least one manual pick or removed BoxNet pick (the corrections)."""
+    store = view.store
+    finder = getattr(store, "corrected_items", None)
+    if finder is not None:
+        return list(finder())
+    rows = store._query(  # TODO(pipeline): replace by a public store method listing corrected items
+        "SELECT DISTINCT i.name FROM items i WHERE i.id IN (SELECT item_id FROM picks WHERE source = 'manual') "
+        "OR i.id IN (SELECT item_id FROM pick_removals) ORDER BY i.id")
+    return [r["name"] for r in rows]

@@ -1,0 +1,584 @@
+// cryowarp web UI: overview with filters, item view, settings. Plain JS + Plotly (served locally).
+"use strict";
+
+const state = {
+  project: null,      // /api/project
+  items: null,        // /api/items (columnar)
+  filters: null,      // /api/filters
+  metrics: [],        // metric descriptions from /api/items
+  view: "overview",
+  current: null,      // name of the item shown
+  item: null,         // /api/items/{name}
+  plotted: new Set(), // metric keys whose plots exist
+  deconvTimer: null,
+};
+const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "toImage"] };
+const COLORS = { pass: "#2e6fd0", fail: "#e3a21a", excluded: "#8a8a8a", included: "#2e9d4b" };
+
+// ---------------------------------------------------------------- helpers
+async function api(path, opts = {}) {
+  const init = { headers: { "Content-Type": "application/json" }, ...opts };
+  if (init.body && typeof init.body !== "string") init.body = JSON.stringify(init.body);
+  const r = await fetch(path, init);
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text }; }
+  if (!r.ok) {
+    const msg = (data && data.detail) ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : r.statusText;
+    throw new Error(`${r.status}: ${msg}`);
+  }
+  return data;
+}
+const $ = (id) => document.getElementById(id);
+const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d);
+const enc = encodeURIComponent;
+
+// ---------------------------------------------------------------- header + nav bar
+function renderCounts() {
+  const p = state.project;
+  if (!p) return;
+  $("project-name").textContent = p.name;
+  $("count-items").textContent = p.n_items;
+  $("count-selected").textContent = p.n_selected;
+  $("count-particles").textContent = p.n_particles;
+  $("count-queued").textContent = (p.counts.queued || 0) + (p.counts.processing || 0);
+  $("count-failed").textContent = p.counts.failed || 0;
+  const s = p.star && p.star.particles;
+  $("star-info").textContent = s ? `particles.star: ${s.n_rows} rows` : "";
+}
+
+function renderNavbar() {
+  const bar = $("navbar");
+  const it = state.items;
+  if (!it) return;
+  // reuse cells when the count is unchanged (live updates), otherwise rebuild
+  if (bar.children.length !== it.names.length) {
+    bar.textContent = "";
+    const frag = document.createDocumentFragment();
+    it.names.forEach((name, i) => {
+      const c = document.createElement("div");
+      c.className = "cell";
+      c.dataset.index = i;
+      frag.appendChild(c);
+    });
+    bar.appendChild(frag);
+  }
+  it.names.forEach((name, i) => {
+    const c = bar.children[i];
+    const st = it.status[i];
+    c.className = `cell st-${st}` + (name === state.current && state.view === "item" ? " current" : "");
+    c.dataset.name = name;
+    c.title = `${name}: ${st.replace("_", " ")}` + (it.error[i] ? ` — ${it.error[i]}` : "");
+  });
+}
+$("navbar").addEventListener("click", (ev) => {
+  const name = ev.target.dataset && ev.target.dataset.name;
+  if (name) location.hash = `#/item/${enc(name)}`;
+});
+$("navbar").addEventListener("mouseover", (ev) => {
+  if (ev.target.dataset && ev.target.dataset.name) $("nav-hover").textContent = ev.target.title;
+});
+
+function stepItem(delta) {
+  const names = state.items ? state.items.names : [];
+  if (!names.length) return;
+  let i = names.indexOf(state.current);
+  i = i < 0 ? 0 : Math.min(names.length - 1, Math.max(0, i + delta));
+  location.hash = `#/item/${enc(names[i])}`;
+}
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT" || ev.target.tagName === "TEXTAREA") return;
+  if (ev.key === "ArrowRight" || ev.key === "ArrowDown") { stepItem(+1); ev.preventDefault(); }
+  if (ev.key === "ArrowLeft" || ev.key === "ArrowUp") { stepItem(-1); ev.preventDefault(); }
+});
+
+// ---------------------------------------------------------------- data loading
+async function loadProject() { state.project = await api("/api/project"); renderCounts(); }
+async function loadItems() {
+  state.items = await api("/api/items");
+  state.metrics = state.items.metric_info;
+  renderNavbar();
+}
+async function loadFilters() { state.filters = await api("/api/filters"); }
+async function refreshAll() {
+  await Promise.all([loadProject(), loadItems(), loadFilters()]);
+  if (state.view === "overview") renderOverview();
+}
+
+// ---------------------------------------------------------------- overview
+function filterRange(m) {
+  const f = state.filters ? state.filters.ranges[m.key] : null;
+  return f || { min: null, max: null };
+}
+
+function metricCard(m) {
+  const card = document.createElement("div");
+  card.className = "card";
+  card.id = `card-${m.key}`;
+  const unit = m.unit ? ` (${m.unit})` : "";
+  const minIn = m.min_filter ? `<label>min <input type="number" step="any" id="fmin-${m.key}" data-key="${m.key}" data-side="min"></label>` : "";
+  const maxIn = m.max_filter ? `<label>max <input type="number" step="any" id="fmax-${m.key}" data-key="${m.key}" data-side="max"></label>` : "";
+  card.innerHTML = `<h3>${m.label}${unit}<span class="range">${minIn} ${maxIn}
+      <span id="fcount-${m.key}"></span></span></h3>
+    <div class="plots"><div class="plot" id="scatter-${m.key}"></div><div class="plot" id="hist-${m.key}"></div></div>`;
+  card.querySelectorAll("input[type=number]").forEach((inp) => {
+    inp.addEventListener("change", () => {
+      const v = inp.value === "" ? null : Number(inp.value);
+      setFilter(m.key, inp.dataset.side, v);
+    });
+  });
+  return card;
+}
+
+function limitShapes(m, axis) {
+  // dashed lines at the filter limits; axis "y" for the scatter, "x" for the histogram
+  const r = filterRange(m);
+  const shapes = [];
+  for (const side of ["min", "max"]) {
+    if (r[side] === null || r[side] === undefined) continue;
+    const line = { type: "line", line: { color: "#d62728", width: 2, dash: "dash" }, name: side };
+    if (axis === "y") Object.assign(line, { xref: "paper", x0: 0, x1: 1, yref: "y", y0: r[side], y1: r[side] });
+    else Object.assign(line, { yref: "paper", y0: 0, y1: 1, xref: "x", x0: r[side], x1: r[side] });
+    shapes.push(line);
+  }
+  return shapes;
+}
+
+function overviewTraces(m) {
+  const it = state.items;
+  const ys = it.metrics[m.key];
+  const groups = { pass: { x: [], y: [], text: [] }, fail: { x: [], y: [], text: [] }, excluded: { x: [], y: [], text: [] } };
+  const histVals = [];
+  for (let i = 0; i < it.names.length; i++) {
+    const v = ys[i];
+    if (v === null || v === undefined) continue;
+    histVals.push(v);
+    const g = it.manual[i] === false ? "excluded" : (it.passes[i] ? "pass" : "fail");
+    groups[g].x.push(i); groups[g].y.push(v); groups[g].text.push(it.names[i]);
+  }
+  const scatter = Object.entries(groups).map(([g, d]) => ({
+    type: "scatter", mode: "markers", name: g, x: d.x, y: d.y, text: d.text,
+    hovertemplate: "%{text}<br>%{y}<extra></extra>",
+    marker: { size: 5, color: COLORS[g], symbol: g === "excluded" ? "x" : "circle" },
+  }));
+  const hist = [{ type: "histogram", x: histVals, marker: { color: "#6a8fc7" }, nbinsx: 40,
+    hovertemplate: "%{x}: %{y}<extra></extra>" }];
+  return { scatter, hist };
+}
+
+function renderOverview() {
+  const cards = $("metric-cards");
+  if (!state.items) return;
+  for (const m of state.metrics) {
+    if (!state.plotted.has(m.key)) {
+      cards.appendChild(metricCard(m));
+    }
+    const { scatter, hist } = overviewTraces(m);
+    const r = filterRange(m);
+    const minIn = $(`fmin-${m.key}`), maxIn = $(`fmax-${m.key}`);
+    if (minIn && document.activeElement !== minIn) minIn.value = r.min ?? "";
+    if (maxIn && document.activeElement !== maxIn) maxIn.value = r.max ?? "";
+    const failing = state.filters && state.filters.n_failing ? state.filters.n_failing[m.key] : null;
+    $(`fcount-${m.key}`).textContent = failing !== null && failing !== undefined ? `${failing} outside` : "";
+    const common = { margin: { l: 44, r: 6, t: 4, b: 28 }, showlegend: false, hovermode: "closest" };
+    Plotly.react(`scatter-${m.key}`, scatter, {
+      ...common, shapes: limitShapes(m, "y"), xaxis: { title: { text: "acquisition order" } }, dragmode: "zoom",
+      uirevision: m.key,
+    }, { ...PLOT_CONFIG, edits: { shapePosition: true } });
+    Plotly.react(`hist-${m.key}`, hist, {
+      ...common, shapes: limitShapes(m, "x"), dragmode: "select", selectdirection: "h", bargap: 0.05,
+      uirevision: m.key,
+    }, { ...PLOT_CONFIG, edits: { shapePosition: true } });
+    if (!state.plotted.has(m.key)) {
+      bindLimitDrags(m);
+      state.plotted.add(m.key);
+    }
+  }
+}
+
+function bindLimitDrags(m) {
+  const onRelayout = (axis) => (ev) => {
+    // an edited shape reports e.g. {"shapes[0].y0": 1.2, "shapes[0].y1": 1.2}
+    const r = filterRange(m);
+    const sides = ["min", "max"].filter((s) => r[s] !== null && r[s] !== undefined);
+    for (const k of Object.keys(ev)) {
+      const mt = k.match(/^shapes\[(\d+)\]\.(x0|y0)$/);
+      if (!mt || mt[2][0] !== axis) continue;
+      const side = sides[Number(mt[1])];
+      if (side) setFilter(m.key, side, Number(ev[k]));
+    }
+  };
+  $(`scatter-${m.key}`).on("plotly_relayout", onRelayout("y"));
+  $(`hist-${m.key}`).on("plotly_relayout", onRelayout("x"));
+  $(`hist-${m.key}`).on("plotly_selected", (ev) => {
+    if (!ev || !ev.range || !ev.range.x) return;
+    const [lo, hi] = ev.range.x;
+    const patch = {};
+    if (m.min_filter) patch.min = lo;
+    if (m.max_filter) patch.max = hi;
+    setFilterRange(m.key, patch);
+  });
+}
+
+async function setFilter(key, side, value) { return setFilterRange(key, { [side]: value }); }
+
+async function setFilterRange(key, patch) {
+  const t0 = performance.now();
+  try {
+    const res = await api("/api/filters", { method: "PUT", body: { ranges: { [key]: patch } } });
+    state.filters = res.filters;
+    state.project = res.project;
+    await loadItems();
+    renderCounts();
+    renderOverview();
+    document.body.dataset.lastFilterMs = String(Math.round(performance.now() - t0));
+  } catch (e) {
+    alert(`Filter not applied: ${e.message}`);
+    await loadFilters();
+    renderOverview();
+  }
+}
+
+// ---------------------------------------------------------------- item view
+async function showItem(name) {
+  state.current = name;
+  renderNavbar();
+  let item;
+  try {
+    item = await api(`/api/items/${enc(name)}`);
+  } catch (e) {
+    $("item-name").textContent = name;
+    $("item-error").textContent = e.message;
+    return;
+  }
+  if (state.current !== name) return; // user moved on
+  state.item = item;
+  $("item-name").textContent = item.name;
+  const b = $("item-status");
+  b.textContent = item.status.replace("_", " ");
+  b.className = `badge st-${item.status}`;
+  $("item-error").textContent = item.error || "";
+  const m = item.metrics || {};
+  const parts = [];
+  for (const info of state.metrics) {
+    if (m[info.key] !== null && m[info.key] !== undefined) parts.push(`${info.label} ${fmt(m[info.key], info.digits ?? 2)} ${info.unit || ""}`);
+  }
+  if (item.ctf && item.ctf.astigmatism_angle_deg !== undefined) parts.push(`astig. angle ${fmt(item.ctf.astigmatism_angle_deg, 1)}°`);
+  $("item-summary").textContent = parts.join(" · ");
+  $("ps2d").src = item.images.ps2d ? `${item.images.ps2d}?v=${item.version}` : "";
+  renderPS1D(item);
+  renderAverage(item);
+}
+
+function renderPS1D(item) {
+  const s = item.ps1d;
+  if (!s) { Plotly.purge("ps1d"); $("ps1d").textContent = "no spectrum yet"; return; }
+  $("ps1d").textContent = "";
+  const traces = [{ x: s.freq_per_a, y: s.ps, name: "spectrum − background", mode: "lines", line: { color: "#444" } }];
+  if (s.fit) traces.push({ x: s.freq_per_a, y: s.fit, name: "CTF fit", mode: "lines", line: { color: "#d62728" } });
+  if (s.background) traces.push({ x: s.freq_per_a, y: s.background, name: "background", mode: "lines",
+    line: { color: "#2e6fd0", dash: "dot" } });
+  const shapes = [];
+  if (item.metrics && item.metrics.resolution_a) {
+    const f = 1 / item.metrics.resolution_a;
+    shapes.push({ type: "line", xref: "x", x0: f, x1: f, yref: "paper", y0: 0, y1: 1,
+      line: { color: "#2e9d4b", width: 2, dash: "dash" } });
+  }
+  Plotly.react("ps1d", traces, {
+    margin: { l: 50, r: 8, t: 6, b: 36 }, shapes, legend: { orientation: "h", y: 1.1 },
+    xaxis: { title: { text: "spatial frequency (1/Å)" } },
+    annotations: shapes.length ? [{ x: shapes[0].x0, y: 1, yref: "paper", text: `${fmt(item.metrics.resolution_a, 1)} Å`,
+      showarrow: false, xanchor: "left", font: { color: "#2e9d4b" } }] : [],
+  }, PLOT_CONFIG);
+}
+
+function averageImageUrl(item) {
+  if (!item.images.average) return null;
+  if ($("deconv").checked) {
+    return `${item.images.average}?deconv=1&strength=${$("deconv-strength").value}&falloff=${$("deconv-falloff").value}&v=${item.version}`;
+  }
+  return `${item.images.average}?v=${item.version}`;
+}
+
+function averageTraces(item) {
+  const W = item.shape_yx[1], H = item.shape_yx[0];
+  const traces = [];
+  // a transparent frame so the axes exist even without picks
+  traces.push({ x: [0, W], y: [0, H], mode: "markers", marker: { opacity: 0 }, hoverinfo: "skip", showlegend: false,
+    name: "frame" });
+  if ($("show-defocus").checked && item.local_defocus) {
+    const d = item.local_defocus;
+    traces.push({ type: "heatmap", x: d.x_px, y: d.y_px, z: d.defocus_um, opacity: 0.45, colorscale: "Viridis",
+      name: "local defocus", zsmooth: "best", colorbar: { title: { text: "µm" }, len: 0.6 },
+      hovertemplate: "defocus %{z:.3f} µm<extra></extra>" });
+  }
+  if ($("show-tracks").checked && item.motion_tracks) {
+    const t = item.motion_tracks;
+    const xs = [], ys = [];
+    for (const tr of t.tracks) {
+      for (let f = 0; f < tr.dx_px.length; f++) {
+        xs.push(tr.x_px + t.exaggeration * tr.dx_px[f]);
+        ys.push(tr.y_px + t.exaggeration * tr.dy_px[f]);
+      }
+      xs.push(null); ys.push(null);
+    }
+    traces.push({ x: xs, y: ys, mode: "lines", name: `motion ×${t.exaggeration}`, line: { color: "#ff7f0e", width: 2 },
+      hoverinfo: "skip" });
+    traces.push({ x: t.tracks.map((tr) => tr.x_px), y: t.tracks.map((tr) => tr.y_px), mode: "markers",
+      name: "track start", marker: { color: "#ff7f0e", size: 4 }, hoverinfo: "skip" });
+  }
+  if ($("show-particles").checked) {
+    const p = item.picks;
+    const r = item.particle_radius_px;
+    const kinds = [["boxnet", "#00e5ff"], ["user", "#7CFC00"]];
+    for (const [kind, color] of kinds) {
+      const sel = p.filter((q) => q.source === kind);
+      traces.push({ x: sel.map((q) => q.x), y: sel.map((q) => q.y), mode: "markers", name: `${kind} picks`,
+        marker: { symbol: "circle-open", size: Math.max(6, Math.min(40, 2 * r * item.display_scale)), color,
+          line: { width: 2 } },
+        text: sel.map((q) => q.score === null ? kind : `score ${fmt(q.score, 2)}`),
+        hovertemplate: "(%{x:.0f}, %{y:.0f}) %{text}<extra></extra>" });
+    }
+  }
+  return traces;
+}
+
+function renderAverage(item) {
+  const div = $("average");
+  const W = item.shape_yx[1], H = item.shape_yx[0];
+  const src = averageImageUrl(item);
+  const layout = {
+    margin: { l: 40, r: 10, t: 6, b: 30 }, dragmode: "pan", showlegend: true, legend: { orientation: "h", y: 1.04 },
+    xaxis: { range: [0, W], showgrid: false, zeroline: false, constrain: "domain" },
+    yaxis: { range: [H, 0], showgrid: false, zeroline: false, scaleanchor: "x", constrain: "domain" },
+    images: src ? [{ source: src, xref: "x", yref: "y", x: 0, y: 0, sizex: W, sizey: H, sizing: "stretch",
+      layer: "below", xanchor: "left", yanchor: "top" }] : [],
+    uirevision: item.name,
+  };
+  Plotly.react(div, averageTraces(item), layout, { ...PLOT_CONFIG, scrollZoom: true });
+  $("pick-count").textContent = `${item.picks.length} picks (${item.n_user_added} added, ${item.n_user_removed} removed by you)`;
+  if (!div.dataset.bound) { bindPickEditing(div); div.dataset.bound = "1"; }
+}
+
+function bindPickEditing(div) {
+  let down = null;
+  div.addEventListener("mousedown", (ev) => { down = [ev.clientX, ev.clientY]; }, true);
+  div.addEventListener("click", async (ev) => {
+    if (!$("edit-picks").checked || !state.item) return;
+    if (down && Math.hypot(ev.clientX - down[0], ev.clientY - down[1]) > 4) return; // a pan, not a click
+    const fl = div._fullLayout;
+    if (!fl || !fl.xaxis) return;
+    const bb = div.getBoundingClientRect();
+    const px = ev.clientX - bb.left - fl.xaxis._offset;
+    const py = ev.clientY - bb.top - fl.yaxis._offset;
+    const x = fl.xaxis.p2d(px), y = fl.yaxis.p2d(py);
+    const W = state.item.shape_yx[1], H = state.item.shape_yx[0];
+    if (!(x >= 0 && y >= 0 && x < W && y < H)) return;
+    const r = state.item.particle_radius_px;
+    let nearest = null, best = Infinity;
+    for (const q of state.item.picks) {
+      const d = Math.hypot(q.x - x, q.y - y);
+      if (d < best) { best = d; nearest = q; }
+    }
+    const body = (nearest && best <= r) ? { action: "remove", x: nearest.x, y: nearest.y } : { action: "add", x, y };
+    try {
+      const res = await api(`/api/items/${enc(state.item.name)}/picks`, { method: "POST", body });
+      Object.assign(state.item, res);
+      renderAverage(state.item);
+    } catch (e) { alert(`Pick not saved: ${e.message}`); }
+  });
+}
+
+["show-particles", "show-tracks", "show-defocus", "deconv"].forEach((id) =>
+  $(id).addEventListener("change", () => state.item && renderAverage(state.item)));
+["deconv-strength", "deconv-falloff"].forEach((id) => $(id).addEventListener("input", () => {
+  $(`${id}-val`).textContent = Number($(id).value).toFixed(2);
+  if (!$("deconv").checked || !state.item) return;
+  clearTimeout(state.deconvTimer);
+  state.deconvTimer = setTimeout(() => renderAverage(state.item), 150);
+}));
+
+async function setManual(value) {
+  if (!state.current) return;
+  const res = await api(`/api/items/${enc(state.current)}/selection`, { method: "PUT", body: { included: value } });
+  state.project = res.project;
+  renderCounts();
+  await loadItems();
+  await showItem(state.current);
+}
+$("item-include").addEventListener("click", () => setManual(true));
+$("item-exclude").addEventListener("click", () => setManual(false));
+$("item-auto").addEventListener("click", () => setManual(null));
+$("item-prev").addEventListener("click", () => stepItem(-1));
+$("item-next").addEventListener("click", () => stepItem(+1));
+
+// ---------------------------------------------------------------- retraining
+function renderRetrain(st) {
+  if (!st) return;
+  const avail = st.available !== false;
+  $("retrain-start").disabled = !avail || st.status === "running";
+  let msg = st.status;
+  if (st.message) msg += ` — ${st.message}`;
+  if (st.n_iterations) msg += ` (iteration ${st.iteration}/${st.n_iterations})`;
+  $("retrain-status").textContent = msg;
+  const reps = st.reports || [];
+  const keys = [
+    ["accuracy_old_model_new_data", "old model, new data", "#999", "dot"],
+    ["accuracy_old_model_old_data", "old model, old data", "#555", "dot"],
+    ["accuracy_new_model_new_data", "new model, new data", "#d62728", "solid"],
+    ["accuracy_new_model_old_data", "new model, old data", "#2e6fd0", "solid"],
+  ];
+  const traces = keys.map(([k, name, color, dash]) => ({
+    x: reps.map((r) => r.epoch), y: reps.map((r) => r[k]), name, mode: "lines+markers", line: { color, dash },
+  }));
+  Plotly.react("retrain-plot", traces, {
+    margin: { l: 44, r: 8, t: 6, b: 30 }, xaxis: { title: { text: "epoch" }, dtick: 1 },
+    yaxis: { title: { text: "balanced pixel accuracy" }, range: [0, 1] }, legend: { orientation: "h", y: 1.15 },
+  }, PLOT_CONFIG);
+}
+async function loadRetrain() { renderRetrain(await api("/api/boxnet/retrain")); }
+$("retrain-start").addEventListener("click", async () => {
+  try { renderRetrain(await api("/api/boxnet/retrain", { method: "POST", body: {} })); }
+  catch (e) { $("retrain-status").textContent = e.message; }
+});
+
+// ---------------------------------------------------------------- settings
+let settingsSchema = null, settingsValues = null;
+function flatten(obj, prefix = "", out = {}) {
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) flatten(v, key, out);
+    else out[key] = v;
+  }
+  return out;
+}
+async function loadSettings() {
+  const res = await api("/api/settings");
+  settingsSchema = res.fields; settingsValues = res.values;
+  const form = $("settings-form");
+  form.textContent = "";
+  const groups = {};
+  for (const f of res.fields) {
+    const g = f.path.includes(".") ? f.path.split(".")[0] : "general";
+    (groups[g] = groups[g] || []).push(f);
+  }
+  for (const [g, fields] of Object.entries(groups)) {
+    const fs = document.createElement("fieldset");
+    const legend = document.createElement("legend");
+    legend.textContent = g;
+    fs.appendChild(legend);
+    for (const f of fields) {
+      const row = document.createElement("div");
+      row.className = "row";
+      const id = `set-${f.path.replace(/\./g, "-")}`;
+      let input;
+      if (f.enum) {
+        input = document.createElement("select");
+        for (const o of f.enum) {
+          const opt = document.createElement("option");
+          opt.textContent = String(o); opt.value = String(o); opt.selected = o === f.value;
+          input.appendChild(opt);
+        }
+      } else {
+        input = document.createElement("input");
+        if (f.type === "boolean") { input.type = "checkbox"; input.checked = !!f.value; }
+        else if (f.type === "number" || f.type === "integer") { input.type = "number"; input.step = "any"; input.value = f.value ?? ""; }
+        else { input.type = "text"; input.value = f.value === null || f.value === undefined ? "" : (typeof f.value === "object" ? JSON.stringify(f.value) : String(f.value)); }
+      }
+      input.id = id;
+      const label = document.createElement("label");
+      label.htmlFor = id; label.textContent = f.path.split(".").slice(-1)[0];
+      const desc = document.createElement("span");
+      desc.className = "desc"; desc.textContent = f.description || "";
+      row.append(label, input, desc);
+      row.dataset.path = f.path;
+      row.dataset.type = f.type;
+      input.addEventListener("change", () => row.classList.add("changed"));
+      fs.appendChild(row);
+    }
+    form.appendChild(fs);
+  }
+}
+function readSettingsForm() {
+  const changes = {};
+  document.querySelectorAll("#settings-form .row.changed").forEach((row) => {
+    const el = row.querySelector("input,select");
+    let v;
+    if (el.type === "checkbox") v = el.checked;
+    else if (row.dataset.type === "number" || row.dataset.type === "integer") v = el.value === "" ? null : Number(el.value);
+    else if (row.dataset.type === "array" || row.dataset.type === "object") { try { v = JSON.parse(el.value); } catch (e) { v = el.value; } }
+    else v = el.value === "" ? null : el.value;
+    changes[row.dataset.path] = v;
+  });
+  return changes;
+}
+$("settings-save").addEventListener("click", async () => {
+  const changes = readSettingsForm();
+  if (!Object.keys(changes).length) { $("settings-msg").textContent = "nothing changed"; return; }
+  try {
+    const res = await api("/api/settings", { method: "PUT", body: { changes } });
+    $("settings-msg").textContent = `saved; ${res.n_requeued} items requeued`;
+    state.project = res.project; renderCounts();
+    await loadItems();
+    await loadSettings();
+  } catch (e) { $("settings-msg").textContent = `not saved: ${e.message}`; }
+});
+
+// ---------------------------------------------------------------- routing + live updates
+function route() {
+  const h = location.hash || "#/overview";
+  let view = "overview";
+  if (h.startsWith("#/item/")) view = "item";
+  else if (h.startsWith("#/settings")) view = "settings";
+  state.view = view;
+  for (const v of ["overview", "item", "settings"]) $(`view-${v}`).hidden = v !== view;
+  $("nav-overview").classList.toggle("active", view === "overview");
+  $("nav-settings").classList.toggle("active", view === "settings");
+  if (view === "item") {
+    const name = decodeURIComponent(h.slice("#/item/".length));
+    showItem(name);
+    loadRetrain().catch(() => {});
+  } else if (view === "settings") {
+    state.current = null; renderNavbar(); loadSettings();
+  } else {
+    state.current = null; renderNavbar(); renderOverview();
+    // plots created while hidden have zero width
+    for (const m of state.metrics) {
+      for (const p of [`scatter-${m.key}`, `hist-${m.key}`]) if ($(p) && $(p).data) Plotly.Plots.resize(p);
+    }
+  }
+}
+window.addEventListener("hashchange", route);
+
+let refreshPending = false;
+function scheduleRefresh() {
+  if (refreshPending) return;
+  refreshPending = true;
+  setTimeout(async () => {
+    refreshPending = false;
+    try {
+      await Promise.all([loadProject(), loadItems(), loadFilters()]);
+      if (state.view === "overview") renderOverview();
+      if (state.view === "item" && state.current && state.item) {
+        const i = state.items.names.indexOf(state.current);
+        if (i >= 0 && state.items.status[i] !== state.item.status) showItem(state.current);
+      }
+    } catch (e) { /* next event retries */ }
+  }, 200);
+}
+function connectEvents() {
+  const es = new EventSource("/api/events");
+  es.addEventListener("update", scheduleRefresh);
+  es.addEventListener("retrain", (ev) => { if (state.view === "item") renderRetrain(JSON.parse(ev.data)); });
+  es.onopen = () => $("live").classList.add("on");
+  es.onerror = () => $("live").classList.remove("on");
+}
+
+(async function main() {
+  const t0 = performance.now();
+  await refreshAll();
+  route();
+  connectEvents();
+  document.body.dataset.ready = "1";
+  document.body.dataset.loadMs = String(Math.round(performance.now() - t0));
+})();
