@@ -102,7 +102,7 @@ def main() -> None:
     model = BoxNet(config)
     settings = TrainSettings(epochs=10_000, batch_size=args.batch, patch_px=args.patch, lr_start=1e-3, lr_end=5e-5,
                              warmup_iterations=100, max_iterations=args.iterations, eval_crop_px=256,
-                             n_eval_general=8)
+                             n_eval_general=8, n_eval_new=8)
     deadline = time.time() + args.minutes * 60
     t1 = time.time()
     # evaluation "epochs" of 250 iterations keep the accuracy reports cheap

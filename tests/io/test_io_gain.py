@@ -38,8 +38,9 @@ def test_the_eight_transforms_are_distinct_and_closed():
         for b in all_gain_transforms():
             torch.testing.assert_close(a.then(b).apply(probe), b.apply(a.apply(probe)))
     # a 90° rotation equals flip_y then transpose (Warp's order), so it needs no ninth case
-    torch.testing.assert_close(GainTransform(rotate_deg=90).apply(probe),
-                               GainTransform(flip_x=True, transpose=True).apply(probe))
+    torch.testing.assert_close(
+        GainTransform(rotate_deg=90).apply(probe), GainTransform(flip_x=True, transpose=True).apply(probe)
+    )
 
 
 def test_load_gain_normalises_and_marks_zeros():
@@ -70,7 +71,9 @@ def test_defect_corrector_uses_49_good_pixels_and_grows_its_disc():
 
 
 def test_defect_map_shape_mismatch_names_both(tmp_path):
-    with pytest.raises(ShapeMismatchError, match=r"expected a defect map of the frame size 64×32 \(W×H\), found 32×64"):
+    with pytest.raises(
+        ShapeMismatchError, match=r"expected a defect map of the frame size 64×32 \(W×H\), found 32×64"
+    ):
         read_defect_map(np.zeros((64, 32)), (32, 64))
 
 
@@ -83,8 +86,10 @@ def _raw_sum(gain_true: torch.Tensor, n_electrons_per_px: float, seed: int) -> t
     return torch.poisson(n_electrons_per_px * specimen / gain_true, generator=g)
 
 
-@pytest.mark.parametrize("wrong", [GainTransform(flip_y=True), GainTransform(flip_x=True, transpose=True),
-                                   GainTransform(rotate_deg=180)])
+@pytest.mark.parametrize(
+    "wrong",
+    [GainTransform(flip_y=True), GainTransform(flip_x=True, transpose=True), GainTransform(rotate_deg=180)],
+)
 def test_wrong_gain_orientation_is_detected_and_fixed(wrong):
     g = torch.Generator().manual_seed(0)
     gain_true = (1 + 0.1 * torch.randn(256, 256, generator=g)).clamp(min=0.5)

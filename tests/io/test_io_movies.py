@@ -32,8 +32,9 @@ def test_mrc_modes_read_exactly(tmp_path, counts, dtype):
     assert movie.header["format"] == "mrc"
 
 
-@pytest.mark.parametrize("compression, dtype", [("lzw", np.uint16), ("zlib", np.uint8), (None, np.float32),
-                                                ("lzw", np.uint8)])
+@pytest.mark.parametrize(
+    "compression, dtype", [("lzw", np.uint16), ("zlib", np.uint8), (None, np.float32), ("lzw", np.uint8)]
+)
 def test_tiff_pages_read_exactly(tmp_path, counts, compression, dtype):
     path = tmp_path / "movie.tif"
     tifffile.imwrite(path, counts.astype(dtype), compression=compression)
@@ -42,6 +43,28 @@ def test_tiff_pages_read_exactly(tmp_path, counts, compression, dtype):
     movie = read_movie(path, pixel_size_a=1.1)
     np.testing.assert_array_equal(movie.frames.numpy(), counts.astype(np.float32))
     assert movie.pixel_size_a == 1.1
+
+
+def test_tiff_pixel_size_from_tags(tmp_path):
+    # pixels per cm = 1e8 / pixel size in Å (sim/files.py writes it so), or "pixel_size_a=" in the description
+    path = tmp_path / "res.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for frame in np.zeros((2, 16, 16), np.uint16):
+            tif.write(
+                frame,
+                resolution=(1e8 / 0.834, 1e8 / 0.834),
+                resolutionunit="CENTIMETER",
+                metadata=None,
+                contiguous=False,
+            )
+    assert movie_info(path).pixel_size_a == pytest.approx(0.834, rel=1e-9)
+    tifffile.imwrite(
+        tmp_path / "desc.tif",
+        np.zeros((2, 16, 16), np.uint16),
+        description="pixel_size_a=1.25",
+        metadata=None,
+    )
+    assert movie_info(tmp_path / "desc.tif").pixel_size_a == 1.25
 
 
 def test_frame_selection(tmp_path, counts):
@@ -79,7 +102,9 @@ def test_eer_superres_puts_events_on_their_subpixels(eer_movie, superres):
     ys, xs = np.nonzero(raw[4])
     expected = np.zeros((32 * scale, 40 * scale), np.uint16)
     # 16K keeps the 2-bit sub-pixel; 8K keeps its high bit
-    expected[ys * scale + (sub[4, ys, xs, 1] >> (2 - superres)), xs * scale + (sub[4, ys, xs, 0] >> (2 - superres))] = 1
+    expected[
+        ys * scale + (sub[4, ys, xs, 1] >> (2 - superres)), xs * scale + (sub[4, ys, xs, 0] >> (2 - superres))
+    ] = 1
     np.testing.assert_array_equal(image, expected)
 
 
@@ -88,7 +113,9 @@ def test_eer_grouping_drops_incomplete_last_group(eer_movie):
     movie = read_movie(path, eer_frames_per_group=5)
     assert movie.frames.shape == (4, 32, 40)
     assert movie.header["eer_dropped_raw_frames"] == 3  # 23 = 4·5 + 3
-    np.testing.assert_array_equal(movie.frames.numpy(), raw[:20].reshape(4, 5, 32, 40).sum(1).astype(np.float32))
+    np.testing.assert_array_equal(
+        movie.frames.numpy(), raw[:20].reshape(4, 5, 32, 40).sum(1).astype(np.float32)
+    )
     assert movie.pixel_size_a == pytest.approx(0.8)
     # Warp's signed form: −7 = 7 groups of floor(23/7) = 3 raw frames, 2 dropped
     movie = read_movie(path, eer_group=-7)
@@ -97,6 +124,29 @@ def test_eer_grouping_drops_incomplete_last_group(eer_movie):
     movie16 = read_movie(path, eer_upsampling=4, eer_n_groups=2)
     assert movie16.frames.shape == (2, 128, 160) and movie16.pixel_size_a == pytest.approx(0.2)
     np.testing.assert_array_equal(movie16.frames.sum((1, 2)).numpy(), raw[:22].reshape(2, 11, -1).sum((1, 2)))
+
+
+def test_eer_writer_refuses_two_events_per_pixel(tmp_path):
+    counts = np.zeros((2, 8, 8), np.uint8)
+    counts[1, 3, 3] = 2
+    with pytest.raises(ValueError, match=r"at most one event per pixel and frame; frame 1 holds 0..2"):
+        write_eer(tmp_path / "x.eer", counts)
+    assert not (tmp_path / "x.eer").exists()
+
+
+def test_eer_writer_takes_frames_lazily(tmp_path):
+    class Frames:  # a long movie generated one raw frame at a time
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return (np.random.default_rng(i).random((16, 24)) < 0.1).astype(np.uint8)
+
+    path = write_eer(tmp_path / "lazy.eer", Frames())
+    movie = read_movie(path, eer_frames_per_group=1)
+    np.testing.assert_array_equal(
+        movie.frames.numpy(), np.stack([Frames()[i] for i in range(3)]).astype(np.float32)
+    )
 
 
 def test_eer_group_by_exposure():
@@ -148,8 +198,11 @@ def test_gain_is_multiplied_and_oriented(tmp_path):
 
 def test_gain_shape_mismatch_names_both_shapes(tmp_path, counts):
     path = write_mrc(tmp_path / "m.mrcs", counts, 1.0, stack=True, dtype="uint16")
-    with pytest.raises(ShapeMismatchError, match=r"expected a gain reference of the movie's frame size 64×48 "
-                       r"\(W×H\) for m.mrcs, found 48×64 .*looks transposed"):
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"expected a gain reference of the movie's frame size 64×48 "
+        r"\(W×H\) for m.mrcs, found 48×64 .*looks transposed",
+    ):
         read_movie(path, gain=np.ones((64, 48), np.float32))
     gain = load_gain(np.ones((64, 48), np.float32), transpose=True)
     assert gain.shape_yx == (48, 64)
@@ -224,8 +277,11 @@ def test_binned_shape_rounds_to_even():
 def test_truncated_mrc_movie_message(tmp_path):
     path = write_mrc(tmp_path / "movie_0042.mrc", np.zeros((40, 64, 64), np.float32), 1.0, stack=True)
     path.write_bytes(path.read_bytes()[: 1024 + 64 * 64 * 4 * 15])
-    with pytest.raises(TruncatedFileError, match=r"movie_0042.mrc: expected 40 sections of 64×64 float32 "
-                       r"\(655.36 kB\) after the 1.02 kB header, file holds 245.76 kB — truncated or still being"):
+    with pytest.raises(
+        TruncatedFileError,
+        match=r"movie_0042.mrc: expected 40 sections of 64×64 float32 "
+        r"\(655.36 kB\) after the 1.02 kB header, file holds 245.76 kB — truncated or still being",
+    ):
         movie_info(path)
 
 
@@ -250,8 +306,11 @@ def test_nan_in_frames_is_refused(tmp_path):
     frames[1, 2, 3] = np.inf
     path = tmp_path / "inf.tif"
     tifffile.imwrite(path, frames)
-    with pytest.raises(InvalidDataError, match=r"inf.tif: expected finite pixel values, found 1 NaN/inf value\(s\) "
-                       r"in frame\(s\) \[1\]"):
+    with pytest.raises(
+        InvalidDataError,
+        match=r"inf.tif: expected finite pixel values, found 1 NaN/inf value\(s\) "
+        r"in frame\(s\) \[1\]",
+    ):
         read_movie(path)
 
 

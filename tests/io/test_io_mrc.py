@@ -49,7 +49,9 @@ def test_read_real_uint16_micrograph_matches_mrcfile(shared_data):
     image, pixel_size_a = read_mrc(path)
     assert image.dtype == np.float32 and image.shape == (3838, 3710)
     with mrcfile.mmap(path, permissive=True) as mrc:
-        np.testing.assert_array_equal(image[1000:1010, 2000:2020], mrc.data[1000:1010, 2000:2020].astype(np.float32))
+        np.testing.assert_array_equal(
+            image[1000:1010, 2000:2020], mrc.data[1000:1010, 2000:2020].astype(np.float32)
+        )
     assert pixel_size_a == pytest.approx(0.85378, abs=1e-4)
 
 
@@ -66,8 +68,13 @@ def test_non_cubic_voxels_of_real_map(shared_data):
 def test_stack_round_trip_is_valid_mrc(tmp_path, float16):
     rng = np.random.default_rng(0)
     stack = rng.normal(size=(3, 10, 12)).astype(np.float16 if float16 else np.float32)
-    path = write_mrc(tmp_path / "particles.mrcs", torch.from_numpy(stack.astype(np.float32)), 1.31,
-                     float16=float16, stack=True)
+    path = write_mrc(
+        tmp_path / "particles.mrcs",
+        torch.from_numpy(stack.astype(np.float32)),
+        1.31,
+        float16=float16,
+        stack=True,
+    )
     assert mrcfile.validate(str(path), print_file=open(tmp_path / "validate.log", "w"))
     info = read_mrc_header(path)
     assert info.is_stack and info.mode == (12 if float16 else 2)
@@ -113,8 +120,11 @@ def test_truncated_file_names_expected_and_found(tmp_path):
     path = write_mrc(tmp_path / "movie_0042.mrc", np.zeros((3, 10, 12), np.float32), 1.0, stack=True)
     data = path.read_bytes()
     path.write_bytes(data[: 1024 + 500])
-    with pytest.raises(TruncatedFileError, match=r"movie_0042\.mrc: expected 3 sections of 12×10 float32 "
-                       r"\(1\.44 kB\) after the 1\.02 kB header, file holds 500 bytes — truncated"):
+    with pytest.raises(
+        TruncatedFileError,
+        match=r"movie_0042\.mrc: expected 3 sections of 12×10 float32 "
+        r"\(1\.44 kB\) after the 1\.02 kB header, file holds 500 bytes — truncated",
+    ):
         read_mrc(path)
 
 
@@ -149,5 +159,18 @@ def test_nan_is_refused(tmp_path):
     stack = np.zeros((3, 4, 4), np.float32)
     stack[2, 1, 1] = np.nan
     path = write_mrc(tmp_path / "nan.mrcs", stack, 1.0, stack=True)
-    with pytest.raises(InvalidDataError, match=r"nan.mrcs: expected finite pixel values, found 1 NaN/inf .*\[2\]"):
+    with pytest.raises(
+        InvalidDataError, match=r"nan.mrcs: expected finite pixel values, found 1 NaN/inf .*\[2\]"
+    ):
         read_mrc(path)
+
+
+def test_zero_mean_image_passes_validation(tmp_path):
+    # mrcfile averages in float32 (5.31e-6 here) but validates against float64 (5.18e-6) with atol 1e-8:
+    # a zero-mean image with values ~1000 was refused before write_mrc stored the float64 mean
+    image = (1000 * np.random.default_rng(5).normal(size=(927, 959))).astype(np.float32)
+    image -= np.float32(image.mean(dtype=np.float64))
+    path = write_mrc(tmp_path / "zero_mean.mrc", image, 4.0)
+    assert mrcfile.validate(str(path), print_file=open(tmp_path / "validate.log", "w")), (
+        tmp_path / "validate.log"
+    ).read_text()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA
 from cryowarp.io.errors import CorruptFileError, TruncatedFileError
 from cryowarp.io.star import (
     ctf_to_star_row,
@@ -27,8 +28,6 @@ from cryowarp.io.star import (
     star_tables_to_motion,
     write_star,
 )
-
-from conftest import SHARED_DATA
 
 ALL_STAR = sorted(SHARED_DATA.rglob("*.star")) if SHARED_DATA.is_dir() else []
 
@@ -60,12 +59,15 @@ def test_key_value_blocks_stay_key_value(shared_data, tmp_path):
     assert text.lstrip().startswith("# version 30001")
 
 
-@pytest.mark.parametrize("rel, flavour", [
-    ("cryodrgn/relion5.star", "relion5"),
-    ("cryodrgn/relion31.star", "relion3.1"),
-    ("cryodrgn/FinalRefinement-OriginalParticles-PfCRT.star", "relion3.0"),
-    ("starfile/postprocess.star", "other"),
-])
+@pytest.mark.parametrize(
+    "rel, flavour",
+    [
+        ("cryodrgn/relion5.star", "relion5"),
+        ("cryodrgn/relion31.star", "relion3.1"),
+        ("cryodrgn/FinalRefinement-OriginalParticles-PfCRT.star", "relion3.0"),
+        ("starfile/postprocess.star", "other"),
+    ],
+)
 def test_flavour(shared_data, rel, flavour):
     assert star_flavour(shared_data / rel) == flavour
 
@@ -93,7 +95,11 @@ def test_cryosparc_export_with_3d_alignments(shared_data):
     tables = read_cryosparc_cs(shared_data / "cryodrgn/cryosparc_P12_J24_001_particles.cs")
     assert len(tables.particles) == 2019
     optics = tables.optics.iloc[0]
-    assert (optics["rlnVoltage"], optics["rlnSphericalAberration"], optics["rlnImageSize"]) == (200.0, 2.0, 180)
+    assert (optics["rlnVoltage"], optics["rlnSphericalAberration"], optics["rlnImageSize"]) == (
+        200.0,
+        2.0,
+        180,
+    )
     assert optics["rlnImagePixelSize"] == pytest.approx(2.95, rel=1e-6)
     first = tables.particles.iloc[0]
     # first record: df1 45591.37 Å, angle −1.3636 rad, shift (11.334, −1.828) px at 2.95 Å
@@ -121,8 +127,16 @@ def test_two_optics_groups_are_kept(shared_data):
 
 def test_ctf_row_conversion():
     # D = 1.5 µm, Δ = 0.2 µm → U = 1.6 µm = 16000 Å, V = 14000 Å (warp-facts §0)
-    row = ctf_to_star_row({"defocus_um": 1.5, "defocus_delta_um": 0.2, "astigmatism_angle_deg": 30.0,
-                           "phase_shift_deg": 45.0, "resolution_a": 3.2, "voltage_kv": 300.0})
+    row = ctf_to_star_row(
+        {
+            "defocus_um": 1.5,
+            "defocus_delta_um": 0.2,
+            "astigmatism_angle_deg": 30.0,
+            "phase_shift_deg": 45.0,
+            "resolution_a": 3.2,
+            "voltage_kv": 300.0,
+        }
+    )
     assert row["rlnDefocusU"] == pytest.approx(16000.0)
     assert row["rlnDefocusV"] == pytest.approx(14000.0)
     assert row["rlnDefocusAngle"] == 30.0 and row["rlnPhaseShift"] == 45.0
@@ -138,15 +152,34 @@ def test_particles_tables_have_relion31_columns_and_units(tmp_path):
     coords = np.array([[100.0, 200.0], [300.5, 50.25]])
     tables = particles_star_tables(
         image_names=[relion_image_name(i, "particles/m1.mrcs") for i in range(2)],
-        micrograph_names="m1.mrc", coords_px_xy=coords, pixel_size_a=1.2, box_size_px=128,
-        voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.07, defocus_u_um=[1.6, 2.0], defocus_v_um=[1.4, 1.9],
-        astigmatism_angle_deg=12.0, scores=[0.9, 0.5])
+        micrograph_names="m1.mrc",
+        coords_px_xy=coords,
+        pixel_size_a=1.2,
+        box_size_px=128,
+        voltage_kv=300.0,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+        defocus_u_um=[1.6, 2.0],
+        defocus_v_um=[1.4, 1.9],
+        astigmatism_angle_deg=12.0,
+        scores=[0.9, 0.5],
+    )
     assert list(tables["optics"].columns) == [
-        "rlnOpticsGroupName", "rlnOpticsGroup", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
-        "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality"]
+        "rlnOpticsGroupName",
+        "rlnOpticsGroup",
+        "rlnVoltage",
+        "rlnSphericalAberration",
+        "rlnAmplitudeContrast",
+        "rlnImagePixelSize",
+        "rlnImageSize",
+        "rlnImageDimensionality",
+    ]
     path = write_star(tmp_path / "particles.star", tables)
     back = read_particles(path)
-    assert back.particles["rlnImageName"].tolist() == ["0000001@particles/m1.mrcs", "0000002@particles/m1.mrcs"]
+    assert back.particles["rlnImageName"].tolist() == [
+        "0000001@particles/m1.mrcs",
+        "0000002@particles/m1.mrcs",
+    ]
     np.testing.assert_allclose(back.particles[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), coords)
     np.testing.assert_allclose(back.particles["rlnDefocusU"], [16000.0, 20000.0])
     np.testing.assert_allclose(back.particles["rlnDefocusV"], [14000.0, 19000.0])
@@ -155,16 +188,28 @@ def test_particles_tables_have_relion31_columns_and_units(tmp_path):
 
 def test_micrographs_tables_with_ctf():
     tables = micrographs_star_tables(
-        ["a.mrc", "b.mrc"], pixel_size_a=0.885, voltage_kv=200.0, cs_mm=1.4, amplitude_contrast=0.1,
-        ctf=[{"defocus_um": 1.0, "defocus_delta_um": 0.1, "astigmatism_angle_deg": 5.0, "resolution_a": 4.0}] * 2,
-        metadata_names=["a.star", "b.star"])
+        ["a.mrc", "b.mrc"],
+        pixel_size_a=0.885,
+        voltage_kv=200.0,
+        cs_mm=1.4,
+        amplitude_contrast=0.1,
+        ctf=[{"defocus_um": 1.0, "defocus_delta_um": 0.1, "astigmatism_angle_deg": 5.0, "resolution_a": 4.0}]
+        * 2,
+        metadata_names=["a.star", "b.star"],
+    )
     mics = tables["micrographs"]
     assert mics["rlnDefocusU"].tolist() == pytest.approx([10500.0] * 2)
     assert mics["rlnCtfAstigmatism"].tolist() == pytest.approx([1000.0] * 2)
     assert tables["optics"]["rlnMicrographPixelSize"].item() == 0.885
     with pytest.raises(ValueError, match="expected 2 models"):
-        micrographs_star_tables(["a.mrc", "b.mrc"], pixel_size_a=1, voltage_kv=300, cs_mm=2.7,
-                                amplitude_contrast=0.1, ctf=[{"defocus_um": 1.0}])
+        micrographs_star_tables(
+            ["a.mrc", "b.mrc"],
+            pixel_size_a=1,
+            voltage_kv=300,
+            cs_mm=2.7,
+            amplitude_contrast=0.1,
+            ctf=[{"defocus_um": 1.0}],
+        )
 
 
 def test_motion_shift_sign_and_round_trip(tmp_path):
@@ -172,9 +217,16 @@ def test_motion_shift_sign_and_round_trip(tmp_path):
     disp = np.array([[0.5, -1.0], [0.0, 0.0], [-0.5, 1.0]])
     coords = np.array([[10.0, 20.0], [30.0, 40.0]])
     local = disp[:, None, :] + np.array([[0.1, 0.2], [0.0, -0.1]])[None]
-    tables = motion_to_star_tables(disp, pixel_size_a=0.5, movie_name="m.tif", image_size_xyz=(64, 48, 3),
-                                   exposure_per_frame_e_per_a2=1.2, voltage_kv=300.0,
-                                   local_coords_px_xy=coords, local_displacement_a_yx=local)
+    tables = motion_to_star_tables(
+        disp,
+        pixel_size_a=0.5,
+        movie_name="m.tif",
+        image_size_xyz=(64, 48, 3),
+        exposure_per_frame_e_per_a2=1.2,
+        voltage_kv=300.0,
+        local_coords_px_xy=coords,
+        local_displacement_a_yx=local,
+    )
     shifts = tables["global_shift"]
     assert shifts.loc[0, "rlnMicrographShiftX"] == pytest.approx(2.0)
     assert shifts.loc[0, "rlnMicrographShiftY"] == pytest.approx(-1.0)
@@ -203,8 +255,10 @@ def test_truncated_and_empty_star(tmp_path):
     (tmp_path / "empty.star").write_text("")
     with pytest.raises(TruncatedFileError, match="empty.star: expected a STAR file .* file is empty"):
         read_star(tmp_path / "empty.star")
-    (tmp_path / "half.star").write_text("data_particles\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
-                                        "_rlnAutopickFigureOfMerit #3\n1 2 0.5\n3 4 0.7\n5 6")
+    (tmp_path / "half.star").write_text(
+        "data_particles\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
+        "_rlnAutopickFigureOfMerit #3\n1 2 0.5\n3 4 0.7\n5 6"
+    )
     with pytest.raises(TruncatedFileError, match=r"half.star: expected 3 values .* last row \(row 3\) has 2"):
         read_star(tmp_path / "half.star")
     (tmp_path / "text.star").write_text("hello world\n")
@@ -219,15 +273,38 @@ def test_truncated_and_empty_star(tmp_path):
 @pytest.mark.skipif(shutil.which("relion_star_printtable") is None, reason="RELION not installed")
 def test_relion_reads_our_particles_star(tmp_path):
     tables = particles_star_tables(
-        image_names=[relion_image_name(i, "p.mrcs") for i in range(3)], micrograph_names="m.mrc",
-        coords_px_xy=[[1, 2], [3, 4], [5, 6]], pixel_size_a=1.5, box_size_px=64, voltage_kv=300, cs_mm=2.7,
-        amplitude_contrast=0.1, defocus_u_um=[1.0, 1.1, 1.2], defocus_v_um=[0.9, 1.0, 1.1])
+        image_names=[relion_image_name(i, "p.mrcs") for i in range(3)],
+        micrograph_names="m.mrc",
+        coords_px_xy=[[1, 2], [3, 4], [5, 6]],
+        pixel_size_a=1.5,
+        box_size_px=64,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.1,
+        defocus_u_um=[1.0, 1.1, 1.2],
+        defocus_v_um=[0.9, 1.0, 1.1],
+    )
     path = write_star(Path(tmp_path) / "particles.star", tables)
-    out = subprocess.run(["relion_star_printtable", str(path), "data_particles", "rlnImageName", "rlnDefocusU",
-                          "rlnCoordinateX"], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [
+            "relion_star_printtable",
+            str(path),
+            "data_particles",
+            "rlnImageName",
+            "rlnDefocusU",
+            "rlnCoordinateX",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out[0::3] == ["0000001@p.mrcs", "0000002@p.mrcs", "0000003@p.mrcs"]
     assert [float(v) for v in out[1::3]] == pytest.approx([10000.0, 11000.0, 12000.0])
     assert [float(v) for v in out[2::3]] == [1.0, 3.0, 5.0]
-    optics = subprocess.run(["relion_star_printtable", str(path), "data_optics", "rlnImagePixelSize",
-                             "rlnImageSize"], capture_output=True, text=True, check=True).stdout.split()
+    optics = subprocess.run(
+        ["relion_star_printtable", str(path), "data_optics", "rlnImagePixelSize", "rlnImageSize"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert [float(v) for v in optics] == [1.5, 64.0]

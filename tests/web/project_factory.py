@@ -63,9 +63,9 @@ def fake_items(n: int, seed: int = 0, *, n_failed: int = 1, n_queued: int = 1) -
             defocus_um=float(np.clip(rng.normal(1.8, 0.5), 0.4, 4.0)),
             defocus_delta_um=float(abs(rng.normal(0.05, 0.03))),
             astigmatism_angle_deg=float(rng.uniform(-90, 90)),
-            resolution_a=float(np.clip(rng.gamma(6.0, 0.7), 3.0, 12.0)),
+            resolution_a=float(np.clip(rng.normal(3.9, 0.7), 2.8, 12.0)),
             mean_motion_a=float(np.clip(rng.gamma(3.0, 0.8), 0.3, 9.0)),
-            mask_percentage=float(np.clip(rng.exponential(4.0), 0.0, 40.0)),
+            mask_percentage=float(np.clip(rng.exponential(3.0), 0.0, 40.0)),
             picks_px_xy=picks,
             status=status,
         ))

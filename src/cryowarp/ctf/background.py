@@ -102,6 +102,7 @@ def refine_background_and_envelope(
     bin_start: int,
     bin_end: int,
     fallback_background: torch.Tensor | None = None,
+    ctf_abs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Background through the spectrum's minima at the CTF zeros, envelope through its maxima at the peaks.
 
@@ -120,6 +121,14 @@ def refine_background_and_envelope(
         Data range used for the nodes.
     fallback_background : torch.Tensor, optional
         Used when fewer than two zeros fall in the range.
+    ctf_abs : torch.Tensor, optional
+        `(n_bins,)` the simulated |CTF| on the bins. If given, one more pass removes the bias of
+        sampling minima on whole bins (the nearest bin to a zero still holds up to
+        envelope × sin(π/2 / lobe width) of signal): the background nodes become
+        spectrum − envelope × |CTF| at the same bins, and the envelope is fitted again (ours, not
+        Warp's; it matters where lobes are only a few bins wide). :func:`cryowarp.ctf.fit_ctf` does
+        not use it: where the envelope is overestimated (beyond the signal) the correction imprints
+        the CTF into the background and the resolution estimate believes it.
 
     Returns
     -------
@@ -147,4 +156,16 @@ def refine_background_and_envelope(
     else:
         envelope = residual[bin_start:bin_end].std().expand(n_bins).clone()
     envelope = envelope.clamp_min(float(envelope.max()) * 1e-3 + 1e-12)
+    if ctf_abs is not None and x_min.numel() >= 2:
+        idx = x_min.long()
+        nodes = ps1d[idx] - envelope[idx] * ctf_abs[idx]
+        background = pchip_interpolate(x_min, nodes, all_bins)
+        x_max, y_max = _extrema_near(ps1d - background, peaks_bins, bin_start, bin_end, minimum=False)
+        if x_max.numel() >= 1:
+            idx = x_max.long()
+            y_max = y_max / ctf_abs[idx].clamp_min(0.5)
+            floor = torch.cummax(y_max.clamp_min(0), 0).values * 0.05
+            y_max = torch.maximum(y_max, floor.clamp_min(1e-6))
+            envelope = pchip_interpolate(x_max, y_max, all_bins)
+            envelope = envelope.clamp_min(float(envelope.max()) * 1e-3 + 1e-12)
     return background, envelope

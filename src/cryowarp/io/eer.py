@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,16 @@ import numpy as np
 from cryowarp.io.errors import CorruptFileError, TruncatedFileError, format_bytes
 from cryowarp.io.mrc import atomic_path
 
-__all__ = ["write_eer", "encode_eer_frame", "EerInfo", "eer_info", "decode_eer_frame", "iter_eer_groups",
-           "eer_group_ranges", "EER_BITS"]
+__all__ = [
+    "write_eer",
+    "encode_eer_frame",
+    "EerInfo",
+    "eer_info",
+    "decode_eer_frame",
+    "iter_eer_groups",
+    "eer_group_ranges",
+    "EER_BITS",
+]
 
 # compression code -> (skipbits, horzbits, vertbits)
 EER_BITS = {65000: (8, 2, 2), 65001: (7, 2, 2), 65002: (7, 2, 2)}
@@ -98,7 +106,8 @@ def encode_eer_frame(
     return data + b"\0" * (len(data) % 2)
 
 
-def _ifd(entries: list[tuple[int, int, int, bytes]], next_offset_pos: int) -> bytes:
+def _ifd(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """One BigTIFF IFD: entry count, sorted 20-byte entries, a zero next-IFD offset (patched later)."""
     out = struct.pack("<Q", len(entries))
     for tag, typ, count, value in sorted(entries):
         out += struct.pack("<HHQ", tag, typ, count) + value.ljust(8, b"\0")
@@ -107,9 +116,9 @@ def _ifd(entries: list[tuple[int, int, int, bytes]], next_offset_pos: int) -> by
 
 def write_eer(
     path: str | Path,
-    counts: np.ndarray,
+    counts: np.ndarray | Sequence[np.ndarray],
     *,
-    subpixel_xy: np.ndarray | None = None,
+    subpixel_xy: np.ndarray | Sequence[np.ndarray] | None = None,
     compression: int = 65001,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -119,10 +128,11 @@ def write_eer(
     ----------
     path : str or Path
         Destination (``.eer``).
-    counts : numpy.ndarray
+    counts : numpy.ndarray or sequence of numpy.ndarray
         ``[N, H, W]`` events per pixel and raw frame, 0 or 1 (EER has at most one event per pixel per
-        frame; simulate enough raw frames that this holds).
-    subpixel_xy : numpy.ndarray, optional
+        frame; simulate enough raw frames that this holds). Any sequence of ``[H, W]`` frames works, so
+        a long movie can be generated frame by frame (``len`` and indexing are all that is used).
+    subpixel_xy : numpy.ndarray or sequence, optional
         ``[N, H, W, 2]`` sub-pixel position (0–3) of each event in x and y, for 8K/16K rendering.
     compression : {65000, 65001}
         8-bit or 7-bit run lengths.
@@ -133,34 +143,45 @@ def write_eer(
     -------
     path : Path
     """
-    counts = np.asarray(counts)
-    if counts.ndim != 3:
+    if isinstance(counts, np.ndarray) and counts.ndim != 3:
         raise ValueError(f"{Path(path).name}: counts must be [N, H, W], got shape {counts.shape}")
-    if counts.size and (counts.max() > 1 or counts.min() < 0):
-        raise ValueError(f"{Path(path).name}: EER stores at most one event per pixel and frame; counts range "
-                         f"{counts.min()}..{counts.max()} — use more raw frames")
     if compression not in (65000, 65001):
         raise ValueError(f"compression must be 65000 or 65001, got {compression}")
     skipbits, horzbits, vertbits = EER_BITS[compression]
-    n, h, w = counts.shape
+    n = len(counts)
+    if n == 0:
+        raise ValueError(f"{Path(path).name}: no frames to write")
+    h, w = np.asarray(counts[0]).shape
     items = {"numberOfFrames": n, "sensorImageWidth": w, "sensorImageHeight": h, **(metadata or {})}
-    xml = ("<metadata>" + "".join(f'<item name="{escape(str(k))}">{escape(str(v))}</item>' for k, v in items.items())
-           + "</metadata>").encode()
+    xml = (
+        "<metadata>"
+        + "".join(f'<item name="{escape(str(k))}">{escape(str(v))}</item>' for k, v in items.items())
+        + "</metadata>"
+    ).encode()
     with atomic_path(path, suffix=".eer") as tmp, open(tmp, "wb") as f:
         f.write(b"II" + struct.pack("<HHHQ", 43, 8, 0, 0))  # first-IFD offset patched below
         previous_link = 8
         for i in range(n):
-            flat = counts[i].reshape(-1)
-            idx = np.flatnonzero(flat)
+            frame = np.asarray(counts[i])
+            if frame.shape != (h, w):
+                raise ValueError(
+                    f"{Path(path).name}: frame {i} has shape {frame.shape}, frame 0 has {(h, w)}"
+                )
+            if frame.size and (frame.max() > 1 or frame.min() < 0):
+                raise ValueError(
+                    f"{Path(path).name}: EER stores at most one event per pixel and frame; frame {i} holds "
+                    f"{frame.min()}..{frame.max()} — use more raw frames"
+                )
+            idx = np.flatnonzero(frame.reshape(-1))
             sub_x = sub_y = None
             if subpixel_xy is not None:
                 sub = subpixel_xy[i].reshape(-1, 2)[idx]
                 sub_x, sub_y = sub[:, 0], sub[:, 1]
-            strip = encode_eer_frame(idx, h * w, sub_x, sub_y, skipbits=skipbits, horzbits=horzbits,
-                                     vertbits=vertbits)
+            strip = encode_eer_frame(
+                idx, h * w, sub_x, sub_y, skipbits=skipbits, horzbits=horzbits, vertbits=vertbits
+            )
             strip_offset = f.tell()
             f.write(strip)
-            extra = b""
             entries = [
                 (256, 4, 1, struct.pack("<I", w)),
                 (257, 4, 1, struct.pack("<I", h)),
@@ -176,8 +197,8 @@ def write_eer(
                 f.write(xml + b"\0" * (len(xml) % 2))
                 entries.append((_TAG_METADATA, 7, len(xml), struct.pack("<Q", xml_offset)))
             ifd_offset = f.tell()
-            ifd = _ifd(entries, 0)
-            f.write(ifd + extra)
+            ifd = _ifd(entries)
+            f.write(ifd)
             end = f.tell()
             f.seek(previous_link)
             f.write(struct.pack("<Q", ifd_offset))
@@ -224,12 +245,17 @@ def _open_tiff(path: Path):  # type: ignore[no-untyped-def]
         raise FileNotFoundError(f"{path}: no such file")
     size = path.stat().st_size
     if size == 0:
-        raise TruncatedFileError(path, "expected an EER/TIFF file, file is empty (0 bytes) — still being written?")
+        raise TruncatedFileError(
+            path, "expected an EER/TIFF file, file is empty (0 bytes) — still being written?"
+        )
     try:
         return tifffile.TiffFile(path)
     except Exception as exc:
-        raise CorruptFileError(path, f"expected a TIFF/EER file ({format_bytes(size)} found), could not parse its "
-                               f"header ({type(exc).__name__}: {exc}) — truncated or still being written?") from exc
+        raise CorruptFileError(
+            path,
+            f"expected a TIFF/EER file ({format_bytes(size)} found), could not parse its "
+            f"header ({type(exc).__name__}: {exc}) — truncated or still being written?",
+        ) from exc
 
 
 def check_tiff_page_chain(path: Path, tif: Any) -> int:
@@ -253,17 +279,26 @@ def check_tiff_page_chain(path: Path, tif: Any) -> int:
             n_tags = struct.unpack(byteorder + count_fmt, raw)[0]
             fh.seek(int(last.offset) + len(raw) + n_tags * entry_bytes)
             raw_next = fh.read(struct.calcsize(next_fmt))
-            next_offset = (struct.unpack(byteorder + next_fmt, raw_next)[0]
-                           if len(raw_next) == struct.calcsize(next_fmt) else size + 1)
+            next_offset = (
+                struct.unpack(byteorder + next_fmt, raw_next)[0]
+                if len(raw_next) == struct.calcsize(next_fmt)
+                else size + 1
+            )
     if next_offset != 0:
         raise TruncatedFileError(
-            path, f"expected the TIFF page table to end after page {n}, it points on to byte {next_offset} but the "
-            f"file holds {size} bytes ({format_bytes(size)}) — truncated or still being written")
-    end = max((int(o) + int(c) for o, c in zip(last.dataoffsets, last.databytecounts)), default=0)
+            path,
+            f"expected the TIFF page table to end after page {n}, it points on to byte {next_offset} but the "
+            f"file holds {size} bytes ({format_bytes(size)}) — truncated or still being written",
+        )
+    end = max(
+        (int(o) + int(c) for o, c in zip(last.dataoffsets, last.databytecounts, strict=False)), default=0
+    )
     if end > size:
         raise TruncatedFileError(
-            path, f"expected {n} pages with the last one's data ending at byte {end}, file holds {size} bytes "
-            f"({format_bytes(size)}) — truncated or still being written")
+            path,
+            f"expected {n} pages with the last one's data ending at byte {end}, file holds {size} bytes "
+            f"({format_bytes(size)}) — truncated or still being written",
+        )
     return n
 
 
@@ -277,8 +312,9 @@ def eer_info(path: str | Path) -> EerInfo:
         except TruncatedFileError:
             raise
         except Exception as exc:
-            raise TruncatedFileError(path, f"could not walk the page table ({exc}) — truncated or still being "
-                                     "written") from exc
+            raise TruncatedFileError(
+                path, f"could not walk the page table ({exc}) — truncated or still being written"
+            ) from exc
         meta: dict[str, str] = {}
         try:
             parsed = tif.eer_metadata
@@ -304,16 +340,29 @@ def eer_info(path: str | Path) -> EerInfo:
         bits = EER_BITS[compression]
         if compression == 65002:
             tags = page.tags
-            bits = tuple(int(tags[t].value) if t in tags else d for t, d in zip(_TAG_BITS, bits))  # type: ignore[assignment]
+            bits = tuple(
+                int(tags[t].value) if t in tags else d for t, d in zip(_TAG_BITS, bits, strict=False)
+            )  # type: ignore[assignment]
         shape = (int(page.imagelength), int(page.imagewidth))
         last = pages[n_pages - 1]
         end = int(last.dataoffsets[0]) + int(last.databytecounts[0])
         size = path.stat().st_size
         if end > size:
-            raise TruncatedFileError(path, f"expected {n_pages - first} EER frames ending at byte {end}, file holds "
-                                     f"{size} bytes — truncated or still being written")
-    return EerInfo(path=str(path), n_raw_frames=n_pages - first, shape_yx=shape, compression=compression,
-                   bits=bits, metadata=meta, pixel_size_a=_pixel_size_from_metadata(meta), first_frame_page=first)
+            raise TruncatedFileError(
+                path,
+                f"expected {n_pages - first} EER frames ending at byte {end}, file holds "
+                f"{size} bytes — truncated or still being written",
+            )
+    return EerInfo(
+        path=str(path),
+        n_raw_frames=n_pages - first,
+        shape_yx=shape,
+        compression=compression,
+        bits=bits,
+        metadata=meta,
+        pixel_size_a=_pixel_size_from_metadata(meta),
+        first_frame_page=first,
+    )
 
 
 def eer_group_ranges(
@@ -342,7 +391,9 @@ def eer_group_ranges(
         raise ValueError("give exactly one of n_groups, frames_per_group, group_exposure_e_per_a2")
     if group_exposure_e_per_a2 is not None:
         if not total_exposure_e_per_a2 or total_exposure_e_per_a2 <= 0 or group_exposure_e_per_a2 <= 0:
-            raise ValueError("grouping by exposure needs positive group_exposure_e_per_a2 and total_exposure_e_per_a2")
+            raise ValueError(
+                "grouping by exposure needs positive group_exposure_e_per_a2 and total_exposure_e_per_a2"
+            )
         n_groups = int(np.ceil(total_exposure_e_per_a2 / group_exposure_e_per_a2 - 1e-9))
     if n_groups is not None:
         if n_groups <= 0:
@@ -356,18 +407,25 @@ def eer_group_ranges(
     return groups, n_raw_frames - n_full * frames_per_group
 
 
-def decode_eer_frame(path: str | Path, raw_index: int, *, superres: int = 0, out: np.ndarray | None = None,
-                     info: EerInfo | None = None) -> np.ndarray:
+def decode_eer_frame(
+    path: str | Path,
+    raw_index: int,
+    *,
+    superres: int = 0,
+    out: np.ndarray | None = None,
+    info: EerInfo | None = None,
+) -> np.ndarray:
     """Decode one raw frame (added into ``out`` if given) at super-resolution level 0, 1 or 2."""
     path = Path(path)
     info = info or eer_info(path)
-    for start, acc in _decode_groups(path, info, [range(raw_index, raw_index + 1)], superres, out):
+    for _start, acc in _decode_groups(path, info, [range(raw_index, raw_index + 1)], superres, out):
         return acc
     raise AssertionError("unreachable")
 
 
-def _decode_groups(path: Path, info: EerInfo, groups: list[range], superres: int,
-                   out: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def _decode_groups(
+    path: Path, info: EerInfo, groups: list[range], superres: int, out: np.ndarray | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     import imagecodecs
 
     if superres not in (0, 1, 2):
@@ -385,20 +443,29 @@ def _decode_groups(path: Path, info: EerInfo, groups: list[range], superres: int
                 n_bytes = int(page.databytecounts[0])
                 data = fh.read(n_bytes)
                 if len(data) != n_bytes:
-                    raise TruncatedFileError(path, f"raw frame {raw}: expected {n_bytes} bytes, found {len(data)} "
-                                             "— truncated or still being written")
+                    raise TruncatedFileError(
+                        path,
+                        f"raw frame {raw}: expected {n_bytes} bytes, found {len(data)} "
+                        "— truncated or still being written",
+                    )
                 if len(data) % 2:
                     data += b"\0"
                 try:
-                    imagecodecs.eer_decode(data, shape, skipbits, horzbits, vertbits, superres=superres, out=acc)
+                    imagecodecs.eer_decode(
+                        data, shape, skipbits, horzbits, vertbits, superres=superres, out=acc
+                    )
                 except Exception as exc:
-                    raise CorruptFileError(path, f"raw frame {raw}: EER stream does not decode to {shape[1]}×{shape[0]} "
-                                           f"({type(exc).__name__}: {exc})") from exc
+                    raise CorruptFileError(
+                        path,
+                        f"raw frame {raw}: EER stream does not decode to {shape[1]}×{shape[0]} "
+                        f"({type(exc).__name__}: {exc})",
+                    ) from exc
             yield g, acc
 
 
-def iter_eer_groups(path: str | Path, groups: list[range], *, superres: int = 0,
-                    info: EerInfo | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_eer_groups(
+    path: str | Path, groups: list[range], *, superres: int = 0, info: EerInfo | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(group_index, counts uint16 [H·s, W·s])`` summing the raw frames of each group."""
     path = Path(path)
     info = info or eer_info(path)

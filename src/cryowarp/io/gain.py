@@ -100,15 +100,26 @@ class GainTransform:
     @property
     def name(self) -> str:
         """E.g. ``"flip_x+transpose"``; ``"identity"`` when nothing is done."""
-        parts = [n for n, on in (("flip_x", self.flip_x), ("flip_y", self.flip_y), ("transpose", self.transpose)) if on]
+        parts = [
+            n
+            for n, on in (("flip_x", self.flip_x), ("flip_y", self.flip_y), ("transpose", self.transpose))
+            if on
+        ]
         if self.rotate_deg % 360:
             parts.append(f"rotate_{self.rotate_deg % 360}")
         return "+".join(parts) or "identity"
 
     def cli_flags(self) -> str:
         """The options of ``cryowarp`` commands that request this transform."""
-        flags = [f for f, on in (("--gain-flip-x", self.flip_x), ("--gain-flip-y", self.flip_y),
-                                 ("--gain-transpose", self.transpose)) if on]
+        flags = [
+            f
+            for f, on in (
+                ("--gain-flip-x", self.flip_x),
+                ("--gain-flip-y", self.flip_y),
+                ("--gain-transpose", self.transpose),
+            )
+            if on
+        ]
         if self.rotate_deg % 360:
             flags.append(f"--gain-rotate {self.rotate_deg % 360}")
         return " ".join(flags) or "(none)"
@@ -125,8 +136,12 @@ class GainTransform:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary."""
-        return {"flip_x": self.flip_x, "flip_y": self.flip_y, "transpose": self.transpose,
-                "rotate_deg": self.rotate_deg}
+        return {
+            "flip_x": self.flip_x,
+            "flip_y": self.flip_y,
+            "transpose": self.transpose,
+            "rotate_deg": self.rotate_deg,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GainTransform:
@@ -136,8 +151,12 @@ class GainTransform:
 
 def all_gain_transforms() -> list[GainTransform]:
     """The 8 distinct flips/transposes (the symmetries of a square), identity first."""
-    return [GainTransform(flip_x=fx, flip_y=fy, transpose=tr)
-            for tr in (False, True) for fy in (False, True) for fx in (False, True)]
+    return [
+        GainTransform(flip_x=fx, flip_y=fy, transpose=tr)
+        for tr in (False, True)
+        for fy in (False, True)
+        for fx in (False, True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -175,12 +194,14 @@ class GainReference:
             hint = ""
             if tuple(shape_yx) == self.shape_yx[::-1]:
                 hint = " — the gain looks transposed: try --gain-transpose"
-            elif all(s % g == 0 or g % s == 0 for s, g in zip(shape_yx, self.shape_yx)):
+            elif all(s % g == 0 or g % s == 0 for s, g in zip(shape_yx, self.shape_yx, strict=False)):
                 hint = " — super-resolution vs. physical pixels? bin the gain or the movie to match"
             raise ShapeMismatchError(
                 self.path or "gain",
                 f"expected a gain reference of the movie's frame size {shape_yx[1]}×{shape_yx[0]} (W×H) "
-                f"for {movie_name}, found {self.shape_yx[1]}×{self.shape_yx[0]} (after {self.transform.name}){hint}")
+                f"for {movie_name}, found {self.shape_yx[1]}×{self.shape_yx[0]} "
+                f"(after {self.transform.name}){hint}",
+            )
 
     def apply(self, frames: torch.Tensor) -> torch.Tensor:
         """Gain-correct ``[..., H, W]`` frames (new tensor; multiplies, or divides for EER)."""
@@ -194,8 +215,12 @@ class GainReference:
 
     def with_transform(self, transform: GainTransform) -> GainReference:
         """The same gain re-oriented by ``transform`` (on top of the current one)."""
-        return replace(self, gain=transform.apply(self.gain), defects=transform.apply(self.defects),
-                       transform=self.transform.then(transform))
+        return replace(
+            self,
+            gain=transform.apply(self.gain),
+            defects=transform.apply(self.defects),
+            transform=self.transform.then(transform),
+        )
 
 
 def read_image_2d(path: str | Path) -> torch.Tensor:
@@ -211,8 +236,9 @@ def read_image_2d(path: str | Path) -> torch.Tensor:
             with tifffile.TiffFile(path) as tif:
                 array = tif.pages[0].asarray()
         except Exception as exc:
-            raise CorruptFileError(path, f"expected a TIFF image, could not read it ({type(exc).__name__}: {exc})") \
-                from exc
+            raise CorruptFileError(
+                path, f"expected a TIFF image, could not read it ({type(exc).__name__}: {exc})"
+            ) from exc
         array = np.asarray(array, dtype=np.float32)
     else:
         from cryowarp.io.mrc import read_mrc
@@ -260,22 +286,31 @@ def load_gain(
         raw = torch.as_tensor(np.asarray(source) if isinstance(source, np.ndarray) else source).detach()
         raw = raw.to("cpu", torch.float32)
     if raw.ndim != 2:
-        raise ShapeMismatchError(path or "gain", f"expected a 2D gain reference, found shape {tuple(raw.shape)}")
+        raise ShapeMismatchError(
+            path or "gain", f"expected a 2D gain reference, found shape {tuple(raw.shape)}"
+        )
     transform = GainTransform(flip_x=flip_x, flip_y=flip_y, transpose=transpose, rotate_deg=rotate_deg)
     raw = transform.apply(raw)
     defects = ~torch.isfinite(raw) | (raw == 0)
     good = raw[~defects]
     if good.numel() == 0:
-        raise InvalidDataError(path or "gain", "expected a gain reference with non-zero pixels, found all zeros")
+        raise InvalidDataError(
+            path or "gain", "expected a gain reference with non-zero pixels, found all zeros"
+        )
     if bool((good < 0).any()):
-        raise InvalidDataError(path or "gain", f"expected a positive gain reference, found {int((good < 0).sum())} "
-                               "negative pixels")
+        raise InvalidDataError(
+            path or "gain",
+            f"expected a positive gain reference, found {int((good < 0).sum())} negative pixels",
+        )
     gain = torch.where(defects, torch.ones_like(raw), raw / good.mean())
-    return GainReference(gain=gain.contiguous(), defects=defects, convention=convention, transform=transform,
-                         path=path)
+    return GainReference(
+        gain=gain.contiguous(), defects=defects, convention=convention, transform=transform, path=path
+    )
 
 
-def read_defect_map(source: str | Path | torch.Tensor | np.ndarray, shape_yx: tuple[int, int]) -> torch.Tensor:
+def read_defect_map(
+    source: str | Path | torch.Tensor | np.ndarray, shape_yx: tuple[int, int]
+) -> torch.Tensor:
     """A boolean defect mask ``[H, W]`` (True = defective).
 
     Parameters
@@ -302,11 +337,14 @@ def read_defect_map(source: str | Path | torch.Tensor | np.ndarray, shape_yx: tu
                 try:
                     x, y, w, h = (int(round(float(p))) for p in parts)
                 except ValueError as exc:
-                    raise CorruptFileError(path, f"line {line_no}: expected 4 numbers 'x y w h', found {line!r}") \
-                        from exc
+                    raise CorruptFileError(
+                        path, f"line {line_no}: expected 4 numbers 'x y w h', found {line!r}"
+                    ) from exc
                 if w <= 0 or h <= 0:
-                    raise CorruptFileError(path, f"line {line_no}: expected a positive width and height, found {line!r}")
-                mask[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)] = True
+                    raise CorruptFileError(
+                        path, f"line {line_no}: expected a positive width and height, found {line!r}"
+                    )
+                mask[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = True
             return mask
         image = read_image_2d(path)
         name = path
@@ -314,8 +352,11 @@ def read_defect_map(source: str | Path | torch.Tensor | np.ndarray, shape_yx: tu
         image = torch.as_tensor(np.asarray(source) if isinstance(source, np.ndarray) else source)
         name = "defects"
     if tuple(image.shape) != shape_yx:
-        raise ShapeMismatchError(name, f"expected a defect map of the frame size {shape_yx[1]}×{shape_yx[0]} (W×H), "
-                                 f"found {image.shape[-1]}×{image.shape[-2]}")
+        raise ShapeMismatchError(
+            name,
+            f"expected a defect map of the frame size {shape_yx[1]}×{shape_yx[0]} (W×H), "
+            f"found {image.shape[-1]}×{image.shape[-2]}",
+        )
     return image != 0
 
 
@@ -352,8 +393,11 @@ class DefectCorrector:
         if self.n_defects == 0:
             return frames
         if tuple(frames.shape[-2:]) != self.shape_yx:
-            raise ShapeMismatchError(None, f"defect map is {self.shape_yx[1]}×{self.shape_yx[0]} (W×H), frames are "
-                                     f"{frames.shape[-1]}×{frames.shape[-2]}")
+            raise ShapeMismatchError(
+                None,
+                f"defect map is {self.shape_yx[1]}×{self.shape_yx[0]} (W×H), frames are "
+                f"{frames.shape[-1]}×{frames.shape[-2]}",
+            )
         flat = frames.reshape(-1, self.shape_yx[0] * self.shape_yx[1])
         device = frames.device
         src = self.source_index.to(device)
@@ -395,14 +439,14 @@ def make_defect_corrector(defects: torch.Tensor) -> DefectCorrector:
     radius = _START_RADIUS_PX
     while len(pending) and radius <= _MAX_RADIUS_PX:
         r = int(math.ceil(radius))
-        dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+        dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
         inside = (dy**2 + dx**2 <= radius**2) & ((dy != 0) | (dx != 0))
         dy, dx = dy[inside], dx[inside]
         # Chunk the pending defects so that big defect areas never build a huge [D, K] array.
         chunk = max(1, 4_000_000 // len(dy))
         still: list[np.ndarray] = []
         for start in range(0, len(pending), chunk):
-            idx = pending[start:start + chunk]
+            idx = pending[start : start + chunk]
             yy = ys[idx, None] + dy[None, :]
             xx = xs[idx, None] + dx[None, :]
             valid = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
@@ -427,9 +471,12 @@ def make_defect_corrector(defects: torch.Tensor) -> DefectCorrector:
     counts = np.bincount(target_slot, minlength=len(defect_index))
     weight = 1.0 / counts[target_slot]
     return DefectCorrector(
-        defect_index=torch.from_numpy(defect_index), source_index=torch.from_numpy(source_index),
+        defect_index=torch.from_numpy(defect_index),
+        source_index=torch.from_numpy(source_index),
         target_slot=torch.from_numpy(target_slot.astype(np.int64)),
-        weight=torch.from_numpy(weight.astype(np.float32)), shape_yx=(h, w))
+        weight=torch.from_numpy(weight.astype(np.float32)),
+        shape_yx=(h, w),
+    )
 
 
 def _box_mean(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -509,25 +556,40 @@ class GainOrientationReport:
 
     def summary(self) -> str:
         """One human-readable paragraph."""
-        lines = [f"  {name:>24s}: corr {c:+.4f}" for name, c in sorted(self.correlations.items(),
-                                                                        key=lambda kv: abs(kv[1]))]
-        verdict = (f"gain orientation looks WRONG (corr {self.current_correlation:+.4f}, noise ~{self.noise_level:.4f}); "
-                   f"apply {self.best.name} ({self.best.cli_flags()})" if self.looks_wrong else
-                   f"gain orientation looks right (corr {self.current_correlation:+.4f}, noise ~{self.noise_level:.4f})")
+        lines = [
+            f"  {name:>24s}: corr {c:+.4f}"
+            for name, c in sorted(self.correlations.items(), key=lambda kv: abs(kv[1]))
+        ]
+        verdict = (
+            f"gain orientation looks WRONG (corr {self.current_correlation:+.4f}, "
+            f"noise ~{self.noise_level:.4f}); "
+            f"apply {self.best.name} ({self.best.cli_flags()})"
+            if self.looks_wrong
+            else f"gain orientation looks right (corr {self.current_correlation:+.4f}, "
+            f"noise ~{self.noise_level:.4f})"
+        )
         return verdict + "\n" + "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary."""
-        return {"correlations": dict(self.correlations), "best": self.best.to_dict(),
-                "current_correlation": self.current_correlation, "noise_level": self.noise_level,
-                "looks_wrong": self.looks_wrong}
+        return {
+            "correlations": dict(self.correlations),
+            "best": self.best.to_dict(),
+            "current_correlation": self.current_correlation,
+            "noise_level": self.noise_level,
+            "looks_wrong": self.looks_wrong,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GainOrientationReport:
         """Inverse of :meth:`to_dict`."""
-        return cls(correlations=dict(d["correlations"]), best=GainTransform.from_dict(d["best"]),
-                   current_correlation=float(d["current_correlation"]), noise_level=float(d["noise_level"]),
-                   looks_wrong=bool(d["looks_wrong"]))
+        return cls(
+            correlations=dict(d["correlations"]),
+            best=GainTransform.from_dict(d["best"]),
+            current_correlation=float(d["current_correlation"]),
+            noise_level=float(d["noise_level"]),
+            looks_wrong=bool(d["looks_wrong"]),
+        )
 
 
 def _highpass(image: torch.Tensor, size: int = 9) -> torch.Tensor:
@@ -586,6 +648,13 @@ def detect_gain_orientation(
         raise AssertionError("unreachable")
     noise = 1.0 / math.sqrt(n_pixels)
     current = correlations.get("identity", math.nan)
-    looks_wrong = bool(not math.isfinite(current) or (abs(current) > 5 * noise and abs(current) > 3 * best_abs))
-    return GainOrientationReport(correlations=correlations, best=best, current_correlation=current,
-                                 noise_level=noise, looks_wrong=looks_wrong)
+    looks_wrong = bool(
+        not math.isfinite(current) or (abs(current) > 5 * noise and abs(current) > 3 * best_abs)
+    )
+    return GainOrientationReport(
+        correlations=correlations,
+        best=best,
+        current_correlation=current,
+        noise_level=noise,
+        looks_wrong=looks_wrong,
+    )

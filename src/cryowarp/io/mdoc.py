@@ -88,7 +88,9 @@ def read_mdoc(path: str | Path) -> Mdoc:
         raise FileNotFoundError(f"{path}: no such file")
     text = path.read_text(errors="replace")
     if not text.strip():
-        raise TruncatedFileError(path, "expected SerialEM 'key = value' lines, file is empty — still being written?")
+        raise TruncatedFileError(
+            path, "expected SerialEM 'key = value' lines, file is empty — still being written?"
+        )
     global_data: dict[str, Any] = {}
     titles: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -108,7 +110,9 @@ def read_mdoc(path: str | Path) -> Mdoc:
             continue
         kv = _KEY_VALUE.match(line)
         if not kv:
-            raise CorruptFileError(path, f"line {line_no}: expected 'key = value' or '[Section = n]', found {line!r}")
+            raise CorruptFileError(
+                path, f"line {line_no}: expected 'key = value' or '[Section = n]', found {line!r}"
+            )
         key, value = kv.group(1).strip(), kv.group(2)
         if key == "T":  # frame-set mdocs put the title as a bare 'T = ...' line
             titles.append(value.strip())
@@ -190,8 +194,11 @@ def mdoc_tilt_series(mdoc: Mdoc) -> TiltSeriesMetadata:
         order_keys = np.arange(n, dtype=float)
     acquisition_rank = np.empty(n, dtype=int)
     acquisition_rank[np.argsort(order_keys, kind="stable")] = np.arange(n)
-    exposure = (sections["ExposureDose"].astype(float).fillna(0).to_numpy() if "ExposureDose" in sections
-                else np.zeros(n))
+    exposure = (
+        sections["ExposureDose"].astype(float).fillna(0).to_numpy()
+        if "ExposureDose" in sections
+        else np.zeros(n)
+    )
     by_time = np.argsort(acquisition_rank)
     pre = np.zeros(n)
     pre[by_time] = np.concatenate([[0.0], np.cumsum(exposure[by_time])[:-1]])
@@ -207,15 +214,18 @@ def mdoc_tilt_series(mdoc: Mdoc) -> TiltSeriesMetadata:
     pixel = glob("PixelSpacing")
     voltage = glob("Voltage")
     target = glob("TargetDefocus")
-    paths = [re.split(r"[\\/]", str(p))[-1] for p in sections["SubFramePath"]] if "SubFramePath" in sections else []
+    paths = (
+        [re.split(r"[\\/]", str(p))[-1] for p in sections["SubFramePath"]]
+        if "SubFramePath" in sections
+        else []
+    )
     indices = sections["section_index"].to_numpy()
     return TiltSeriesMetadata(
         tilt_deg=[float(tilts[i]) for i in sort],
         acquisition_order=[int(acquisition_rank[i]) for i in sort],
         exposure_e_per_a2=[float(exposure[i]) for i in sort],
         pre_exposure_e_per_a2=[float(pre[i]) for i in sort],
-        tilt_axis_deg=mdoc.tilt_axis_deg if mdoc.tilt_axis_deg is not None else
-        (float(glob("RotationAngle")) if glob("RotationAngle") is not None else None),
+        tilt_axis_deg=mdoc.tilt_axis_deg,
         pixel_size_a=float(pixel) if pixel is not None else None,
         voltage_kv=float(voltage) if voltage is not None else None,
         nominal_defocus_um=-float(target) if target is not None else None,
@@ -237,7 +247,9 @@ def read_tlt(path: str | Path) -> np.ndarray:
         try:
             values.append(float(line.split()[0]))
         except ValueError as exc:
-            raise CorruptFileError(path, f"line {line_no}: expected a tilt angle in degrees, found {line!r}") from exc
+            raise CorruptFileError(
+                path, f"line {line_no}: expected a tilt angle in degrees, found {line!r}"
+            ) from exc
     if not values:
         raise TruncatedFileError(path, "expected one tilt angle per line, file holds none")
     return np.asarray(values)
@@ -253,7 +265,7 @@ def write_tlt(path: str | Path, tilt_deg: Any) -> Path:
 
 
 def read_xf(path: str | Path) -> np.ndarray:
-    """IMOD ``.xf`` transforms as ``[N, 2, 3]``: ``[[A11, A12, DX], [A21, A22, DY]]`` per view (DX, DY in px)."""
+    """IMOD ``.xf`` transforms as ``[N, 2, 3]``: ``[[A11, A12, DX], [A21, A22, DY]]`` per view (px)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -263,8 +275,9 @@ def read_xf(path: str | Path) -> np.ndarray:
             continue
         parts = line.split()
         if len(parts) != 6:
-            raise CorruptFileError(path, f"line {line_no}: expected 6 numbers (A11 A12 A21 A22 DX DY), "
-                                   f"found {len(parts)}")
+            raise CorruptFileError(
+                path, f"line {line_no}: expected 6 numbers (A11 A12 A21 A22 DX DY), found {len(parts)}"
+            )
         a11, a12, a21, a22, dx, dy = (float(p) for p in parts)
         rows.append([[a11, a12, dx], [a21, a22, dy]])
     if not rows:

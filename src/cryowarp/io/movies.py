@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +43,15 @@ from cryowarp.io.gain import (
 )
 from cryowarp.io.mrc import read_mrc_header
 
-__all__ = ["Movie", "MovieInfo", "movie_info", "read_movie", "detect_format", "binned_shape_yx"]
+__all__ = [
+    "Movie",
+    "MovieInfo",
+    "movie_info",
+    "read_movie",
+    "detect_format",
+    "binned_shape_yx",
+    "sum_movie_frames",
+]
 
 _TIFF_DTYPES = {"uint8", "int8", "uint16", "int16", "float32", "float16", "uint32", "int32"}
 _EER_DEFAULT_N_GROUPS = 40  # WarpTools --eer_ngroups default (warp-facts §1.7)
@@ -141,8 +150,9 @@ def detect_format(path: str | Path) -> str:
     with open(path, "rb") as f:
         magic = f.read(4)
     if len(magic) == 0:
-        raise TruncatedFileError(path, "file is empty (0 bytes); expected a movie (MRC, TIFF or EER) — "
-                                 "still being written?")
+        raise TruncatedFileError(
+            path, "file is empty (0 bytes); expected a movie (MRC, TIFF or EER) — still being written?"
+        )
     if magic[:2] in (b"II", b"MM"):
         if magic[2:4] in (b"+\x00", b"\x00+") and path.suffix.lower() in (".eer", ".ecc"):
             return "eer"
@@ -173,12 +183,17 @@ def _tiff_info(path: Path) -> MovieInfo:
             first = pages[0]
             shape = tuple(int(s) for s in first.shape)
             dtype = str(first.dtype)
-            compression = first.compression.name if hasattr(first.compression, "name") else str(first.compression)
+            compression = (
+                first.compression.name if hasattr(first.compression, "name") else str(first.compression)
+            )
         except TruncatedFileError:
             raise
         except Exception as exc:
-            raise TruncatedFileError(path, f"could not walk the TIFF page table ({type(exc).__name__}: {exc}) — "
-                                     "truncated or still being written") from exc
+            raise TruncatedFileError(
+                path,
+                f"could not walk the TIFF page table ({type(exc).__name__}: {exc}) — "
+                "truncated or still being written",
+            ) from exc
         if len(shape) != 2:
             if len(shape) == 3 and n == 1:  # one page holding a 3D array (ImageJ hyperstack)
                 n, shape = shape[0], shape[1:]
@@ -190,28 +205,44 @@ def _tiff_info(path: Path) -> MovieInfo:
         offsets = [int(o) for o in getattr(last, "dataoffsets", ())]
         counts = [int(c) for c in getattr(last, "databytecounts", ())]
         if offsets:
-            end = max(o + c for o, c in zip(offsets, counts))
+            end = max(o + c for o, c in zip(offsets, counts, strict=False))
             size = path.stat().st_size
             if end > size:
                 raise TruncatedFileError(
-                    path, f"expected {n} frames of {shape[1]}×{shape[0]} {dtype} with the last frame's data ending at "
-                    f"byte {end}, file holds {size} bytes ({format_bytes(size)}) — truncated or still being written")
+                    path,
+                    f"expected {n} frames of {shape[1]}×{shape[0]} {dtype} with the last frame's data "
+                    f"ending at byte {end}, file holds {size} bytes ({format_bytes(size)}) — truncated or "
+                    "still being written",
+                )
         pixel_size_a = _tiff_pixel_size_a(first)
-    return MovieInfo(path=str(path), format="tiff", shape_fyx=(n, shape[0], shape[1]), dtype=dtype,
-                     pixel_size_a=pixel_size_a, header={"compression": compression, "n_pages": len(pages)})
+    return MovieInfo(
+        path=str(path),
+        format="tiff",
+        shape_fyx=(n, shape[0], shape[1]),
+        dtype=dtype,
+        pixel_size_a=pixel_size_a,
+        header={"compression": compression, "n_pages": len(pages)},
+    )
 
 
 def _tiff_pixel_size_a(page: Any) -> float | None:
-    """Pixel size from TIFF resolution tags when the unit is cm (as some writers do); else None."""
+    """Pixel size from ``pixel_size_a=…`` in the description (as sim writes it), or the resolution tags.
+
+    Resolution tags count only with the unit cm (pixels per cm = 10⁸ / Å); otherwise None.
+    """
     try:
+        match = re.search(r"pixel_size_a\s*=\s*([0-9.eE+-]+)", str(getattr(page, "description", "") or ""))
+        if match:
+            return float(match.group(1))
         tags = page.tags
         if "ResolutionUnit" in tags and int(tags["ResolutionUnit"].value) == 3 and "XResolution" in tags:
             num, den = tags["XResolution"].value
-            per_cm = num / den
+            per_cm = num / den if den else 0.0
             if per_cm > 0:
-                a = 1e8 / per_cm
-                return a if 0.01 < a < 1000 else None
-    except Exception:
+                pixel_size_a = 1e8 / per_cm
+                if 0.01 < pixel_size_a < 1000:
+                    return pixel_size_a
+    except Exception:  # a malformed optional tag must not stop reading the frames
         return None
     return None
 
@@ -242,14 +273,28 @@ def movie_info(path: str | Path) -> MovieInfo:
         if info.fei:
             header["fei"] = info.fei
         pixel = info.pixel_size_a or (info.fei.get("pixel_size_a") if info.fei else None)
-        return MovieInfo(path=str(path), format="mrc", shape_fyx=info.shape_zyx, dtype=info.dtype,
-                         pixel_size_a=pixel, header=header)
+        return MovieInfo(
+            path=str(path),
+            format="mrc",
+            shape_fyx=info.shape_zyx,
+            dtype=info.dtype,
+            pixel_size_a=pixel,
+            header=header,
+        )
     if kind == "eer":
         einfo = _eer.eer_info(path)
-        return MovieInfo(path=str(path), format="eer", shape_fyx=(einfo.n_raw_frames, *einfo.shape_yx),
-                         dtype="bool", pixel_size_a=einfo.pixel_size_a,
-                         header={"compression": einfo.compression, "eer_bits": list(einfo.bits),
-                                 "eer_metadata": einfo.metadata})
+        return MovieInfo(
+            path=str(path),
+            format="eer",
+            shape_fyx=(einfo.n_raw_frames, *einfo.shape_yx),
+            dtype="bool",
+            pixel_size_a=einfo.pixel_size_a,
+            header={
+                "compression": einfo.compression,
+                "eer_bits": list(einfo.bits),
+                "eer_metadata": einfo.metadata,
+            },
+        )
     return _tiff_info(path)
 
 
@@ -268,8 +313,10 @@ def _mrc_chunks(path: Path, indices: range, chunk: int) -> Iterator[tuple[int, t
     with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
         data = mrc.data.reshape(info.shape_zyx)
         for start in range(0, len(indices), chunk):
-            idx = indices[start:start + chunk]
-            block = data[idx.start:idx.stop:idx.step] if idx.step > 0 else np.stack([data[i] for i in idx])
+            idx = indices[start : start + chunk]
+            block = (
+                data[idx.start : idx.stop : idx.step] if idx.step > 0 else np.stack([data[i] for i in idx])
+            )
             yield start, torch.from_numpy(np.array(block, dtype=np.float32))  # a copy: the mmap is read-only
 
 
@@ -281,14 +328,17 @@ def _tiff_chunks(path: Path, indices: range, chunk: int) -> Iterator[tuple[int, 
         one_page_stack = len(pages) == 1 and len(pages[0].shape) == 3
         stack = pages[0].asarray() if one_page_stack else None
         for start in range(0, len(indices), chunk):
-            idx = indices[start:start + chunk]
+            idx = indices[start : start + chunk]
             out = []
             for i in idx:
                 try:
                     array = stack[i] if stack is not None else pages[i].asarray()
                 except Exception as exc:
-                    raise CorruptFileError(path, f"frame {i}: could not decode ({type(exc).__name__}: {exc}) — "
-                                           "truncated or still being written?") from exc
+                    raise CorruptFileError(
+                        path,
+                        f"frame {i}: could not decode ({type(exc).__name__}: {exc}) — "
+                        "truncated or still being written?",
+                    ) from exc
                 out.append(np.asarray(array, dtype=np.float32))
             yield start, torch.from_numpy(np.stack(out))
 
@@ -299,8 +349,13 @@ def _eer_chunks(path: Path, groups: list[range], superres: int) -> Iterator[tupl
 
 
 def _resolve_eer_groups(
-    n_raw: int, *, eer_group: int | None, eer_n_groups: int | None, eer_frames_per_group: int | None,
-    eer_group_exposure_e_per_a2: float | None, total_exposure_e_per_a2: float | None,
+    n_raw: int,
+    *,
+    eer_group: int | None,
+    eer_n_groups: int | None,
+    eer_frames_per_group: int | None,
+    eer_group_exposure_e_per_a2: float | None,
+    total_exposure_e_per_a2: float | None,
 ) -> tuple[list[range], int]:
     if eer_group is not None:  # Warp's signed EERGroupFrames: > 0 frames per group, < 0 number of groups
         if eer_group > 0:
@@ -311,9 +366,13 @@ def _resolve_eer_groups(
             raise ValueError("eer_group must be non-zero (> 0 frames per group, < 0 number of groups)")
     if eer_n_groups is None and eer_frames_per_group is None and eer_group_exposure_e_per_a2 is None:
         eer_n_groups = min(_EER_DEFAULT_N_GROUPS, n_raw)
-    return _eer.eer_group_ranges(n_raw, n_groups=eer_n_groups, frames_per_group=eer_frames_per_group,
-                                 group_exposure_e_per_a2=eer_group_exposure_e_per_a2,
-                                 total_exposure_e_per_a2=total_exposure_e_per_a2)
+    return _eer.eer_group_ranges(
+        n_raw,
+        n_groups=eer_n_groups,
+        frames_per_group=eer_frames_per_group,
+        group_exposure_e_per_a2=eer_group_exposure_e_per_a2,
+        total_exposure_e_per_a2=total_exposure_e_per_a2,
+    )
 
 
 def read_movie(
@@ -392,23 +451,38 @@ def read_movie(
     info = movie_info(path)
     kind = info.format
     n_stored, h, w = info.shape_fyx
-    header: dict[str, Any] = {"format": kind, "source_shape_fyx": list(info.shape_fyx), "source_dtype": info.dtype,
-                              **info.header}
+    header: dict[str, Any] = {
+        "format": kind,
+        "source_shape_fyx": list(info.shape_fyx),
+        "source_dtype": info.dtype,
+        **info.header,
+    }
     file_pixel = pixel_size_a if pixel_size_a is not None else info.pixel_size_a
 
     # frame selection and (for EER) grouping
     if kind == "eer":
         if eer_upsampling not in (1, 2, 4):
-            raise ValueError(f"eer_upsampling must be 1 (4K), 2 (8K) or 4 (16K), got {eer_upsampling}"
-                             + (" — RELION's 3 is our 4" if eer_upsampling == 3 else ""))
+            raise ValueError(
+                f"eer_upsampling must be 1 (4K), 2 (8K) or 4 (16K), got {eer_upsampling}"
+                + (" — RELION's 3 is our 4" if eer_upsampling == 3 else "")
+            )
         superres = {1: 0, 2: 1, 4: 2}[eer_upsampling]
         groups, dropped = _resolve_eer_groups(
-            n_stored, eer_group=eer_group, eer_n_groups=eer_n_groups, eer_frames_per_group=eer_frames_per_group,
-            eer_group_exposure_e_per_a2=eer_group_exposure_e_per_a2, total_exposure_e_per_a2=total_exposure_e_per_a2)
+            n_stored,
+            eer_group=eer_group,
+            eer_n_groups=eer_n_groups,
+            eer_frames_per_group=eer_frames_per_group,
+            eer_group_exposure_e_per_a2=eer_group_exposure_e_per_a2,
+            total_exposure_e_per_a2=total_exposure_e_per_a2,
+        )
         if frames is not None:
             groups = [groups[i] for i in range(len(groups))[frames]]
-        header.update(eer_upsampling=eer_upsampling, eer_groups=len(groups),
-                      eer_frames_per_group=len(groups[0]) if groups else 0, eer_dropped_raw_frames=dropped)
+        header.update(
+            eer_upsampling=eer_upsampling,
+            eer_groups=len(groups),
+            eer_frames_per_group=len(groups[0]) if groups else 0,
+            eer_dropped_raw_frames=dropped,
+        )
         h, w = h * eer_upsampling, w * eer_upsampling
         if file_pixel is not None:
             file_pixel = file_pixel / eer_upsampling
@@ -426,19 +500,30 @@ def read_movie(
         if isinstance(gain, GainReference):
             gain_ref = gain
         else:
-            gain_ref = load_gain(gain, flip_x=gain_flip_x, flip_y=gain_flip_y, transpose=gain_transpose,
-                                 rotate_deg=gain_rotate_deg, convention="divide" if kind == "eer" else "multiply")
+            gain_ref = load_gain(
+                gain,
+                flip_x=gain_flip_x,
+                flip_y=gain_flip_y,
+                transpose=gain_transpose,
+                rotate_deg=gain_rotate_deg,
+                convention="divide" if kind == "eer" else "multiply",
+            )
         if kind == "eer" and gain_ref.shape_yx != (h, w):
             gain_ref = _resample_gain(gain_ref, (h, w))
         gain_ref.check_shape((h, w), path.name)
-        header["gain"] = {"path": gain_ref.path, "transform": gain_ref.transform.to_dict(),
-                          "convention": gain_ref.convention}
+        header["gain"] = {
+            "path": gain_ref.path,
+            "transform": gain_ref.transform.to_dict(),
+            "convention": gain_ref.convention,
+        }
     defect_mask = None
     if defects is not None:
         defect_mask = read_defect_map(defects, (h, w))
     if gain_ref is not None and bool(gain_ref.defects.any()):
         defect_mask = gain_ref.defects if defect_mask is None else (defect_mask | gain_ref.defects)
-    corrector: DefectCorrector | None = make_defect_corrector(defect_mask) if defect_mask is not None else None
+    corrector: DefectCorrector | None = (
+        make_defect_corrector(defect_mask) if defect_mask is not None else None
+    )
     header["n_defect_pixels"] = corrector.n_defects if corrector is not None else 0
 
     # binning
@@ -447,8 +532,10 @@ def read_movie(
         raise ValueError("give bin_factor or bin_to_pixel_size_a, not both")
     if bin_to_pixel_size_a is not None:
         if file_pixel is None:
-            raise ValueError(f"{path.name}: bin_to_pixel_size_a needs the movie's pixel size; the header has none, "
-                             "pass pixel_size_a")
+            raise ValueError(
+                f"{path.name}: bin_to_pixel_size_a needs the movie's pixel size; the header has none, "
+                "pass pixel_size_a"
+            )
         bin_factor = bin_to_pixel_size_a / file_pixel
     if bin_factor is not None:
         if bin_factor <= 0:
@@ -471,8 +558,11 @@ def read_movie(
         finite = torch.isfinite(chunk)
         if not bool(finite.all()):
             bad = (~finite).flatten(1).any(1).nonzero().flatten() + start
-            raise InvalidDataError(path, f"expected finite pixel values, found {int((~finite).sum())} NaN/inf "
-                                   f"value(s) in frame(s) {bad[:5].tolist()} — corrupt or wrongly written file")
+            raise InvalidDataError(
+                path,
+                f"expected finite pixel values, found {int((~finite).sum())} NaN/inf "
+                f"value(s) in frame(s) {bad[:5].tolist()} — corrupt or wrongly written file",
+            )
         if gain_ref is not None:
             gain_ref.apply_(chunk)
         if corrector is not None:
@@ -482,12 +572,53 @@ def read_movie(
             n_hot += n
         if out_shape != (h, w):
             chunk = fourier_rescale_2d(chunk, out_shape)
-        out[start:start + chunk.shape[0]] = chunk
+        out[start : start + chunk.shape[0]] = chunk
         done += chunk.shape[0]
         if progress is not None:
             progress(done, n_out)
     header["n_hot_pixels"] = n_hot
     return Movie(frames=out, pixel_size_a=out_pixel, path=str(path), header=header)
+
+
+def sum_movie_frames(
+    path: str | Path,
+    *,
+    frames: slice | range | None = None,
+    eer_upsampling: int = 1,
+    chunk_frames: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Sum raw frames (no gain, no defects) chunk by chunk, e.g. to check a gain's orientation.
+
+    Returns
+    -------
+    total : torch.Tensor
+        ``[H, W]`` float64 sum (float64 so that long EER movies sum exactly).
+    n_frames : int
+        How many stored (raw, for EER) frames were summed.
+    """
+    path = Path(path)
+    info = movie_info(path)
+    n_stored, h, w = info.shape_fyx
+    indices = range(n_stored)[frames] if frames is not None else range(n_stored)
+    if info.format == "mrc":
+        chunks = _mrc_chunks(path, indices, chunk_frames)
+    elif info.format == "tiff":
+        chunks = _tiff_chunks(path, indices, chunk_frames)
+    else:
+        superres = {1: 0, 2: 1, 4: 2}[eer_upsampling]
+        groups = [indices[i : i + chunk_frames * 10] for i in range(0, len(indices), chunk_frames * 10)]
+        chunks = ((g * chunk_frames * 10, c) for g, c in _eer_chunks(path, groups, superres))
+    total = None
+    for start, chunk in chunks:
+        part = chunk.sum(0, dtype=torch.float64)
+        total = part if total is None else total + part
+        if progress is not None:
+            progress(
+                min(start + chunk_frames * (10 if info.format == "eer" else 1), len(indices)), len(indices)
+            )
+    assert total is not None
+    return total, len(indices)
 
 
 def _resample_gain(gain: GainReference, shape_yx: tuple[int, int]) -> GainReference:
@@ -504,11 +635,15 @@ def _resample_gain(gain: GainReference, shape_yx: tuple[int, int]) -> GainRefere
         d = gain.defects.reshape(h, f, w, f).all(dim=3).all(dim=1)
     else:
         return gain
-    return GainReference(gain=g.contiguous(), defects=d.contiguous(), convention=gain.convention,
-                         transform=gain.transform, path=gain.path)
+    return GainReference(
+        gain=g.contiguous(),
+        defects=d.contiguous(),
+        convention=gain.convention,
+        transform=gain.transform,
+        path=gain.path,
+    )
 
 
 def frames_fit_in_memory(info: MovieInfo, *, available_bytes: int) -> bool:
     """Whether the float32 frames of ``info`` fit in ``available_bytes`` (with 10 % headroom)."""
     return info.float32_bytes * 1.1 <= available_bytes
-

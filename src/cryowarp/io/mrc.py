@@ -138,11 +138,15 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
         raise FileNotFoundError(f"{path}: no such file")
     file_bytes = path.stat().st_size
     if file_bytes == 0:
-        raise TruncatedFileError(path, "file is empty (0 bytes); expected at least a 1024-byte MRC header "
-                                 "— still being written?")
+        raise TruncatedFileError(
+            path, "file is empty (0 bytes); expected at least a 1024-byte MRC header — still being written?"
+        )
     if file_bytes < HEADER_BYTES:
-        raise TruncatedFileError(path, f"expected a 1024-byte MRC header, file holds {file_bytes} bytes "
-                                 "— truncated or still being written")
+        raise TruncatedFileError(
+            path,
+            f"expected a 1024-byte MRC header, file holds {file_bytes} bytes "
+            "— truncated or still being written",
+        )
     try:
         with warnings.catch_warnings():  # permissive mode warns about what we check and report below
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -156,12 +160,16 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     mode = int(header.mode)
     if nx <= 0 or ny <= 0 or nz <= 0 or max(nx, ny) > 1_000_000:
-        raise CorruptFileError(path, f"expected positive image dimensions, header says nx={nx} ny={ny} nz={nz}")
+        raise CorruptFileError(
+            path, f"expected positive image dimensions, header says nx={nx} ny={ny} nz={nz}"
+        )
     if mode not in SUPPORTED_MODES:
         what = _MODE_NAMES.get(mode, "unknown")
         raise UnsupportedFormatError(
-            path, f"expected MRC mode 0, 1, 2, 6 or 12 ({', '.join(SUPPORTED_MODES.values())}), "
-            f"found mode {mode} ({what})")
+            path,
+            f"expected MRC mode 0, 1, 2, 6 or 12 ({', '.join(SUPPORTED_MODES.values())}), "
+            f"found mode {mode} ({what})",
+        )
     dtype = np.dtype(SUPPORTED_MODES[mode])
     nsymbt = int(header.nsymbt)
     if nsymbt < 0:
@@ -171,12 +179,18 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
     shape = (nz, ny, nx)
     if file_bytes < expected:
         raise TruncatedFileError(
-            path, f"expected {_describe_shape(shape, dtype.name)} ({format_bytes(expected - data_offset)}) "
-            f"after the {format_bytes(data_offset)} header, file holds {format_bytes(file_bytes - data_offset)} "
-            "— truncated or still being written")
+            path,
+            f"expected {_describe_shape(shape, dtype.name)} ({format_bytes(expected - data_offset)}) "
+            f"after the {format_bytes(data_offset)} header, "
+            f"file holds {format_bytes(file_bytes - data_offset)} "
+            "— truncated or still being written",
+        )
     mx, my, mz = int(header.mx), int(header.my), int(header.mz)
     cella = header.cella
-    voxel = tuple(float(c) / m if m > 0 else 0.0 for c, m in zip((cella.x, cella.y, cella.z), (mx, my, mz)))
+    voxel = tuple(
+        float(c) / m if m > 0 else 0.0
+        for c, m in zip((cella.x, cella.y, cella.z), (mx, my, mz), strict=False)
+    )
     pixel_size_a = voxel[0] if voxel[0] > 0 else None
     ispg = int(header.ispg)
     is_stack = ispg == 0 or ispg >= 401
@@ -185,9 +199,18 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
     if exttyp in ("FEI1", "FEI2") and nsymbt > 0:
         fei = fei_metadata(path)
     return MrcInfo(
-        path=str(path), shape_zyx=shape, mode=mode, dtype=dtype.name, pixel_size_a=pixel_size_a,
-        voxel_size_a_xyz=voxel, is_stack=is_stack, exttyp=exttyp, extended_header_bytes=nsymbt,
-        data_offset_bytes=data_offset, file_bytes=file_bytes, fei=fei,
+        path=str(path),
+        shape_zyx=shape,
+        mode=mode,
+        dtype=dtype.name,
+        pixel_size_a=pixel_size_a,
+        voxel_size_a_xyz=voxel,
+        is_stack=is_stack,
+        exttyp=exttyp,
+        extended_header_bytes=nsymbt,
+        data_offset_bytes=data_offset,
+        file_bytes=file_bytes,
+        fei=fei,
     )
 
 
@@ -208,8 +231,12 @@ _FEI_FIELDS = {
     "Z-Stage": ("stage_z_um", 1e6),
     "Timestamp": ("timestamp_days", 1.0),
 }
-_FEI_TEXT = {"Camera name": "camera_name", "Microscope type": "microscope_type",
-             "Application": "application", "Application version": "application_version"}
+_FEI_TEXT = {
+    "Camera name": "camera_name",
+    "Microscope type": "microscope_type",
+    "Application": "application",
+    "Application version": "application_version",
+}
 
 
 def fei_metadata(path: str | Path) -> dict[str, Any]:
@@ -245,8 +272,9 @@ def fei_metadata(path: str | Path) -> dict[str, Any]:
         for name, ours in _FEI_TEXT.items():
             if name in names:
                 raw = rec[name]
-                out[ours] = (raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else str(raw)).strip(
-                    "\x00 ")
+                out[ours] = (
+                    raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else str(raw)
+                ).strip("\x00 ")
         if "Direct detector electron counting" in names:
             out["counting"] = bool(rec["Direct detector electron counting"])
         out["n_records"] = int(len(records))
@@ -272,8 +300,10 @@ def _check_finite(path: Path, chunk: np.ndarray | torch.Tensor, first_index: int
         bad = (~finite).reshape(array.shape[0], -1).any(dim=1).nonzero().flatten()
         n_bad = int((~finite).sum())
         raise InvalidDataError(
-            path, f"expected finite pixel values, found {n_bad} NaN/inf value(s) in section(s) "
-            f"{[int(i) + first_index for i in bad[:5]]} — the file is corrupt or was written wrongly")
+            path,
+            f"expected finite pixel values, found {n_bad} NaN/inf value(s) in section(s) "
+            f"{[int(i) + first_index for i in bad[:5]]} — the file is corrupt or was written wrongly",
+        )
 
 
 def read_mrc(
@@ -328,9 +358,9 @@ def iter_mrc_frames(
     indices = range(n)[frames] if frames is not None else range(n)
     with _open_data(path, info) as data:
         for start in range(0, len(indices), chunk_frames):
-            idx = indices[start:start + chunk_frames]
+            idx = indices[start : start + chunk_frames]
             if idx.step == 1:
-                chunk = np.array(data[idx.start:idx.stop], dtype=np.float32)
+                chunk = np.array(data[idx.start : idx.stop], dtype=np.float32)
             else:
                 chunk = np.stack([np.asarray(data[i], dtype=np.float32) for i in idx])
             _check_finite(path, chunk, idx[0])
@@ -397,15 +427,22 @@ def write_mrc(
         raise ValueError(f"{path.name}: stack=True needs a 3D array [N, H, W], got shape {array.shape}")
     target = np.dtype(dtype) if dtype is not None else np.dtype(np.float16 if float16 else np.float32)
     if target.name not in SUPPORTED_MODES.values():
-        raise ValueError(f"{path.name}: expected a dtype among {sorted(SUPPORTED_MODES.values())}, got {target}")
+        raise ValueError(
+            f"{path.name}: expected a dtype among {sorted(SUPPORTED_MODES.values())}, got {target}"
+        )
     if target.kind == "f":
         data = np.ascontiguousarray(array, dtype=target)
     else:
         info = np.iinfo(target)
         if array.size and (np.nanmin(array) < info.min or np.nanmax(array) > info.max):
-            raise ValueError(f"{path.name}: values {np.nanmin(array)}..{np.nanmax(array)} do not fit {target}")
-        data = np.ascontiguousarray(np.rint(array), dtype=target) if array.dtype.kind == "f" else \
-            np.ascontiguousarray(array, dtype=target)
+            raise ValueError(
+                f"{path.name}: values {np.nanmin(array)}..{np.nanmax(array)} do not fit {target}"
+            )
+        data = (
+            np.ascontiguousarray(np.rint(array), dtype=target)
+            if array.dtype.kind == "f"
+            else np.ascontiguousarray(array, dtype=target)
+        )
     with atomic_path(path, suffix=".mrc") as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(data)
@@ -413,4 +450,8 @@ def write_mrc(
                 mrc.set_image_stack()
             mrc.voxel_size = float(pixel_size_a) if pixel_size_a else 0.0
             mrc.update_header_stats()
+            if data.size:
+                # mrcfile averages in float32; a zero-mean image then gets a header mean (e.g. 0.0) that
+                # mrcfile.validate, which averages in float64 with atol 1e-8, calls inaccurate
+                mrc.header.dmean = np.float32(data.mean(dtype=np.float64))
     return path

@@ -110,13 +110,17 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame]:
         raise FileNotFoundError(f"{path}: no such file")
     size = path.stat().st_size
     if size == 0:
-        raise TruncatedFileError(path, "expected a STAR file with at least one data_ block, file is empty "
-                                 "(0 bytes) — still being written?")
+        raise TruncatedFileError(
+            path,
+            "expected a STAR file with at least one data_ block, file is empty "
+            "(0 bytes) — still being written?",
+        )
     text = path.read_text(errors="replace")
     if "data_" not in text:
         preview = text[:40]
-        raise CorruptFileError(path, f"expected a STAR file with 'data_' blocks, found none "
-                               f"(file starts with {preview!r})")
+        raise CorruptFileError(
+            path, f"expected a STAR file with 'data_' blocks, found none (file starts with {preview!r})"
+        )
     try:
         raw = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises assorted errors on malformed input
@@ -153,8 +157,10 @@ def _check_loop_rows(path: Path, text: str) -> None:
         n_values = -1
     if n_values < labels:
         raise TruncatedFileError(
-            path, f"expected {labels} values in every row of the last loop, its last row (row {len(rows)}) has "
-            f"{max(n_values, 0)} — truncated or still being written")
+            path,
+            f"expected {labels} values in every row of the last loop, its last row (row {len(rows)}) has "
+            f"{max(n_values, 0)} — truncated or still being written",
+        )
 
 
 def write_star(
@@ -194,12 +200,16 @@ def write_star(
         elif isinstance(table, Mapping):
             blocks[name] = {k: _plain(v) for k, v in table.items()}
         else:
-            raise TypeError(f"{path.name}: block {name!r} must be a DataFrame or a dict, got {type(table).__name__}")
+            raise TypeError(
+                f"{path.name}: block {name!r} must be a DataFrame or a dict, got {type(table).__name__}"
+            )
     with atomic_path(path, suffix=".star") as tmp:
         starfile.write(blocks, tmp, float_format=float_format, overwrite=True)
         if relion_version is not None:
             text = tmp.read_text()
-            text = "\n".join(line for line in text.splitlines() if not line.startswith("# Created by the starfile"))
+            text = "\n".join(
+                line for line in text.splitlines() if not line.startswith("# Created by the starfile")
+            )
             tmp.write_text(f"\n# version {int(relion_version)}\n{_TITLE}\n" + text.lstrip("\n") + "\n")
     return path
 
@@ -276,10 +286,15 @@ def read_particles(path: str | Path) -> ParticleTables:
     tables = read_star(path)
     if "particles" in tables and "optics" in tables:
         return ParticleTables(tables["optics"], tables["particles"])
-    candidates = [df for df in tables.values() if "rlnImageName" in df.columns or "rlnCoordinateX" in df.columns]
+    candidates = [
+        df for df in tables.values() if "rlnImageName" in df.columns or "rlnCoordinateX" in df.columns
+    ]
     if not candidates:
-        raise CorruptFileError(path, f"expected a particle table (rlnImageName or rlnCoordinateX columns), found "
-                               f"blocks {list(tables)} with columns {[list(t.columns)[:4] for t in tables.values()]}")
+        raise CorruptFileError(
+            path,
+            f"expected a particle table (rlnImageName or rlnCoordinateX columns), found "
+            f"blocks {list(tables)} with columns {[list(t.columns)[:4] for t in tables.values()]}",
+        )
     return _split_optics(candidates[0].copy())
 
 
@@ -287,13 +302,17 @@ def _split_optics(particles: pd.DataFrame) -> ParticleTables:
     if "rlnImagePixelSize" not in particles.columns:
         if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
             particles["rlnImagePixelSize"] = (
-                particles["rlnDetectorPixelSize"].astype(float) / particles["rlnMagnification"].astype(float)
-                * ANGSTROM_PER_UM)
+                particles["rlnDetectorPixelSize"].astype(float)
+                / particles["rlnMagnification"].astype(float)
+                * ANGSTROM_PER_UM
+            )
     keys = [c for c in (*_OPTICS_COLUMNS, "rlnImagePixelSize") if c in particles.columns]
     if keys:
         rounded = particles[keys].astype(float).round(6)
         groups = rounded.drop_duplicates().reset_index(drop=True)
-        group_of = rounded.merge(groups.reset_index().rename(columns={"index": "_g"}), on=keys, how="left")["_g"]
+        group_of = rounded.merge(groups.reset_index().rename(columns={"index": "_g"}), on=keys, how="left")[
+            "_g"
+        ]
         particles["rlnOpticsGroup"] = group_of.to_numpy() + 1
         optics = particles.groupby("rlnOpticsGroup", sort=True)[keys].first().reset_index()
     else:
@@ -301,8 +320,9 @@ def _split_optics(particles: pd.DataFrame) -> ParticleTables:
         optics = pd.DataFrame({"rlnOpticsGroup": [1]})
     optics.insert(0, "rlnOpticsGroupName", [f"opticsGroup{g}" for g in optics["rlnOpticsGroup"]])
     optics["rlnImageDimensionality"] = 2
-    particles = particles.drop(columns=[c for c in (*keys, "rlnDetectorPixelSize", "rlnMagnification")
-                                        if c in particles.columns])
+    particles = particles.drop(
+        columns=[c for c in (*keys, "rlnDetectorPixelSize", "rlnMagnification") if c in particles.columns]
+    )
     return ParticleTables(optics, particles)
 
 
@@ -331,16 +351,22 @@ def read_cryosparc_cs(path: str | Path) -> ParticleTables:
     try:
         records = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise CorruptFileError(path, f"expected a cryoSPARC .cs file (numpy structured array), "
-                               f"could not load it ({type(exc).__name__}: {exc})") from exc
+        raise CorruptFileError(
+            path,
+            f"expected a cryoSPARC .cs file (numpy structured array), "
+            f"could not load it ({type(exc).__name__}: {exc})",
+        ) from exc
     names = records.dtype.names
     if not names or "blob/path" not in names:
-        raise CorruptFileError(path, f"expected cryoSPARC particle fields incl. 'blob/path', found "
-                               f"{list(names or [])[:6]}")
+        raise CorruptFileError(
+            path, f"expected cryoSPARC particle fields incl. 'blob/path', found {list(names or [])[:6]}"
+        )
     out: dict[str, Any] = {}
     blob_paths = [p.decode() if isinstance(p, bytes) else str(p) for p in records["blob/path"]]
     blob_paths = [p.lstrip(">") for p in blob_paths]  # cryoSPARC marks imported paths with '>'
-    out["rlnImageName"] = [relion_image_name(int(i), p) for i, p in zip(records["blob/idx"], blob_paths)]
+    out["rlnImageName"] = [
+        relion_image_name(int(i), p) for i, p in zip(records["blob/idx"], blob_paths, strict=False)
+    ]
     if "location/micrograph_path" in names:
         out["rlnMicrographName"] = [p.decode().lstrip(">") for p in records["location/micrograph_path"]]
         if {"location/center_x_frac", "location/micrograph_shape"} <= set(names):
@@ -371,13 +397,15 @@ def read_cryosparc_cs(path: str | Path) -> ParticleTables:
             break
     particles = pd.DataFrame(out)
     particles["rlnVoltage"] = records["ctf/accel_kv"].astype(float) if "ctf/accel_kv" in names else np.nan
-    particles["rlnSphericalAberration"] = records["ctf/cs_mm"].astype(float) if "ctf/cs_mm" in names else np.nan
-    particles["rlnAmplitudeContrast"] = (records["ctf/amp_contrast"].astype(float) if "ctf/amp_contrast" in names
-                                         else np.nan)
+    particles["rlnSphericalAberration"] = (
+        records["ctf/cs_mm"].astype(float) if "ctf/cs_mm" in names else np.nan
+    )
+    particles["rlnAmplitudeContrast"] = (
+        records["ctf/amp_contrast"].astype(float) if "ctf/amp_contrast" in names else np.nan
+    )
     particles["rlnImagePixelSize"] = psize
     tables = _split_optics(particles)
-    box = {int(g): int(records["blob/shape"][i][0])
-           for i, g in enumerate(tables.particles["rlnOpticsGroup"])}
+    box = {int(g): int(records["blob/shape"][i][0]) for i, g in enumerate(tables.particles["rlnOpticsGroup"])}
     optics = tables.optics.copy()
     optics["rlnImageSize"] = [box[int(g)] for g in optics["rlnOpticsGroup"]]
     return ParticleTables(optics, tables.particles)
@@ -440,8 +468,12 @@ def ctf_to_star_row(model: Any) -> dict[str, float]:
         "rlnDefocusAngle": angle_deg,
         "rlnPhaseShift": float(_get(model, "phase_shift_deg", 0.0) or 0.0),
     }
-    for ours, label in (("resolution_a", "rlnCtfMaxResolution"), ("voltage_kv", "rlnVoltage"),
-                        ("cs_mm", "rlnSphericalAberration"), ("amplitude_contrast", "rlnAmplitudeContrast")):
+    for ours, label in (
+        ("resolution_a", "rlnCtfMaxResolution"),
+        ("voltage_kv", "rlnVoltage"),
+        ("cs_mm", "rlnSphericalAberration"),
+        ("amplitude_contrast", "rlnAmplitudeContrast"),
+    ):
         value = _get(model, ours)
         if value is not None and np.ndim(value) == 0:
             row[label] = float(value)
@@ -457,8 +489,12 @@ def star_row_to_ctf(row: Mapping[str, Any]) -> dict[str, float]:
         "astigmatism_angle_deg": float(row.get("rlnDefocusAngle", 0.0)),
         "phase_shift_deg": float(row.get("rlnPhaseShift", 0.0)),
     }
-    for label, ours in (("rlnCtfMaxResolution", "resolution_a"), ("rlnVoltage", "voltage_kv"),
-                        ("rlnSphericalAberration", "cs_mm"), ("rlnAmplitudeContrast", "amplitude_contrast")):
+    for label, ours in (
+        ("rlnCtfMaxResolution", "resolution_a"),
+        ("rlnVoltage", "voltage_kv"),
+        ("rlnSphericalAberration", "cs_mm"),
+        ("rlnAmplitudeContrast", "amplitude_contrast"),
+    ):
         if label in row:
             out[ours] = float(row[label])
     return out
@@ -561,16 +597,28 @@ def micrographs_star_tables(
         if len(ctf) != n:
             raise ValueError(f"ctf: expected {n} models (one per micrograph), got {len(ctf)}")
         rows = [ctf_to_star_row(c) for c in ctf]
-        for label in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift", "rlnCtfMaxResolution"):
+        for label in (
+            "rlnDefocusU",
+            "rlnDefocusV",
+            "rlnDefocusAngle",
+            "rlnPhaseShift",
+            "rlnCtfMaxResolution",
+        ):
             if all(label in r for r in rows):
                 micrographs[label] = [r[label] for r in rows]
         if rows:
             micrographs["rlnCtfAstigmatism"] = micrographs["rlnDefocusU"] - micrographs["rlnDefocusV"]
     for label, values in (extra_columns or {}).items():
         micrographs[label] = _column(values, n, label)
-    optics = optics_table(pixel_size_a=pixel_size_a, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                          amplitude_contrast=amplitude_contrast, kind="micrographs",
-                          original_pixel_size_a=original_pixel_size_a, optics_group_name=optics_group_name)
+    optics = optics_table(
+        pixel_size_a=pixel_size_a,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        kind="micrographs",
+        original_pixel_size_a=original_pixel_size_a,
+        optics_group_name=optics_group_name,
+    )
     return {"optics": optics, "micrographs": micrographs}
 
 
@@ -624,23 +672,30 @@ def particles_star_tables(
         ``{"optics": DataFrame, "particles": DataFrame}`` for :func:`write_star`.
     """
     n = len(image_names)
-    coords = np.asarray(coords_px_xy.detach().cpu() if hasattr(coords_px_xy, "detach") else coords_px_xy,
-                        dtype=float).reshape(-1, 2)
+    coords = np.asarray(
+        coords_px_xy.detach().cpu() if hasattr(coords_px_xy, "detach") else coords_px_xy, dtype=float
+    ).reshape(-1, 2)
     if len(coords) != n:
         raise ValueError(f"coords_px_xy: expected {n} rows (one per image name), got {len(coords)}")
     mics = [micrograph_names] * n if isinstance(micrograph_names, (str, Path)) else list(micrograph_names)
-    particles = pd.DataFrame({
-        "rlnImageName": list(map(str, image_names)),
-        "rlnMicrographName": _column(list(map(str, mics)), n, "micrograph_names"),
-        "rlnCoordinateX": coords[:, 0],
-        "rlnCoordinateY": coords[:, 1],
-    })
+    particles = pd.DataFrame(
+        {
+            "rlnImageName": list(map(str, image_names)),
+            "rlnMicrographName": _column(list(map(str, mics)), n, "micrograph_names"),
+            "rlnCoordinateX": coords[:, 0],
+            "rlnCoordinateY": coords[:, 1],
+        }
+    )
     if defocus_u_um is not None:
         u = _column(defocus_u_um, n, "defocus_u_um").astype(float)
-        v = _column(defocus_v_um if defocus_v_um is not None else defocus_u_um, n, "defocus_v_um").astype(float)
+        v = _column(defocus_v_um if defocus_v_um is not None else defocus_u_um, n, "defocus_v_um").astype(
+            float
+        )
         particles["rlnDefocusU"] = u * ANGSTROM_PER_UM
         particles["rlnDefocusV"] = v * ANGSTROM_PER_UM
-        particles["rlnDefocusAngle"] = _column(astigmatism_angle_deg, n, "astigmatism_angle_deg").astype(float)
+        particles["rlnDefocusAngle"] = _column(astigmatism_angle_deg, n, "astigmatism_angle_deg").astype(
+            float
+        )
         particles["rlnPhaseShift"] = _column(phase_shift_deg, n, "phase_shift_deg").astype(float)
     if resolution_a is not None:
         particles["rlnCtfMaxResolution"] = _column(resolution_a, n, "resolution_a").astype(float)
@@ -649,9 +704,15 @@ def particles_star_tables(
     for label, values in (extra_columns or {}).items():
         particles[label] = _column(values, n, label)
     particles["rlnOpticsGroup"] = 1
-    optics = optics_table(pixel_size_a=pixel_size_a, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                          amplitude_contrast=amplitude_contrast, kind="particles", box_size_px=box_size_px,
-                          optics_group_name=optics_group_name)
+    optics = optics_table(
+        pixel_size_a=pixel_size_a,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        kind="particles",
+        box_size_px=box_size_px,
+        optics_group_name=optics_group_name,
+    )
     return {"optics": optics, "particles": particles}
 
 
@@ -700,49 +761,66 @@ def motion_to_star_tables(
     tables : dict
         ``{"general": pairs table, "global_shift": DataFrame[, "local_shift": DataFrame]}``.
     """
-    disp = np.asarray(global_displacement_a_yx.detach().cpu() if hasattr(global_displacement_a_yx, "detach")
-                      else global_displacement_a_yx, dtype=float)
+    disp = np.asarray(
+        global_displacement_a_yx.detach().cpu()
+        if hasattr(global_displacement_a_yx, "detach")
+        else global_displacement_a_yx,
+        dtype=float,
+    )
     if disp.ndim != 2 or disp.shape[1] != 2:
         raise ValueError(f"global_displacement_a_yx: expected shape [F, 2], got {disp.shape}")
     n_frames = disp.shape[0]
-    general = pd.DataFrame([{
-        "rlnImageSizeX": int(image_size_xyz[0]),
-        "rlnImageSizeY": int(image_size_xyz[1]),
-        "rlnImageSizeZ": int(image_size_xyz[2]),
-        "rlnMicrographMovieName": str(movie_name),
-        "rlnMicrographBinning": float(binning),
-        "rlnMicrographOriginalPixelSize": float(pixel_size_a),
-        "rlnMicrographDoseRate": float(exposure_per_frame_e_per_a2),
-        "rlnMicrographPreExposure": float(pre_exposure_e_per_a2),
-        "rlnVoltage": float(voltage_kv),
-        "rlnMicrographStartFrame": 1,
-        "rlnMotionModelVersion": 0,
-    }])
+    general = pd.DataFrame(
+        [
+            {
+                "rlnImageSizeX": int(image_size_xyz[0]),
+                "rlnImageSizeY": int(image_size_xyz[1]),
+                "rlnImageSizeZ": int(image_size_xyz[2]),
+                "rlnMicrographMovieName": str(movie_name),
+                "rlnMicrographBinning": float(binning),
+                "rlnMicrographOriginalPixelSize": float(pixel_size_a),
+                "rlnMicrographDoseRate": float(exposure_per_frame_e_per_a2),
+                "rlnMicrographPreExposure": float(pre_exposure_e_per_a2),
+                "rlnVoltage": float(voltage_kv),
+                "rlnMicrographStartFrame": 1,
+                "rlnMotionModelVersion": 0,
+            }
+        ]
+    )
     if gain_name:
         general["rlnMicrographGainName"] = gain_name
     general.attrs["star_pairs"] = True
-    global_shift = pd.DataFrame({
-        "rlnMicrographFrameNumber": np.arange(1, n_frames + 1),
-        "rlnMicrographShiftX": -disp[:, 1] / pixel_size_a,
-        "rlnMicrographShiftY": -disp[:, 0] / pixel_size_a,
-    })
+    global_shift = pd.DataFrame(
+        {
+            "rlnMicrographFrameNumber": np.arange(1, n_frames + 1),
+            "rlnMicrographShiftX": -disp[:, 1] / pixel_size_a,
+            "rlnMicrographShiftY": -disp[:, 0] / pixel_size_a,
+        }
+    )
     tables: dict[str, pd.DataFrame] = {"general": general, "global_shift": global_shift}
     if local_coords_px_xy is not None and local_displacement_a_yx is not None:
         coords = np.asarray(local_coords_px_xy, dtype=float).reshape(-1, 2)
-        local = np.asarray(local_displacement_a_yx.detach().cpu() if hasattr(local_displacement_a_yx, "detach")
-                           else local_displacement_a_yx, dtype=float)
+        local = np.asarray(
+            local_displacement_a_yx.detach().cpu()
+            if hasattr(local_displacement_a_yx, "detach")
+            else local_displacement_a_yx,
+            dtype=float,
+        )
         if local.shape != (n_frames, len(coords), 2):
-            raise ValueError(f"local_displacement_a_yx: expected shape [{n_frames}, {len(coords)}, 2], "
-                             f"got {local.shape}")
+            raise ValueError(
+                f"local_displacement_a_yx: expected shape [{n_frames}, {len(coords)}, 2], got {local.shape}"
+            )
         residual = local - disp[:, None, :]
         frames, patches = np.meshgrid(np.arange(n_frames), np.arange(len(coords)), indexing="ij")
-        tables["local_shift"] = pd.DataFrame({
-            "rlnMicrographFrameNumber": frames.ravel() + 1,
-            "rlnCoordinateX": coords[patches.ravel(), 0],
-            "rlnCoordinateY": coords[patches.ravel(), 1],
-            "rlnMicrographShiftX": -residual[..., 1].ravel() / pixel_size_a,
-            "rlnMicrographShiftY": -residual[..., 0].ravel() / pixel_size_a,
-        })
+        tables["local_shift"] = pd.DataFrame(
+            {
+                "rlnMicrographFrameNumber": frames.ravel() + 1,
+                "rlnCoordinateX": coords[patches.ravel(), 0],
+                "rlnCoordinateY": coords[patches.ravel(), 1],
+                "rlnMicrographShiftX": -residual[..., 1].ravel() / pixel_size_a,
+                "rlnMicrographShiftY": -residual[..., 0].ravel() / pixel_size_a,
+            }
+        )
     return tables
 
 
@@ -758,8 +836,13 @@ def star_tables_to_motion(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     general = tables["general"].iloc[0]
     pixel_size_a = float(general["rlnMicrographOriginalPixelSize"])
     shifts = tables["global_shift"].sort_values("rlnMicrographFrameNumber")
-    disp = -np.stack([shifts["rlnMicrographShiftY"].to_numpy(float), shifts["rlnMicrographShiftX"].to_numpy(float)],
-                     axis=1) * pixel_size_a
+    disp = (
+        -np.stack(
+            [shifts["rlnMicrographShiftY"].to_numpy(float), shifts["rlnMicrographShiftX"].to_numpy(float)],
+            axis=1,
+        )
+        * pixel_size_a
+    )
     return {
         "global_displacement_a_yx": disp,
         "pixel_size_a": pixel_size_a,

@@ -104,7 +104,11 @@ def load_pretrained_boxnet(device: torch.device | None = None) -> BoxNet:
 
     It was produced by ``scripts/train_boxnet_general.py`` (see docs/boxnet.md).
     """
-    data = resources.files("cryowarp.picking").joinpath("weights", PRETRAINED_NAME).read_bytes()
+    source = resources.files("cryowarp.picking").joinpath("weights", PRETRAINED_NAME)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: the pretrained BoxNet weights are missing from the installed package; "
+                                "re-create them with scripts/train_boxnet_general.py or reinstall cryowarp")
+    data = source.read_bytes()
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return boxnet_from_state(state, device)
 

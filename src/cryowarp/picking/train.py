@@ -206,6 +206,7 @@ class TrainSettings(BaseModel):
     max_iterations: int | None = Field(None, ge=1, description="hard cap on iterations (time budget)")
     eval_crop_px: int = Field(512, ge=32, description="central crop used for the per-epoch accuracies")
     n_eval_general: int = Field(8, ge=1, description="general-corpus examples used for the accuracies")
+    n_eval_new: int = Field(16, ge=1, description="new examples used for the accuracies (evenly spaced)")
 
 
 @dataclass(frozen=True)
@@ -319,8 +320,9 @@ def train_boxnet(
     old_model = copy.deepcopy(model).to(device).eval()
     net = copy.deepcopy(model).to(device).train()
     gen = torch.Generator().manual_seed(seed)
-    eval_general = general[: settings.n_eval_general]
-    acc_old_new = pixel_accuracy(old_model, examples, settings.eval_crop_px)
+    eval_general = general[:: max(1, math.ceil(len(general) / settings.n_eval_general))]
+    eval_new = list(examples)[:: max(1, math.ceil(len(examples) / settings.n_eval_new))]
+    acc_old_new = pixel_accuracy(old_model, eval_new, settings.eval_crop_px)
     acc_old_old = pixel_accuracy(old_model, eval_general, settings.eval_crop_px) if general else None
 
     weights = class_weights([e.labels for e in list(examples) + general]).to(device)
@@ -358,19 +360,20 @@ def train_boxnet(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        loss_value = float(loss.detach())
         report = None
         stopping = stop is not None and stop()
         if (it + 1) % per_epoch == 0 or it + 1 == n_iterations or stopping:
             report = EpochReport(
                 epoch=len(history) + 1, n_epochs=n_epochs, iteration=it + 1, n_iterations=n_iterations,
-                loss=float(loss), accuracy_old_model_new_data=acc_old_new, accuracy_old_model_old_data=acc_old_old,
-                accuracy_new_model_new_data=pixel_accuracy(net, examples, settings.eval_crop_px),
+                loss=loss_value, accuracy_old_model_new_data=acc_old_new, accuracy_old_model_old_data=acc_old_old,
+                accuracy_new_model_new_data=pixel_accuracy(net, eval_new, settings.eval_crop_px),
                 accuracy_new_model_old_data=(pixel_accuracy(net, eval_general, settings.eval_crop_px)
                                              if general else None),
             )
             history.append(report)
         if progress is not None:
-            progress(TrainProgress(iteration=it + 1, n_iterations=n_iterations, loss=float(loss), epoch_report=report))
+            progress(TrainProgress(iteration=it + 1, n_iterations=n_iterations, loss=loss_value, epoch_report=report))
         if report is not None and checkpoint is not None:
             checkpoint(net, report)
         if stopping:

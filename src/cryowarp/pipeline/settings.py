@@ -85,7 +85,9 @@ class InputSettings(BaseModel):
     gain_transpose: bool = Field(False, description="transpose the gain reference")
     defects_path: str | None = Field(None, description="defect map (nonzero = bad pixel)")
     eer_upsampling: int = Field(1, ge=1, le=4, description="EER super-resolution factor (1, 2 or 4)")
-    eer_group_frames: int = Field(10, ge=1, description="EER raw frames per rendered frame (Warp 10)")
+    eer_group: int | None = Field(
+        None, description="Warp's signed EERGroupFrames: > 0 raw frames per frame, < 0 minus the number of "
+                          "frames; None = 40 frames (WarpTools)")
     patterns: tuple[str, ...] = Field(
         ("*.mrc", "*.mrcs", "*.tif", "*.tiff", "*.eer"), description="file name patterns taken as movies")
     recursive: bool = Field(False, description="also look in sub-folders")
@@ -126,8 +128,13 @@ class ProcessingSettings(BaseModel):
         ``cryowarp.picking.PickSettings``, ``cryowarp.export.ExportSettings``.
     filter : FilterSettings
         Quality filter; changing it re-evaluates filters and STAR files, never reprocesses.
-    do_pick, do_export : bool
-        Whether BoxNet picking and particle export run (motion and CTF always run).
+    boxnet_model_path : str or None
+        BoxNet weights to pick with (part of the pick stage's hash: a retrained model re-picks).
+    picks_star_dir : str or None
+        Take picks from RELION coordinate files instead of BoxNet (e.g. another picker's output).
+    do_motion, do_ctf, do_pick, do_export : bool
+        Which stages run (Warp's ProcessMovement / ProcessCTF / ProcessPicking); without motion the
+        frames are averaged unaligned; without CTF the particles carry no defocus.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -139,6 +146,14 @@ class ProcessingSettings(BaseModel):
     pick: PickSettings = Field(default_factory=PickSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
+    boxnet_model_path: str | None = Field(
+        None, description="BoxNet weights (.pt) to pick with; None = the general model shipped with cryowarp")
+    picks_star_dir: str | None = Field(
+        None, description="folder of RELION coordinate STAR files <movie stem>*.star (rlnCoordinateX/Y in px "
+                          "of the movie); when set, the pick stage reads these instead of running BoxNet")
+    do_motion: bool = Field(True, description="fit motion (off: frames are averaged as they are, as Warp's "
+                                              "ProcessMovement = false)")
+    do_ctf: bool = True
     do_pick: bool = True
     do_export: bool = True
 
@@ -161,8 +176,8 @@ class ProcessingSettings(BaseModel):
 
     def enabled_stages(self) -> tuple[str, ...]:
         """The stages that run under these settings, in order."""
-        return tuple(s for s in STAGES
-                     if (s != "pick" or self.do_pick) and (s != "export" or (self.do_export and self.do_pick)))
+        on = {"motion": True, "ctf": self.do_ctf, "pick": self.do_pick, "export": self.do_export and self.do_pick}
+        return tuple(s for s in STAGES if on[s])
 
 
 def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +209,10 @@ def stage_hashes(settings: ProcessingSettings) -> dict[str, str]:
     Pixel size and optics are also folded into the CTF and export hashes through the chain.
     """
     own: dict[str, Any] = {
-        "motion": {"input": settings.input, "motion": settings.motion},
+        "motion": {"input": settings.input, "motion": settings.motion, "do_motion": settings.do_motion},
         "ctf": settings.ctf,
-        "pick": settings.pick,
+        "pick": {"pick": settings.pick, "boxnet_model_path": settings.boxnet_model_path,
+                 "picks_star_dir": settings.picks_star_dir},
         "export": settings.export,
     }
     hashes: dict[str, str] = {}

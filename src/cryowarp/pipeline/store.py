@@ -328,7 +328,7 @@ class ProjectStore:
                 "height": result.shape_yx[0] if result.shape_yx else None,
                 "width": result.shape_yx[1] if result.shape_yx else None,
                 "artifacts": json.dumps(artifacts), "timings": json.dumps(result.timings_s),
-                **{k: v for k, v in scalars.items() if v is not None or k == "n_particles"},
+                **{k: v for k, v in scalars.items() if v is not None},
             }
             if "export" in result.stages_run or result.particle_stack is not None:
                 assignments.update(particle_stack=result.particle_stack,

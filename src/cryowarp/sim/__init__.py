@@ -47,6 +47,7 @@ from cryowarp.sim.movie import (
     SpecimenSimSettings,
     simulate_movie,
 )
+from cryowarp.sim.session import read_session, simulate_session
 
 __all__ = [
     "PROTEIN_KINDS",
@@ -64,6 +65,8 @@ __all__ = [
     "interaction_constant_rad_per_v_a",
     "project_atoms",
     "read_atomic_model",
+    "read_session",
     "simulate_micrograph",
     "simulate_movie",
+    "simulate_session",
 ]

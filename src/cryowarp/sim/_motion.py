@@ -64,20 +64,30 @@ class MotionField:
         return self.global_displacement_a_yx()[frames] + self.local_displacement_a_yx(coords, frames)
 
     def local_field_px_yx(self, frame_index: int, pixel_size_a: float, shape_yx: tuple[int, int],
-                          step_px: int = 16, device: torch.device | None = None) -> torch.Tensor:
-        """Local displacement in px on the whole frame `(2, H, W)` (bicubic from a ``step_px`` grid)."""
+                          device: torch.device | None = None) -> torch.Tensor:
+        """Local displacement in px at every pixel of a frame, `(2, H, W)` float32, evaluated exactly.
+
+        cos(a·y + b·x + θ) = cos(a·y)·cos(b·x + θ) − sin(a·y)·sin(b·x + θ), so the field of all modes is
+        one `(H, 2M) @ (2M, W)` product per component.
+        """
         h, w = shape_yx
-        ny, nx = h // step_px + 2, w // step_px + 2
-        gy = torch.arange(ny, dtype=torch.float64) * step_px
-        gx = torch.arange(nx, dtype=torch.float64) * step_px
-        coords = torch.stack(torch.meshgrid(gy, gx, indexing="ij"), -1).reshape(-1, 2)
-        coarse = self.local_displacement_a_yx(coords, frame_index).reshape(ny, nx, 2).permute(2, 0, 1)
-        coarse = (coarse / pixel_size_a).to(device=device, dtype=torch.float32)
-        # coarse node j sits at pixel j·step; sample it at pixel positions with align_corners=True
-        span_y, span_x = (ny - 1) * step_px, (nx - 1) * step_px
-        fine = torch.nn.functional.interpolate(coarse[None], size=(span_y + 1, span_x + 1), mode="bicubic",
-                                               align_corners=True)[0]
-        return fine[:, :h, :w]
+        out = torch.zeros((2, h, w), dtype=torch.float32, device=device)
+        if not self.mode_phase_rad:
+            return out
+        y = torch.arange(h, dtype=torch.float64)
+        x = torch.arange(w, dtype=torch.float64)
+        left, right = [], []
+        for (cy, cx), theta, prof in zip(self.mode_cycles_yx, self.mode_phase_rad, self.mode_profile, strict=True):
+            ay, bx = 2 * math.pi * cy * y / self.shape_yx[0], 2 * math.pi * cx * x / self.shape_yx[1]
+            left += [torch.cos(ay) * prof[frame_index], -torch.sin(ay) * prof[frame_index]]
+            right += [torch.cos(bx + theta), torch.sin(bx + theta)]
+        left_m = torch.stack(left, 1)  # (H, 2M)
+        right_m = torch.stack(right, 0)  # (2M, W)
+        amp = torch.tensor(self.mode_amplitude_a_yx, dtype=torch.float64) / pixel_size_a  # (M, 2)
+        for c in range(2):
+            weights = amp[:, c].repeat_interleave(2)  # (2M,)
+            out[c] = ((left_m * weights[None, :]) @ right_m).to(device=device, dtype=torch.float32)
+        return out
 
     def to_dict(self) -> dict:
         """Plain-JSON form."""

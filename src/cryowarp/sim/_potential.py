@@ -153,6 +153,9 @@ def project_atoms(
     kernels = _projection_kernels(symbols, fine, fine_px_a, solvent, str(device))
     spectrum = (torch.fft.rfft2(hist.reshape(n_channels, fine, fine)) * kernels).sum(0)
     cropped = fourier_crop_or_pad_2d(spectrum, (box_px, box_px), (fine, fine))
+    # the cropped Nyquist row/column would hold one-sided (asymmetric) terms: drop them
+    cropped[box_px // 2, :] = 0
+    cropped[:, -1] = 0
     # V_z = IFFT(H·K) / (fine pixel area); the crop keeps the fine grid's normalisation
     potential_v_a = torch.fft.irfft2(cropped, s=(box_px, box_px)) * (box_px * box_px) / (fine * fine) / fine_px_a**2
     return potential_v_a * interaction_constant_rad_per_v_a(voltage_kv)

@@ -68,6 +68,7 @@ class MovieSimSettings(SpecimenSimSettings):
     jump_a: float = Field(3.0, ge=0)
     local_amplitude_a: float = Field(2.0, ge=0, description="RMS-scale amplitude of local deformation, Å")
     local_n_modes: int = Field(4, ge=1)
+    shot_noise: bool = Field(True, description="Poisson counts; False gives the expected counts (float)")
     gain_sd: float = Field(0.0, ge=0, le=0.5, description="relative s.d. of the per-pixel gain (0 = uniform)")
     frames_gain_corrected: bool = Field(False, description="return frames × gain instead of raw counts")
     n_hot_pixels: int = Field(0, ge=0)
@@ -272,6 +273,7 @@ def simulate_movie(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    gain: torch.Tensor | None = None,
 ) -> SimulatedMovie:
     """Simulate a dose-fractionated movie of particles in ice with known motion, CTF and particles.
 
@@ -285,6 +287,8 @@ def simulate_movie(
         Where to compute (default CPU). Random numbers are drawn on the CPU, so truth is device-independent.
     progress : callable, optional
         ``progress(done, total)`` after each frame.
+    gain : torch.Tensor, optional
+        `(H, W)` gain reference to use (e.g. one detector for a whole session) instead of drawing one.
 
     Returns
     -------
@@ -311,7 +315,13 @@ def simulate_movie(
         clean = clean * transmission[window]
     del contrast
 
-    gain = make_gain(s.shape_yx, s.gain_sd, generator, device)
+    drawn_gain = make_gain(s.shape_yx, s.gain_sd, generator, device)
+    if gain is None:
+        gain = drawn_gain
+    elif tuple(gain.shape) != tuple(s.shape_yx):
+        raise ValueError(f"gain: expected shape {tuple(s.shape_yx)} (the frame size), found {tuple(gain.shape)}")
+    else:
+        gain = gain.to(device=device, dtype=torch.float32)
     hot, dead, defect_mask = make_defects(s.shape_yx, s.n_hot_pixels, s.n_dead_columns, generator)
     sensitivity = 1.0 / gain
     counts_per_unit = s.exposure_per_frame_e_per_a2 * s.pixel_size_a**2
@@ -351,7 +361,7 @@ def simulate_movie(
         else:
             frame = intensity[window]
         rate = frame.clamp_min(0.0) * (counts_per_unit * sensitivity)
-        counts = poisson(rate, frame_generator)
+        counts = poisson(rate, frame_generator) if s.shot_noise else rate
         if s.n_hot_pixels:
             counts.view(-1)[hot.to(device)] += poisson(torch.full((len(hot),), s.hot_pixel_counts, device=device),
                                                        frame_generator)

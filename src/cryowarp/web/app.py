@@ -56,6 +56,20 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _NO_CACHE = {"Cache-Control": "no-store"}
 
 
+class SelectionBody(BaseModel):
+    """Manual selection: true = include, false = exclude, null = follow the filters."""
+
+    included: bool | None
+
+
+class PickEdit(BaseModel):
+    """Add a pick at (x, y), or remove the pick nearest to it; px of the full micrograph."""
+
+    action: str
+    x: float
+    y: float
+
+
 def create_app(project_dir: str | Path, *, token: str | None = None, poll_interval_s: float = 0.5,
                display_max_px: int = 1024) -> FastAPI:
     """Build the web app for one project folder.
@@ -180,9 +194,6 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
             raise HTTPException(404, f"{name}: no thumbnail yet (status {it['status']})")
         return FileResponse(path, media_type="image/png")
 
-    class SelectionBody(BaseModel):
-        included: bool | None
-
     @app.put("/api/items/{name}/selection")
     def set_selection(name: str, body: SelectionBody) -> dict[str, Any]:
         """Manual include (true), exclude (false) or back to the filters (null); rewrites the STARs."""
@@ -196,11 +207,6 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
         """Effective picks (BoxNet's minus removals plus manual ones)."""
         _item_or_404(name)
         return _picks_payload(view, name)
-
-    class PickEdit(BaseModel):
-        action: str
-        x: float
-        y: float
 
     @app.post("/api/items/{name}/picks")
     def edit_picks(name: str, body: PickEdit) -> dict[str, Any]:

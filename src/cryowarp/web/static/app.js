@@ -87,7 +87,9 @@ function stepItem(delta) {
   location.hash = `#/item/${enc(names[i])}`;
 }
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT" || ev.target.tagName === "TEXTAREA") return;
+  const t = ev.target;
+  if (t.tagName === "SELECT" || t.tagName === "TEXTAREA") return;
+  if (t.tagName === "INPUT" && !["checkbox", "button", "radio"].includes(t.type)) return; // typing, sliders
   if (ev.key === "ArrowRight" || ev.key === "ArrowDown") { stepItem(+1); ev.preventDefault(); }
   if (ev.key === "ArrowLeft" || ev.key === "ArrowUp") { stepItem(-1); ev.preventDefault(); }
 });
@@ -361,32 +363,41 @@ function renderAverage(item) {
 }
 
 function bindPickEditing(div) {
+  // Plotly covers the page while a drag (pan) is in progress, so the plot never sees a "click":
+  // a press inside the plot followed by a release within 4 px counts as a click.
   let down = null;
-  div.addEventListener("mousedown", (ev) => { down = [ev.clientX, ev.clientY]; }, true);
-  div.addEventListener("click", async (ev) => {
-    if (!$("edit-picks").checked || !state.item) return;
-    if (down && Math.hypot(ev.clientX - down[0], ev.clientY - down[1]) > 4) return; // a pan, not a click
-    const fl = div._fullLayout;
-    if (!fl || !fl.xaxis) return;
-    const bb = div.getBoundingClientRect();
-    const px = ev.clientX - bb.left - fl.xaxis._offset;
-    const py = ev.clientY - bb.top - fl.yaxis._offset;
-    const x = fl.xaxis.p2d(px), y = fl.yaxis.p2d(py);
-    const W = state.item.shape_yx[1], H = state.item.shape_yx[0];
-    if (!(x >= 0 && y >= 0 && x < W && y < H)) return;
-    const r = state.item.particle_radius_px;
-    let nearest = null, best = Infinity;
-    for (const q of state.item.picks) {
-      const d = Math.hypot(q.x - x, q.y - y);
-      if (d < best) { best = d; nearest = q; }
-    }
-    const body = (nearest && best <= r) ? { action: "remove", x: nearest.x, y: nearest.y } : { action: "add", x, y };
-    try {
-      const res = await api(`/api/items/${enc(state.item.name)}/picks`, { method: "POST", body });
-      Object.assign(state.item, res);
-      renderAverage(state.item);
-    } catch (e) { alert(`Pick not saved: ${e.message}`); }
-  });
+  div.addEventListener("mousedown", (ev) => {
+    down = ev.button === 0 ? [ev.clientX, ev.clientY] : null;
+  }, true);
+  document.addEventListener("mouseup", (ev) => {
+    const start = down;
+    down = null;
+    if (!start || !$("edit-picks").checked || !state.item) return;
+    if (Math.hypot(ev.clientX - start[0], ev.clientY - start[1]) > 4) return; // a pan, not a click
+    onPlotClick(div, ev.clientX, ev.clientY);
+  }, true);
+}
+
+async function onPlotClick(div, clientX, clientY) {
+  const fl = div._fullLayout;
+  if (!fl || !fl.xaxis) return;
+  const bb = div.getBoundingClientRect();
+  const x = fl.xaxis.p2d(clientX - bb.left - fl.xaxis._offset);
+  const y = fl.yaxis.p2d(clientY - bb.top - fl.yaxis._offset);
+  const W = state.item.shape_yx[1], H = state.item.shape_yx[0];
+  if (!(x >= 0 && y >= 0 && x < W && y < H)) return;
+  const r = state.item.particle_radius_px;
+  let nearest = null, best = Infinity;
+  for (const q of state.item.picks) {
+    const d = Math.hypot(q.x - x, q.y - y);
+    if (d < best) { best = d; nearest = q; }
+  }
+  const body = (nearest && best <= r) ? { action: "remove", x: nearest.x, y: nearest.y } : { action: "add", x, y };
+  try {
+    const res = await api(`/api/items/${enc(state.item.name)}/picks`, { method: "POST", body });
+    Object.assign(state.item, res);
+    renderAverage(state.item);
+  } catch (e) { alert(`Pick not saved: ${e.message}`); }
 }
 
 ["show-particles", "show-tracks", "show-defocus", "deconv"].forEach((id) =>

@@ -1,0 +1,277 @@
+"""2-D template matching of a 3-D reference against a micrograph (warp-facts.md §4.2).
+
+For every orientation of a HEALPix × psi grid the reference is projected (Fourier slice, 2×
+oversampled); the micrograph is cut into overlapping square tiles and each tile is filtered once by
+the matched filter ``−CTF(k)·W(k)²·H(k)``: the local CTF (signed, from the defocus at the tile centre),
+the whitening filter W = 1/√(radial power) (applied to both micrograph and reference, hence W²), and
+a raised-cosine high-pass at ~1/D. Correlating the filtered tile with a plain projection is the same
+as Warp's phase-flipped micrograph × (|CTF|·W-weighted projection): the product of the two filters is
+identical. Each orientation's correlation map is divided by its own s.d. (from Parseval, over the
+tile) and by the local s.d. of the whitened micrograph relative to its median, so a score is in units
+of the background noise. Per pixel we keep the maximum over orientations and its orientation; then
+every local maximum above a low floor is stored with its orientation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from cryowarp.base.fourier import fftfreq_grid_2d, fourier_rescale_2d
+from cryowarp.base.optics import ctf_2d
+from cryowarp.templates._filters import gaussian_lowpass, highpass_diameter, local_std, whitening_filter
+from cryowarp.templates.orientations import orientation_grid, orientation_matrices
+from cryowarp.templates.peaks import find_peaks, parabolic_offsets
+from cryowarp.templates.projector import make_projector, project_images
+from cryowarp.templates.results import CTFParameters, TemplateMatches
+from cryowarp.templates.template import PreparedTemplate, prepare_template
+
+__all__ = ["Match2DSettings", "Match2DResult", "match_template_2d", "tile_layout"]
+
+Progress = Callable[[int, int], None]
+
+
+class Match2DSettings(BaseModel):
+    """Settings of 2-D template matching; defaults follow Warp where it publishes them (§4.2)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    angular_step_deg: float = Field(7.5, gt=0, le=60, description="HEALPix step (WarpTools order 3 = 7.5°)")
+    psi_step_deg: float | None = Field(None, gt=0, description="in-plane step; default = the HEALPix step")
+    tilt_range_deg: float | None = Field(None, ge=0, le=90, description="keep only |cos tilt| ≤ sin(range)")
+    diameter_a: float | None = Field(None, gt=0, description="particle diameter, Å; default: from the map")
+    matching_pixel_size_a: float | None = Field(None, gt=0, description="bin the micrograph to this first")
+    whiten: bool = Field(True, description="flatten the micrograph spectrum (and weight the reference)")
+    invert_contrast: bool = Field(True, description="particles are dark in the micrograph (normal cryo-EM)")
+    lowpass_a: float | None = Field(None, gt=0, description="optional Gaussian low-pass, Å")
+    tile_size_px: int = Field(1024, ge=64, description="square tiles at the matching pixel size")
+    batch_orientations: int = Field(8, ge=1, description="orientations correlated per FFT batch")
+    peak_distance_fraction: float = Field(2.0 / 3.0, gt=0, description="min peak distance / diameter (Warp 2/3)")
+    border_fraction: float = Field(1.0, ge=0, description="scores zeroed within this × diameter of the edge")
+    peak_floor_sigma: float = Field(0.5, description="store peaks above mean + this × s.d. of the score map")
+    oversampling: int = Field(2, ge=1, le=4, description="projector zero-padding factor")
+    local_normalization: bool = Field(True, description="divide scores by the local s.d. (relative, ≥ 1)")
+
+
+@dataclass(frozen=True)
+class Match2DResult:
+    """Everything a 2-D search produced.
+
+    Attributes
+    ----------
+    matches : TemplateMatches
+        Stored peaks (coordinates in input-micrograph pixels), best first.
+    scores : torch.Tensor
+        `(h', w')` best score per pixel at the matching pixel size (0 near the border).
+    orientation_index : torch.Tensor
+        `(h', w')` int64 index into ``orientations_deg`` of the best orientation.
+    orientations_deg : torch.Tensor
+        `(m, 3)` the searched RELION Euler angles.
+    pixel_size_a : float
+        Matching pixel size of the maps, Å.
+    template : PreparedTemplate
+        The reference as used.
+    """
+
+    matches: TemplateMatches
+    scores: torch.Tensor
+    orientation_index: torch.Tensor
+    orientations_deg: torch.Tensor
+    pixel_size_a: float
+    template: PreparedTemplate
+
+
+def tile_layout(length: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
+    """Tiles along one axis as (start, valid_from, valid_to) with valid ranges partitioning [0, length)."""
+    if length <= tile:
+        return [(0, 0, length)]
+    if tile <= 2 * margin:
+        raise ValueError(f"tile size {tile} px must exceed twice the margin ({margin} px); raise tile_size_px")
+    n = math.ceil((length - 2 * margin) / (tile - 2 * margin))
+    starts = [round(i * (length - tile) / max(n - 1, 1)) for i in range(n)] if n > 1 else [0]
+    out = []
+    for i, s in enumerate(starts):
+        lo = 0 if i == 0 else (starts[i - 1] + tile + s) // 2
+        hi = length if i == n - 1 else (s + tile + starts[i + 1]) // 2
+        out.append((s, lo, hi))
+    return out
+
+
+def _delocalisation_px(ctf: CTFParameters, pixel_size_a: float) -> int:
+    """λ·|Δz|·k_max in pixels: how far the CTF spreads signal at Nyquist."""
+    from cryowarp.base.optics import electron_wavelength_a
+
+    lam = float(electron_wavelength_a(ctf.voltage_kv))
+    dz = (abs(ctf.defocus_um) + abs(ctf.defocus_delta_um) / 2) * 1e4
+    return int(math.ceil(lam * dz / (2 * pixel_size_a) / pixel_size_a))
+
+
+def match_template_2d(
+    image: torch.Tensor,
+    pixel_size_a: float,
+    template_volume: torch.Tensor,
+    template_pixel_size_a: float,
+    ctf: CTFParameters | None,
+    settings: Match2DSettings = Match2DSettings(),
+    *,
+    local_defocus_um: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: Progress | None = None,
+) -> Match2DResult:
+    """Search a micrograph for a 3-D reference in all orientations (warp-facts.md §4.2).
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        `(h, w)` micrograph (aligned average), float. Not modified.
+    pixel_size_a : float
+        Its pixel size, Å.
+    template_volume : torch.Tensor
+        `(n, n, n)` reference map, protein density positive.
+    template_pixel_size_a : float
+        Voxel size of the map, Å.
+    ctf : CTFParameters or None
+        The micrograph's CTF (None: no CTF weighting, e.g. for already corrected images).
+    settings : Match2DSettings
+        Search settings.
+    local_defocus_um : callable, optional
+        ``f(coords_px_xy (n, 2)) -> (n,)`` defocus in µm at input-micrograph pixel positions (e.g.
+        ``CTFModel.local_defocus_um``); each tile uses the value at its centre.
+    progress : callable, optional
+        ``progress(done, total)`` after each batch of orientations.
+
+    Returns
+    -------
+    result : Match2DResult
+    """
+    if image.ndim != 2:
+        raise ValueError(f"match_template_2d: expected a 2-D micrograph (h, w), found shape {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError("match_template_2d: the micrograph contains NaN or infinite values")
+    device = image.device
+    h0, w0 = image.shape
+    p = settings.matching_pixel_size_a or pixel_size_a
+    if p < pixel_size_a - 1e-6:
+        raise ValueError(f"matching pixel size {p} Å is finer than the micrograph's {pixel_size_a} Å")
+    if abs(p - pixel_size_a) > 1e-6:
+        new_h = max(2, int(round(h0 * pixel_size_a / p)) // 2 * 2)
+        new_w = max(2, int(round(w0 * pixel_size_a / p)) // 2 * 2)
+        work = fourier_rescale_2d(image.to(torch.float32), (new_h, new_w))
+        p = pixel_size_a * w0 / new_w
+    else:
+        work = image.to(torch.float32)
+    h, w = work.shape
+    scale_xy = torch.tensor([w0 / w, h0 / h], dtype=torch.float64)
+
+    template = prepare_template(template_volume.to(device=device, dtype=torch.float32), template_pixel_size_a, p,
+                                diameter_a=settings.diameter_a)
+    projector = make_projector(template.volume, oversampling=settings.oversampling)
+    box = template.box_px
+    diameter_px = template.diameter_px
+    euler = orientation_grid(settings.angular_step_deg, psi_step_deg=settings.psi_step_deg,
+                             tilt_range_deg=settings.tilt_range_deg)
+    matrices = orientation_matrices(euler).to(device=device, dtype=torch.float32)
+    n_orient = len(euler)
+
+    deloc = _delocalisation_px(ctf, p) if ctf is not None else 0
+    margin = box // 2 + min(deloc, box)
+    tile = min(settings.tile_size_px, max(h, w))
+    tile += tile % 2
+    tile = max(tile, 2 * margin + 32) if max(h, w) > tile else tile
+    tiles_y = tile_layout(h, tile, margin)
+    tiles_x = tile_layout(w, tile, margin)
+
+    sign = -1.0 if settings.invert_contrast else 1.0
+    work = (work - work.mean()) * sign
+    # tile spectra, filtered once: (−)CTF · W² · H · LP
+    freq_yx = fftfreq_grid_2d((tile, tile), device=device)
+    freq_px = torch.linalg.vector_norm(freq_yx, dim=-1)
+    freq_per_a = freq_px / p
+    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(freq_per_a, settings.lowpass_a)
+    col_weight = torch.full((tile // 2 + 1,), 2.0, device=device)
+    col_weight[0] = 1.0
+    col_weight[-1] = 1.0
+    tiles = []
+    for ty in tiles_y:
+        for tx in tiles_x:
+            y0, x0 = ty[0], tx[0]
+            patch = work[y0:y0 + tile, x0:x0 + tile]
+            if patch.shape != (tile, tile):  # micrograph smaller than a tile: reflect-pad
+                pad_y, pad_x = tile - patch.shape[0], tile - patch.shape[1]
+                patch = torch.nn.functional.pad(patch[None, None], (0, pad_x, 0, pad_y), mode="reflect")[0, 0] \
+                    if pad_y < patch.shape[0] and pad_x < patch.shape[1] else \
+                    torch.nn.functional.pad(patch, (0, pad_x, 0, pad_y))
+            spec = torch.fft.rfft2(patch)
+            whiten = whitening_filter(spec.real**2 + spec.imag**2, freq_px) if settings.whiten else 1.0
+            filt = band * whiten
+            if ctf is not None:
+                centre_xy = torch.tensor([[(x0 + tile / 2) * scale_xy[0], (y0 + tile / 2) * scale_xy[1]]],
+                                         dtype=torch.float64)
+                defocus = float(local_defocus_um(centre_xy).reshape(-1)[0]) if local_defocus_um else ctf.defocus_um
+                c = ctf_2d(defocus, ctf.defocus_delta_um, ctf.astigmatism_angle_deg, voltage_kv=ctf.voltage_kv,
+                           cs_mm=ctf.cs_mm, amplitude_contrast=ctf.amplitude_contrast, pixel_size_a=p,
+                           shape_yx=(tile, tile), phase_shift_deg=ctf.phase_shift_deg, device=device)
+                matched = spec * (filt * whiten * c if settings.whiten else filt * c)
+            else:
+                matched = spec * (filt * whiten if settings.whiten else filt)
+            ty_lo, ty_hi = ty[1] - y0, ty[2] - y0
+            tx_lo, tx_hi = tx[1] - x0, tx[2] - x0
+            inv_rel_std = None
+            if settings.local_normalization:
+                whitened = torch.fft.irfft2(spec * filt, s=(tile, tile))
+                lsd = local_std(whitened, diameter_px / 2)[ty_lo:ty_hi, tx_lo:tx_hi]
+                # only damp regions busier than the median (carbon, contamination), never boost
+                inv_rel_std = 1.0 / (lsd / lsd.median().clamp_min(1e-12)).clamp_min(1.0)
+            tiles.append(dict(y0=y0, x0=x0, ys=(ty_lo, ty_hi), xs=(tx_lo, tx_hi), spec=matched,
+                              inv_rel_std=inv_rel_std))
+
+    best = torch.full((h, w), -torch.inf, device=device)
+    best_index = torch.zeros((h, w), dtype=torch.int64, device=device)
+    total = math.ceil(n_orient / settings.batch_orientations)
+    for b, start in enumerate(range(0, n_orient, settings.batch_orientations)):
+        mats = matrices[start:start + settings.batch_orientations]
+        proj = project_images(projector, mats)  # (nb, B, B), centre at B//2
+        proj = proj - proj.mean(dim=(-2, -1), keepdim=True)
+        padded = proj.new_zeros((len(mats), tile, tile))
+        padded[:, :box, :box] = proj
+        padded = torch.roll(padded, shifts=(-(box // 2), -(box // 2)), dims=(-2, -1))
+        ref = torch.fft.rfft2(padded).conj()
+        for t in tiles:
+            prod = t["spec"][None] * ref
+            # Parseval: s.d. over the tile of the (zero-mean) correlation map
+            var = ((prod.real**2 + prod.imag**2) * col_weight).sum(dim=(-2, -1)) / float(tile) ** 4
+            cc = torch.fft.irfft2(prod, s=(tile, tile))
+            (ylo, yhi), (xlo, xhi) = t["ys"], t["xs"]
+            cc = cc[:, ylo:yhi, xlo:xhi] / var.sqrt().clamp_min(1e-30)[:, None, None]
+            values, index = cc.max(dim=0)
+            if t["inv_rel_std"] is not None:
+                values = values * t["inv_rel_std"]
+            gy, gx = t["y0"] + ylo, t["x0"] + xlo
+            region = best[gy:gy + (yhi - ylo), gx:gx + (xhi - xlo)]
+            better = values > region
+            region[better] = values[better]
+            best_index[gy:gy + (yhi - ylo), gx:gx + (xhi - xlo)][better] = index[better] + start
+        if progress is not None:
+            progress(b + 1, total)
+
+    border = int(round(settings.border_fraction * diameter_px))
+    scores = best.clone()
+    if border > 0:
+        scores[:border] = 0
+        scores[-border:] = 0
+        scores[:, :border] = 0
+        scores[:, -border:] = 0
+    nonzero = scores[scores != 0]
+    floor = float(nonzero.mean() + settings.peak_floor_sigma * nonzero.std()) if len(nonzero) > 1 else 0.0
+    index, values = find_peaks(scores, floor, settings.peak_distance_fraction * diameter_px)
+    offsets = parabolic_offsets(scores, index)
+    pos_yx = index.to(torch.float64) + offsets
+    coords_xy = pos_yx.flip(-1).cpu() * scale_xy
+    orient = euler[best_index[tuple(index.T)].cpu()] if len(index) else euler.new_zeros((0, 3))
+    matches = TemplateMatches(coords_xy, orient, values.cpu().to(torch.float32), float(pixel_size_a),
+                              template.diameter_a, float(settings.angular_step_deg), floor,
+                              meta={"ndim": 2, "matching_pixel_size_a": p, "n_orientations": n_orient})
+    return Match2DResult(matches, scores, best_index, euler, p, template)

@@ -1,0 +1,112 @@
+"""Warp's post-processing rules (warp-facts.md §3.5), each on a constructed probability map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cryowarp.picking import clean_mask, find_particles
+
+# D = 160 Å at 8 Å/px: D/px = 20 px; peak radius round(20/4) = 5; border round(0.8·20) = 16;
+# overlap distance 20/1.5 = 13.3 px; mask distance floor((80 + d_min)/8) px.
+D_A = 160.0
+
+
+def _probs(h: int = 96, w: int = 96) -> torch.Tensor:
+    p = torch.zeros(3, h, w)
+    p[0] = 1.0
+    return p
+
+
+def _paint(p: torch.Tensor, cls: int, ys: slice, xs: slice, value: float = 0.9) -> None:
+    p[:, ys, xs] = (1 - value) / 2
+    p[cls, ys, xs] = value
+
+
+def test_centroid_is_mean_pixel_position_of_component():
+    p = _probs()
+    # an L-shaped component: 3x3 block plus a 3-px tail; centroid = mean of the 12 pixel positions
+    _paint(p, 1, slice(40, 43), slice(40, 43))
+    _paint(p, 1, slice(43, 44), slice(40, 43))
+    ys = torch.tensor([40, 40, 40, 41, 41, 41, 42, 42, 42, 43, 43, 43], dtype=torch.float32)
+    xs = torch.tensor([40, 41, 42] * 4, dtype=torch.float32)
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.5)
+    assert cand.coords_px_xy.shape == (1, 2)
+    torch.testing.assert_close(cand.coords_px_xy[0], torch.stack([xs.mean(), ys.mean()]), atol=1e-5, rtol=0)
+    assert int(cand.extents_px[0]) == 12
+    assert float(cand.scores[0]) == pytest.approx(0.9)
+
+
+def test_threshold_drops_components_below_it():
+    p = _probs()
+    _paint(p, 1, slice(30, 34), slice(30, 34), value=0.9)
+    _paint(p, 1, slice(60, 64), slice(60, 64), value=0.97)
+    assert len(find_particles(p, particle_diameter_a=D_A, threshold=0.5).coords_px_xy) == 2
+    kept = find_particles(p, particle_diameter_a=D_A, threshold=0.95).coords_px_xy
+    torch.testing.assert_close(kept, torch.tensor([[61.5, 61.5]]))
+
+
+def test_pixels_whose_argmax_is_not_particle_are_ignored():
+    p = _probs()
+    # particle probability 0.45 but background 0.55: argmax = background, no pick even at threshold 0.1
+    p[0, 40:44, 40:44] = 0.55
+    p[1, 40:44, 40:44] = 0.45
+    assert len(find_particles(p, particle_diameter_a=D_A, threshold=0.1).coords_px_xy) == 0
+
+
+def test_overlap_suppression_keeps_the_larger_component():
+    p = _probs()
+    _paint(p, 1, slice(40, 46), slice(40, 46))  # 36 px, centroid (42.5, 42.5)
+    _paint(p, 1, slice(40, 43), slice(52, 55))  # 9 px, centroid (53, 41) — 10.6 px away < 13.3
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.5)
+    torch.testing.assert_close(cand.coords_px_xy, torch.tensor([[42.5, 42.5]]))
+    # far enough apart (> 13.3 px) both survive
+    p2 = _probs()
+    _paint(p2, 1, slice(40, 46), slice(30, 36))
+    _paint(p2, 1, slice(40, 43), slice(60, 63))
+    assert len(find_particles(p2, particle_diameter_a=D_A, threshold=0.5).coords_px_xy) == 2
+
+
+def test_peaks_near_the_border_are_discarded():
+    p = _probs()
+    _paint(p, 1, slice(10, 13), slice(48, 51))  # centre y = 11 < border 16
+    _paint(p, 1, slice(48, 51), slice(48, 51))
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.5)
+    torch.testing.assert_close(cand.coords_px_xy, torch.tensor([[49.0, 49.0]]))
+
+
+def test_minimum_distance_to_mask():
+    p = _probs(128, 128)
+    _paint(p, 2, slice(20, 108), slice(0, 30))  # mask: columns 0..29
+    _paint(p, 1, slice(40, 43), slice(38, 41))  # centroid x = 39: distance to mask 10 px ≤ 10 → removed
+    _paint(p, 1, slice(80, 83), slice(40, 43))  # centroid x = 41: distance 12 > 10 → kept
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.5)
+    torch.testing.assert_close(cand.coords_px_xy, torch.tensor([[41.0, 81.0]]))
+    # with 24 Å extra distance the threshold becomes floor((80 + 24)/8) = 13 px: both removed
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.5, minimum_mask_distance_a=24.0)
+    assert len(cand.coords_px_xy) == 0
+
+
+def test_small_mask_components_are_removed():
+    m = torch.zeros(64, 64, dtype=torch.bool)
+    m[5:9, 5:10] = True  # 20 px: kept
+    m[30:33, 30:36] = True  # 18 px: removed
+    m[50, 50] = True  # 1 px: removed
+    m[51, 51] = True  # diagonal neighbour is not 4-connected: removed
+    cleaned = clean_mask(m, 20)
+    assert int(cleaned.sum()) == 20
+    assert bool(cleaned[5:9, 5:10].all())
+    # and inside find_particles: a 4-px artefact blob does not block a nearby particle
+    p = _probs()
+    _paint(p, 2, slice(45, 47), slice(30, 32))
+    _paint(p, 1, slice(45, 48), slice(40, 43))
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.5)
+    assert len(cand.coords_px_xy) == 1
+    assert not bool(cand.mask.any())
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match=r"expected probabilities of shape \(3, h, w\)"):
+        find_particles(torch.zeros(2, 10, 10), particle_diameter_a=D_A)
+    with pytest.raises(ValueError, match="particle_diameter_a must be > 0"):
+        find_particles(_probs(), particle_diameter_a=0.0)

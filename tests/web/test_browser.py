@@ -1,0 +1,199 @@
+"""The UI in a real browser (Debian's chromium via Playwright) against a live server on a small project.
+
+Screenshots of every page go to tests/web/artifacts/ (look at them when the UI changes).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from cryowarp.io.star import read_star
+from cryowarp.pipeline.starfiles import write_star_files
+from cryowarp.pipeline.store import ProjectStore
+
+pytestmark = pytest.mark.browser
+
+
+def open_page(page, url: str) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page._cw_errors = errors  # checked at the end of each test
+
+
+def star_particle_rows(project) -> int:
+    path = project / "particles.star"
+    return len(read_star(path)["particles"]) if path.exists() else 0
+
+
+def selected_particles(project) -> int:
+    with ProjectStore(project) as store:
+        return sum(it["n_particles"] for it in store.list_items(status="done") if it["selected"])
+
+
+def data_to_page_xy(page, div: str, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of data point (x, y) of a Plotly plot."""
+    return tuple(page.evaluate(
+        """([id, x, y]) => { const gd = document.getElementById(id), fl = gd._fullLayout;
+           const bb = gd.getBoundingClientRect();
+           return [bb.left + fl.xaxis._offset + fl.xaxis.d2p(x), bb.top + fl.yaxis._offset + fl.yaxis.d2p(y)]; }""",
+        [div, x, y]))
+
+
+def trace_names(page, div: str) -> list[str]:
+    return page.evaluate(f"document.getElementById('{div}').data.map(t => t.name)")
+
+
+def test_overview_filter_range_updates_count_and_particles_star(page, live_server, artifacts_dir):
+    url, project, _ = live_server
+    open_page(page, url)
+    expect(page.locator("#scatter-resolution_a .main-svg").first).to_be_visible()
+    expect(page.locator("#count-particles")).to_have_text(str(star_particle_rows(project)))
+    page.screenshot(path=artifacts_dir / "overview.png", full_page=True)
+
+    # type a range that drops the selected item with the worst resolution
+    before = star_particle_rows(project)
+    with ProjectStore(project) as store:
+        res = sorted(it["resolution_a"] for it in store.list_items(status="done") if it["selected"])
+    limit = round((res[-1] + res[-2]) / 2, 3)
+    page.fill("#fmax-resolution_a", str(limit))
+    page.press("#fmax-resolution_a", "Tab")
+    expect(page.locator("#count-particles")).not_to_have_text(str(before))
+    with ProjectStore(project) as store:
+        assert store.get_settings().filter.resolution_max_a == limit
+    after = selected_particles(project)
+    assert after < before
+    expect(page.locator("#count-particles")).to_have_text(str(after))
+    assert star_particle_rows(project) == after
+
+    # drag a range: box-select on the motion histogram from the left edge to 1.5 Å
+    x0, y0 = page.evaluate("""() => { const gd = document.getElementById('hist-mean_motion_a');
+        const fl = gd._fullLayout, bb = gd.getBoundingClientRect();
+        return [bb.left + fl.xaxis._offset + 2, bb.top + fl.yaxis._offset + fl.yaxis._length / 2]; }""")
+    x1, _ = data_to_page_xy(page, "hist-mean_motion_a", 1.5, 0.5)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, y0, steps=4)
+    page.mouse.move(x1, y0, steps=4)
+    page.mouse.up()
+    page.wait_for_function("() => { const v = document.getElementById('fmax-mean_motion_a').value;"
+                           " return v !== '' && Number(v) < 2.0; }", timeout=10_000)
+    with ProjectStore(project) as store:
+        limit = store.get_settings().filter.motion_max_a
+        assert limit == pytest.approx(1.5, abs=0.1)  # a few screen pixels of the histogram axis
+        assert all(it["mean_motion_a"] <= limit for it in store.list_items(status="done") if it["selected"])
+    expect(page.locator("#count-particles")).to_have_text(str(selected_particles(project)))
+    assert star_particle_rows(project) == selected_particles(project)
+    page.screenshot(path=artifacts_dir / "overview_filtered.png", full_page=True)
+    assert page._cw_errors == []
+
+
+def test_overview_updates_live_without_reloading(page, live_server):
+    url, project, _ = live_server
+    open_page(page, url)
+    page.evaluate("window.__notReloaded = true")
+    n = int(page.locator("#count-selected").inner_text())
+    with ProjectStore(project) as store:
+        name = next(it["name"] for it in store.list_items(status="done") if it["selected"])
+        store.set_manual(name, "exclude")
+        write_star_files(store)
+    expect(page.locator("#count-selected")).to_have_text(str(n - 1), timeout=10_000)
+    expect(page.locator(f"#navbar .cell[data-name='{name}']")).to_have_class(re.compile("st-excluded"))
+    assert page.evaluate("window.__notReloaded") is True
+    assert page._cw_errors == []
+
+
+def test_item_view_overlays_deconvolution_and_pick_editing(page, live_server, artifacts_dir):
+    url, project, _ = live_server
+    open_page(page, url + "#/item/movie_0001")
+    expect(page.locator("#item-name")).to_have_text("movie_0001")
+    page.wait_for_function("() => { const d = document.getElementById('average').data;"
+                           " return d && d.some(t => t.name === 'boxnet picks'); }")
+    expect(page.locator("#ps2d")).to_have_js_property("complete", True)
+    assert page.evaluate("document.getElementById('ps2d').naturalWidth") == 256
+    expect(page.locator("#ps1d .main-svg").first).to_be_visible()
+    page.screenshot(path=artifacts_dir / "item.png", full_page=True)
+
+    # overlays
+    page.uncheck("#show-particles")
+    assert "boxnet picks" not in trace_names(page, "average")
+    page.check("#show-particles")
+    page.check("#show-tracks")
+    assert any(n.startswith("motion ×") for n in trace_names(page, "average"))
+    page.uncheck("#show-tracks")
+    assert not any(n.startswith("motion ×") for n in trace_names(page, "average"))
+
+    # deconvolution with sliders
+    page.check("#deconv")
+    src = page.evaluate("document.getElementById('average').layout.images[0].source")
+    assert "deconv=1" in src and "strength=1" in src
+    page.locator("#deconv-strength").fill("0.5")
+    page.wait_for_function("() => document.getElementById('average').layout.images[0].source.includes('strength=0.5')")
+    page.wait_for_timeout(500)
+    page.screenshot(path=artifacts_dir / "item_deconvolved.png", full_page=True)
+    page.uncheck("#deconv")
+
+    # add a pick by clicking an empty spot, then remove it by clicking it
+    with ProjectStore(project) as store:
+        n_before = len(store.get_picks("movie_0001"))
+    page.check("#edit-picks")
+    page.evaluate("document.getElementById('average').scrollIntoView({block: 'center'})")
+    target = (300.0, 470.0)
+    px, py = data_to_page_xy(page, "average", *target)
+    page.mouse.click(px, py)
+    expect(page.locator("#pick-count")).to_contain_text("1 added")
+    with ProjectStore(project) as store:
+        manual = [p for p in store.get_picks("movie_0001") if p["source"] == "manual"]
+    assert len(manual) == 1
+    # one screen pixel is < 1 micrograph pixel here; allow 2 px for rounding of the click position
+    assert abs(manual[0]["x_px"] - target[0]) < 2 and abs(manual[0]["y_px"] - target[1]) < 2
+    page.screenshot(path=artifacts_dir / "item_pick_added.png", full_page=True)
+    page.mouse.click(px, py)
+    expect(page.locator("#pick-count")).to_contain_text("0 added")
+    with ProjectStore(project) as store:
+        assert len(store.get_picks("movie_0001")) == n_before
+
+    # arrow keys move between items
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#item-name")).to_have_text("movie_0002")
+    expect(page.locator("#navbar .cell.current")).to_have_attribute("data-name", "movie_0002")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#item-name")).to_have_text("movie_0001")
+    assert page._cw_errors == []
+
+
+def test_failed_item_shows_its_message_and_exclude_button_works(page, live_server):
+    url, project, _ = live_server
+    open_page(page, url + "#/item/movie_0006")
+    expect(page.locator("#item-status")).to_have_text("failed")
+    expect(page.locator("#item-error")).to_contain_text("truncated")
+    page.goto(url + "#/item/movie_0000")
+    expect(page.locator("#item-name")).to_have_text("movie_0000")
+    page.click("#item-exclude")
+    expect(page.locator("#item-status")).to_have_text("excluded")
+    with ProjectStore(project) as store:
+        assert store.get_item("movie_0000")["manual"] == "exclude"
+    names = read_star(project / "particles.star")["particles"]["rlnMicrographName"]
+    assert not names.str.contains("movie_0000").any()
+    assert page._cw_errors == []
+
+
+def test_settings_change_requeues_items(page, live_server, artifacts_dir):
+    url, project, _ = live_server
+    open_page(page, url + "#/settings")
+    page.wait_for_selector("#set-pick-threshold")
+    page.screenshot(path=artifacts_dir / "settings.png", full_page=True)
+    page.fill("#set-pick-threshold", "0.7")
+    page.press("#set-pick-threshold", "Tab")
+    page.click("#settings-save")
+    expect(page.locator("#settings-msg")).to_have_text("saved; 7 items requeued")
+    expect(page.locator("#navbar .cell.st-queued")).to_have_count(8)
+    with ProjectStore(project) as store:
+        assert store.get_settings().pick.threshold == 0.7
+    page.screenshot(path=artifacts_dir / "settings_saved.png", full_page=True)
+    assert page._cw_errors == []
