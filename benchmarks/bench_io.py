@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPE = (40, int(os.environ.get("CWBENCH_IO_SIZE", "4096")), int(os.environ.get("CWBENCH_IO_SIZE", "4096")))
+_SIZE = int(os.environ.get("CWBENCH_IO_SIZE", "4096"))  # smaller for a smoke test
+SHAPE = (40, _SIZE, _SIZE)
 N_RAW_EER = 200
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,11 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     from cryowarp.io.eer import write_eer
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"mrc": folder / "movie_u16.mrc", "tiff": folder / "movie_u8_lzw.tif", "eer": folder / "movie.eer"}
+    paths = {
+        "mrc": folder / "movie_u16.mrc",
+        "tiff": folder / "movie_u8_lzw.tif",
+        "eer": folder / "movie.eer",
+    }
     rng = np.random.default_rng(0)
     if not paths["mrc"].exists() or not paths["tiff"].exists():
         tmp_mrc, tmp_tif = folder / ".tmp.mrc", folder / ".tmp.tif"
@@ -75,7 +80,7 @@ def _one(impl: str, kind: str, path: str) -> dict[str, float]:
 
     from cryowarp.io.movies import read_movie
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = time.perf_counter()
     if impl == "ours":
         movie = read_movie(path, eer_n_groups=40, pixel_size_a=0.83)
@@ -103,7 +108,10 @@ def _one(impl: str, kind: str, path: str) -> dict[str, float]:
 
 
 def _baseline_rss_gb() -> float:
-    code = "import resource, torch, numpy, cryowarp.io.movies; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    code = (
+        "import resource, torch, numpy, cryowarp.io.movies; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out) * 1024 / 1e9
 
@@ -119,36 +127,51 @@ def main() -> None:
         print(json.dumps(_one(*args.one)))
         return
     paths = make_inputs(args.dir)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     results: dict[tuple[str, str], list[dict]] = {}
     jobs = [(impl, kind) for kind in ("mrc", "tiff", "eer") for impl in ("ours", "peer", "ours_bin2")]
     for run in range(args.runs):
         for impl, kind in jobs:
-            proc = subprocess.run([sys.executable, __file__, "--one", impl, kind, str(paths[kind])],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", impl, kind, str(paths[kind])],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"{impl} {kind} failed:\n{proc.stderr[-2000:]}")
             results.setdefault((impl, kind), []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"run {run + 1}/{args.runs} {impl:9s} {kind:4s} {results[(impl, kind)][-1]}", file=sys.stderr)
+            print(
+                f"run {run + 1}/{args.runs} {impl:9s} {kind:4s} {results[(impl, kind)][-1]}", file=sys.stderr
+            )
     base = _baseline_rss_gb()
     float32_gb = np.prod(SHAPE) * 4 / 1e9
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    load = os.getloadavg()[0]
     lines = [
         "# Reading movies (io)",
         "",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}, shared with other jobs (wall-clock varies ~2× between runs).",
-        f"Command: `flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_io.py --runs {args.runs}`",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"Python {platform.python_version()}, OMP_NUM_THREADS={threads}; shared with other jobs "
+        f"(load average {load:.1f} at the end; wall-clock varies ~2× between runs).",
+        "Command: `flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_io.py "
+        f"--runs {args.runs}`",
         "",
         f"Movie: {SHAPE[0]} frames of {SHAPE[2]}×{SHAPE[1]}; as float32 it takes **{float32_gb:.2f} GB**. "
-        f"Importing torch + cryowarp alone peaks at {base:.2f} GB RSS. Each read runs in a fresh process; "
+        f"Importing torch + cryowarp alone peaks at {base:.2f} GB RSS. "
+        "Each read runs in a fresh process; "
         f"median of {args.runs} runs. Peer = the same libraries without chunking "
-        "(`mrcfile.read(...).astype(float32)`, `tifffile.imread(...).astype(float32)`, tifffile's EER decoder "
-        "per group of 5 raw frames into a preallocated float32 array).",
+        "(`mrcfile.read(...).astype(float32)`, `tifffile.imread(...).astype(float32)`, tifffile's EER "
+        "decoder per group of 5 raw frames into a preallocated float32 array).",
         "",
-        "| file | reader | seconds (median) | peak RSS GB | RSS − float32 size − imports, GB | time vs peer |",
+        "| file | reader | seconds (median) | peak RSS GB | RSS − output − imports, GB | time vs peer |",
         "|---|---|---|---|---|---|",
     ]
-    labels = {"mrc": "MRC uint16 (1.34 GB)", "tiff": "TIFF LZW uint8", "eer": f"EER {N_RAW_EER} raw → 40 groups"}
+    labels = {
+        "mrc": "MRC uint16 (1.34 GB)",
+        "tiff": "TIFF LZW uint8",
+        "eer": f"EER {N_RAW_EER} raw → 40 groups",
+    }
     for kind in ("mrc", "tiff", "eer"):
         peer_t = statistics.median(r["seconds"] for r in results[("peer", kind)])
         for impl in ("ours", "peer", "ours_bin2"):
@@ -156,14 +179,23 @@ def main() -> None:
             t = statistics.median(r["seconds"] for r in rs)
             rss = statistics.median(r["peak_rss_gb"] for r in rs)
             out_gb = float32_gb / (4 if impl == "ours_bin2" else 1)
-            name = {"ours": "cryowarp `read_movie`", "peer": "peer (no chunking)",
-                    "ours_bin2": "cryowarp, Fourier bin 2 on read"}[impl]
-            lines.append(f"| {labels[kind]} | {name} | {t:.2f} | {rss:.2f} | {rss - out_gb - base:+.2f} | "
-                         f"{t / peer_t:.2f}× |")
+            name = {
+                "ours": "cryowarp `read_movie`",
+                "peer": "peer (no chunking)",
+                "ours_bin2": "cryowarp, Fourier bin 2 on read",
+            }[impl]
+            lines.append(
+                f"| {labels[kind]} | {name} | {t:.2f} | {rss:.2f} | {rss - out_gb - base:+.2f} | "
+                f"{t / peer_t:.2f}× |"
+            )
     for kind in ("mrc", "tiff", "eer"):
         ours, peer = results[("ours", kind)][0], results[("peer", kind)][0]
         assert ours["shape"] == peer["shape"], (kind, ours["shape"], peer["shape"])
-        assert abs(ours["checksum"] - peer["checksum"]) <= 1e-6 * abs(peer["checksum"]) + 1e-3, (kind, ours, peer)
+        assert abs(ours["checksum"] - peer["checksum"]) <= 1e-6 * abs(peer["checksum"]) + 1e-3, (
+            kind,
+            ours,
+            peer,
+        )
     lines += ["", "Both readers give identical frames (checksums of a pixel subsample agree)."]
     text = "\n".join(lines) + "\n"
     print(text)

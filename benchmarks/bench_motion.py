@@ -15,7 +15,7 @@ already in memory) and peak RSS of the whole process (read + fit + average). REL
 ``relion_run_motioncorr --use_own`` with 5×5 patches and 2 threads via
 ../shared/peers/run_relion_motioncorr.py (its wall time includes reading the movie and writing the
 micrographs). RELION's total shift at a point is its global shift plus its patch (local) shift
-interpolated bilinearly between patch centres.
+given by its third-order polynomial local model (rlnMotionModelVersion 1).
 """
 
 from __future__ import annotations
@@ -50,14 +50,25 @@ def make_movie(directory: Path, size: int, n_frames: int, exposure: float, seed:
 
     torch.set_num_threads(2)
     settings = MovieSimSettings(
-        shape_yx=(size, size), pixel_size_a=1.0, n_frames=n_frames, exposure_per_frame_e_per_a2=exposure,
-        initial_motion_a=12.0, drift_a_per_frame=0.6, n_jumps=1, jump_a=12.0, local_amplitude_a=2.5,
-        local_n_modes=4, defocus_um=1.5, particle_area_fraction=0.25,
+        shape_yx=(size, size),
+        pixel_size_a=1.0,
+        n_frames=n_frames,
+        exposure_per_frame_e_per_a2=exposure,
+        initial_motion_a=12.0,
+        drift_a_per_frame=0.6,
+        n_jumps=1,
+        jump_a=12.0,
+        local_amplitude_a=2.5,
+        local_n_modes=4,
+        defocus_um=1.5,
+        particle_area_fraction=0.25,
     )
     t0 = time.perf_counter()
     movie = simulate_movie(settings, seed=seed)
-    print(f"simulated {size}²×{n_frames} at {exposure} e/Å²/frame in {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr)
+    print(
+        f"simulated {size}²×{n_frames} at {exposure} e/Å²/frame in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
     movie.to_files(directory, formats=("mrc",))
     return directory
 
@@ -82,23 +93,45 @@ def run_ours_child(movie_dir: Path, exposure: float, out_json: Path) -> None:
     model = fit_motion(movie.frames, 1.0, exposure)
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()
-    avg = average_frames(movie.frames, model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=exposure,
-                         dose_weighted=True, also_unweighted=True)
+    avg = average_frames(
+        movie.frames,
+        model,
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=exposure,
+        dose_weighted=True,
+        also_unweighted=True,
+    )
     t_avg = time.perf_counter() - t0
     write_mrc(out_json.with_suffix(".dw.mrc"), avg.average, 1.0)
     plain = movie.frames.mean(0)
     write_mrc(out_json.with_suffix(".plain.mrc"), plain, 1.0)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    out_json.write_text(json.dumps({
-        "model": model.to_dict(), "read_s": t_read, "fit_s": t_fit, "average_s": t_avg,
-        "peak_rss_gb": peak_gb, "movie_float32_gb": movie.frames.numel() * 4 / 1024**3,
-    }))
+    out_json.write_text(
+        json.dumps(
+            {
+                "model": model.to_dict(),
+                "read_s": t_read,
+                "fit_s": t_fit,
+                "average_s": t_avg,
+                "peak_rss_gb": peak_gb,
+                "movie_float32_gb": movie.frames.numel() * 4 / 1024**3,
+            }
+        )
+    )
 
 
 def run_ours(movie_dir: Path, exposure: float, work: Path, tag: str) -> dict:
     out = work / f"ours_{tag}.json"
-    cmd = [sys.executable, __file__, "--child", str(movie_dir), "--child-exposure", str(exposure),
-           "--child-out", str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(movie_dir),
+        "--child-exposure",
+        str(exposure),
+        "--child-out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     subprocess.run(cmd, check=True, env=env)
     return json.loads(out.read_text())
@@ -110,9 +143,26 @@ def run_relion(movie_dir: Path, exposure: float, work: Path, tag: str) -> dict |
         return None
     out = work / f"relion_{tag}.json"
     wd = work / f"relion_{tag}"
-    cmd = ["python3", str(wrapper), str(movie_dir / "movie.mrc"), "--apix", "1.0", "--voltage", "300",
-           "--dose-per-frame", str(exposure), "--patches", "5", "5", "--threads", "2",
-           "--workdir", str(wd), "--out", str(out)]
+    cmd = [
+        "python3",
+        str(wrapper),
+        str(movie_dir / "movie.mrc"),
+        "--apix",
+        "1.0",
+        "--voltage",
+        "300",
+        "--dose-per-frame",
+        str(exposure),
+        "--patches",
+        "5",
+        "5",
+        "--threads",
+        "2",
+        "--workdir",
+        str(wd),
+        "--out",
+        str(out),
+    ]
     try:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     except (subprocess.CalledProcessError, FileNotFoundError) as err:
@@ -148,25 +198,38 @@ def ours_tracks(model_dict: dict, coords_px_yx: np.ndarray) -> np.ndarray:
     return np.stack([model.displacement_a_yx(c, f).numpy() for f in range(model.n_frames)], axis=1)
 
 
-def relion_tracks(result: dict, coords_px_yx: np.ndarray, pixel_size_a: float) -> np.ndarray:
-    """Displacement (Å, yx) = −(global + bilinearly interpolated local shift) × pixel size."""
-    from scipy.interpolate import RegularGridInterpolator
+def relion_tracks(
+    result: dict, coords_px_yx: np.ndarray, pixel_size_a: float, shape_yx: tuple[int, int]
+) -> np.ndarray:
+    """RELION's total displacement (Å, yx) = −(global shift + local polynomial model) × pixel size.
+
+    RELION's ThirdOrderPolynomialModel (src/micrograph_model.cpp): for z = frame − 1 and
+    x = X/width − 0.5, y = Y/height − 0.5 the local shift is Σ_t (c_t,1 z + c_t,2 z² + c_t,3 z³)·t with
+    t ∈ (1, x, x², y, y², xy), 18 coefficients per axis.
+    """
+    import starfile
 
     r = result["result"]
     g = -np.asarray(r["shifts_px"], dtype=float)[:, ::-1] * pixel_size_a  # (f, 2) yx
     n_f = g.shape[0]
     tracks = np.repeat(g[None], len(coords_px_yx), axis=0)
-    loc = np.asarray(r.get("local_shifts", []), dtype=float)
-    if loc.size:
-        xs, ys = np.unique(loc[:, 1]), np.unique(loc[:, 2])
+    tables = starfile.read(r["movie_star"], always_dict=True)
+    if "local_motion_model" in tables:
+        coeffs = (
+            tables["local_motion_model"]
+            .sort_values("rlnMotionModelCoeffsIdx")["rlnMotionModelCoeff"]
+            .to_numpy()
+        )
+        h, w = shape_yx
+        x = coords_px_yx[:, 1] / w - 0.5
+        y = coords_px_yx[:, 0] / h - 0.5
+        terms = np.stack([np.ones_like(x), x, x * x, y, y * y, x * y])  # (6, n)
         for f in range(n_f):
-            rows = loc[loc[:, 0] == f + 1]
-            grid = np.zeros((len(ys), len(xs), 2))
-            for _, x, y, sx, sy in rows:
-                grid[np.searchsorted(ys, y), np.searchsorted(xs, x)] = (-sy * pixel_size_a, -sx * pixel_size_a)
-            interp = RegularGridInterpolator((ys, xs), grid, bounds_error=False, fill_value=None)
-            pts = np.stack([np.clip(coords_px_yx[:, 0], ys[0], ys[-1]), np.clip(coords_px_yx[:, 1], xs[0], xs[-1])], -1)
-            tracks[:, f] += interp(pts)
+            z = np.array([f, f**2, f**3], dtype=float)
+            sx = (coeffs[:18].reshape(6, 3) @ z) @ terms
+            sy = (coeffs[18:].reshape(6, 3) @ z) @ terms
+            tracks[:, f, 0] -= sy * pixel_size_a
+            tracks[:, f, 1] -= sx * pixel_size_a
     return tracks
 
 
@@ -218,10 +281,12 @@ def main() -> None:
         "# Motion correction benchmark",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), {platform.python_version()}; "
-        f"load average at start {os.getloadavg()[0]:.1f}. Date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"load average at start {os.getloadavg()[0]:.1f}. "
+        f"Date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "Command: `flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_motion.py "
-        + " ".join(sys.argv[1:]) + "`",
+        + " ".join(sys.argv[1:])
+        + "`",
         "",
         f"Movies: cryowarp.sim, {a.size}²×{a.frames}, 1 Å/px, global path ≈ 50 Å with a 12 Å jump, local "
         "deformation (4 modes, up to ≈ 5 Å). Ours: Warp defaults (auto grid, 768-px patches, 500–10 Å, "
@@ -235,7 +300,9 @@ def main() -> None:
     work = a.data / "runs"
     work.mkdir(parents=True, exist_ok=True)
     for exposure in a.exposures:
-        movie_dir = make_movie(a.data / f"s{a.size}_f{a.frames}_e{exposure:g}", a.size, a.frames, exposure, seed=7)
+        movie_dir = make_movie(
+            a.data / f"s{a.size}_f{a.frames}_e{exposure:g}", a.size, a.frames, exposure, seed=7
+        )
         if a.make_only:
             continue
         truth = MovieTruth.from_dict(json.loads((movie_dir / "movie_truth.json").read_text()))
@@ -258,23 +325,29 @@ def main() -> None:
         f_ours = frc(ours_dw, clean, 1.0, bands)
         f_plain = frc(plain, clean, 1.0, bands)
         fmt = lambda v: " / ".join(f"{x:.3f}" for x in v)  # noqa: E731
-        lines.append(f"| {exposure:g} | cryowarp (fit {fit_med:.1f} s + average {avg_med:.1f} s, {a.repeats} runs) "
-                     f"| {rm_patch:.3f} | {rm_part:.3f} | {fmt(f_ours)} | {wall:.1f} | {peak:.2f} |")
+        lines.append(
+            f"| {exposure:g} | cryowarp (fit {fit_med:.1f} s + average {avg_med:.1f} s, {a.repeats} runs) "
+            f"| {rm_patch:.3f} | {rm_part:.3f} | {fmt(f_ours)} | {wall:.1f} | {peak:.2f} |"
+        )
         lines.append(f"| {exposure:g} | plain sum | – | – | {fmt(f_plain)} | – | – |")
-        rel_runs = [run_relion(movie_dir, exposure, work, f"e{exposure:g}_{i}") for i in range(a.relion_repeats)]
+        rel_runs = [
+            run_relion(movie_dir, exposure, work, f"e{exposure:g}_{i}") for i in range(a.relion_repeats)
+        ]
         rel_runs = [r for r in rel_runs if r is not None]
         if rel_runs:
             r0 = rel_runs[0]
             rwall = statistics.median(r["wall_s"] for r in rel_runs)
-            rp = _centred_rmse(relion_tracks(r0, centres, 1.0), t_patch)
-            rq = _centred_rmse(relion_tracks(r0, particles_yx, 1.0), t_part)
+            rp = _centred_rmse(relion_tracks(r0, centres, 1.0, clean.shape), t_patch)
+            rq = _centred_rmse(relion_tracks(r0, particles_yx, 1.0, clean.shape), t_part)
             rimg = mrcfile.read(r0["result"]["aligned_sum"]).astype(np.float32)
             # RELION aligns to frame 1; move its sum to the mean position with its own estimate
             d_rel = -np.asarray(r0["result"]["shifts_px"], dtype=float)[:, ::-1]
-            rimg = shift_image(rimg, -d_rel.mean(0))
+            rimg = shift_image(rimg, d_rel.mean(0))
             f_rel = frc(rimg, clean, 1.0, bands)
-            lines.append(f"| {exposure:g} | RELION 3.1.3 own ({len(rel_runs)} run) | {rp:.3f} | {rq:.3f} | "
-                         f"{fmt(f_rel)} | {rwall:.1f} (incl. I/O) | – |")
+            lines.append(
+                f"| {exposure:g} | RELION 3.1.3 own ({len(rel_runs)} run) | {rp:.3f} | {rq:.3f} | "
+                f"{fmt(f_rel)} | {rwall:.1f} (incl. I/O) | – |"
+            )
             lines.append(f"| {exposure:g} | ratio RELION / cryowarp wall | | | | {rwall / wall:.2f} | |")
         print("\n".join(lines[-4:]), file=sys.stderr)
     text = "\n".join(lines) + "\n"

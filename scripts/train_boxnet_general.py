@@ -25,7 +25,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from boxnet_data import CRYOPPP, TRAIN_KINDS, cryoppp_items, cryoppp_load, synth_micrograph  # noqa: E402
+from boxnet_data import (  # noqa: E402
+    CRYOPPP,
+    TRAIN_KINDS,
+    cryoppp_items,
+    cryoppp_load,
+    sim_micrograph,
+    synth_micrograph,
+)
 
 from cryowarp.picking import (  # noqa: E402
     BoxNet,
@@ -40,24 +47,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def sim_examples(n: int, seed0: int) -> list:
-    """Examples from cryowarp.sim.simulate_micrograph when available (skipped otherwise)."""
-    try:
-        from cryowarp.sim import simulate_micrograph  # noqa: F401
-    except ImportError:
-        print("cryowarp.sim.simulate_micrograph not available; synthetic data only")
+    """Examples from ``cryowarp.sim.simulate_micrograph`` (training kinds only; skipped if unavailable)."""
+    if n == 0:
         return []
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_picking", REPO / "benchmarks" / "bench_picking.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    try:
+        import cryowarp.sim  # noqa: F401
+    except ImportError:
+        print("cryowarp.sim not available; own synthetic data only")
+        return []
     out = []
     for i in range(n):
-        m = mod.sim_micrograph_for_picking(seed=seed0 + i, train=True)
-        if m is None:
-            break
+        m = sim_micrograph(seed0 + i, heldout=False)
         out.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask,
-                                         name=f"sim_{m.kind}_{i}"))
+                                         name=f"{m.kind}_{i}"))
+        print(f"sim {i + 1}/{n}: {m.kind}, {len(m.coords_px_xy)} particles", flush=True)
     return out
 
 
@@ -73,17 +76,38 @@ def main() -> None:
     ap.add_argument("--config", choices=["narrow", "warp2"], default="narrow")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cryoppp", type=Path, default=REPO.parent / "shared/data/cryoppp_prompt_sam")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="cache of the prepared examples: loaded if it exists, else written after preparing")
+    ap.add_argument("--prepare-only", action="store_true", help="prepare (and cache) the examples, then stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     t0 = time.time()
+    if args.corpus is not None and args.corpus.exists():
+        cached = torch.load(args.corpus, weights_only=False)
+        examples, n_synth, n_sim, n_real, t_data = (cached[k] for k in ("examples", "n_synth", "n_sim", "n_real",
+                                                                        "t_data"))
+        print(f"loaded {len(examples)} examples from {args.corpus}")
+    else:
+        examples, n_synth, n_sim, n_real, t_data = prepare(args, t0)
+        if args.corpus is not None:
+            torch.save({"examples": examples, "n_synth": n_synth, "n_sim": n_sim, "n_real": n_real,
+                        "t_data": t_data}, args.corpus)
+    if args.prepare_only:
+        return
+    train(args, examples, n_synth, n_sim, n_real, t_data)
+
+
+def prepare(args, t0):
+    """Generate and preprocess the training examples."""
     examples = []
     for k, kind in enumerate(TRAIN_KINDS):
         for i in range(args.per_kind):
             m = synth_micrograph(kind, seed=1000 * k + i)
             examples.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a,
                                                   mask=m.mask, name=f"{kind}_{i}"))
+        print(f"synthetic {kind}: {args.per_kind} micrographs, {time.time() - t0:.0f} s", flush=True)
     n_synth = len(examples)
     examples += sim_examples(args.sim, seed0=50_000)
     n_sim = len(examples) - n_synth
@@ -97,6 +121,11 @@ def main() -> None:
         n_real += 1
     t_data = time.time() - t0
     print(f"{n_synth} synthetic + {n_sim} sim + {n_real} CryoPPP train micrographs prepared in {t_data:.0f} s")
+    return examples, n_synth, n_sim, n_real, t_data
+
+
+def train(args, examples, n_synth, n_sim, n_real, t_data):
+    """Train the narrow (or Warp 2) BoxNet within the wall-clock budget and save it."""
 
     config = BoxNetConfig.narrow() if args.config == "narrow" else BoxNetConfig.warp2()
     model = BoxNet(config)

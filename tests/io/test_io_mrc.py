@@ -6,6 +6,8 @@ import mrcfile
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cryowarp.io.errors import CorruptFileError, InvalidDataError, TruncatedFileError, UnsupportedFormatError
 from cryowarp.io.mrc import iter_mrc_frames, read_mrc, read_mrc_header, write_mrc
@@ -128,6 +130,26 @@ def test_truncated_file_names_expected_and_found(tmp_path):
         read_mrc(path)
 
 
+def test_permissive_read_of_a_half_written_stack(tmp_path):
+    stack = np.arange(3 * 10 * 12, dtype=np.float32).reshape(3, 10, 12)
+    path = write_mrc(tmp_path / "growing.mrcs", stack, 1.0, stack=True)
+    path.write_bytes(path.read_bytes()[: 1024 + 2 * 480 + 100])  # 2 complete sections and a bit
+    with pytest.warns(UserWarning, match="reading the 2 complete section"):
+        partial, _ = read_mrc(path, permissive=True)
+    np.testing.assert_array_equal(partial, stack[:2])
+    with pytest.warns(UserWarning):
+        assert read_mrc_header(path, permissive=True).n_sections_in_header == 3
+
+
+def test_big_endian_file_reads(tmp_path):
+    path = tmp_path / "big.mrc"
+    values = np.arange(20, dtype=np.float32).reshape(4, 5)
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(values.astype(">f4"))
+    back, _ = read_mrc(path)
+    np.testing.assert_array_equal(back, values)
+
+
 def test_empty_and_short_files(tmp_path):
     empty = tmp_path / "empty.mrc"
     empty.write_bytes(b"")
@@ -174,3 +196,18 @@ def test_zero_mean_image_passes_validation(tmp_path):
     assert mrcfile.validate(str(path), print_file=open(tmp_path / "validate.log", "w")), (
         tmp_path / "validate.log"
     ).read_text()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 17), st.integers(1, 17)),
+    dtype=st.sampled_from(["float32", "float16", "int16", "uint16", "int8"]),
+    pixel_size_a=st.floats(0.1, 20.0),
+)
+def test_round_trip_any_shape_and_dtype(tmp_path_factory, shape, dtype, pixel_size_a):
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 100, size=shape).astype(np.float32)
+    path = write_mrc(tmp_path_factory.mktemp("h") / "x.mrcs", values, pixel_size_a, stack=True, dtype=dtype)
+    back, got_pixel = read_mrc(path, squeeze=False)
+    np.testing.assert_array_equal(back, values)  # integers 0..99 are exact in every mode
+    assert got_pixel == pytest.approx(pixel_size_a, rel=1e-6)  # stored as float32 cell / grid

@@ -308,3 +308,11 @@ def test_relion_reads_our_particles_star(tmp_path):
         check=True,
     ).stdout.split()
     assert [float(v) for v in optics] == [1.5, 64.0]
+
+
+def test_relion5_version_header(shared_data, tmp_path):
+    tables = read_star(shared_data / "cryodrgn/relion5.star")
+    path = write_star(tmp_path / "r5.star", tables, relion_version=50001)
+    assert path.read_text().lstrip().startswith("# version 50001")
+    assert star_flavour(path) == "relion5"
+    assert star_flavour(write_star(tmp_path / "r31.star", tables)) == "relion3.1"

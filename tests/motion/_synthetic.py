@@ -28,7 +28,8 @@ class SyntheticMovie:
     def displacement_a_yx(self, coords_px_yx: torch.Tensor, frame_index: int) -> torch.Tensor:
         """True total displacement `(n, 2)` in Å."""
         return self.global_a_yx[frame_index][None] + _local(
-            coords_px_yx, frame_index, self.frames.shape, self.local_amplitude_a)
+            coords_px_yx, frame_index, self.frames.shape, self.local_amplitude_a
+        )
 
 
 def _local(coords_px_yx, frame_index, shape_fyx, amplitude_a):
@@ -42,8 +43,15 @@ def _local(coords_px_yx, frame_index, shape_fyx, amplitude_a):
 
 
 def make_movie(
-    *, shape_yx=(512, 512), n_frames=20, pixel_size_a=2.0, exposure_per_frame_e_per_a2=1.0,
-    drift_step_a=1.5, local_amplitude_a=0.0, jump_a=0.0, seed=0,
+    *,
+    shape_yx=(512, 512),
+    n_frames=20,
+    pixel_size_a=2.0,
+    exposure_per_frame_e_per_a2=1.0,
+    drift_step_a=1.5,
+    local_amplitude_a=0.0,
+    jump_a=0.0,
+    seed=0,
 ) -> SyntheticMovie:
     """A random walk drift (steps ~ ``drift_step_a``), an optional jump at the middle frame and a smooth
     local deformation growing linearly in time with peak ``local_amplitude_a`` at the first/last frame."""
@@ -54,10 +62,11 @@ def make_movie(
     spec = torch.fft.irfft2(torch.fft.rfft2(noise) * torch.exp(-((k * 12.0) ** 2)) * (k > 1 / 400), s=(h, w))
     clean = (1.0 + 0.5 * spec / spec.std()).clamp_min(0.05)
     drift = torch.cumsum(torch.randn(n_frames, 2, generator=gen) * drift_step_a, 0)
-    drift[n_frames // 2:] += torch.tensor([jump_a * 0.6, -jump_a * 0.8])
+    drift[n_frames // 2 :] += torch.tensor([jump_a * 0.6, -jump_a * 0.8])
     drift = drift - drift.mean(0)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     coords = torch.stack([yy, xx], dim=-1)
     counts_per_px = exposure_per_frame_e_per_a2 * pixel_size_a**2
     frames = []
@@ -65,8 +74,15 @@ def make_movie(
         d_px = (drift[f] + _local(coords, f, (n_frames, h, w), local_amplitude_a)) / pixel_size_a
         src = coords - d_px  # frame(x) = specimen(x − d)
         grid = torch.stack([src[..., 1] / (w - 1) * 2 - 1, src[..., 0] / (h - 1) * 2 - 1], dim=-1)
-        moved = nnf.grid_sample(clean[None, None], grid[None], mode="bicubic", padding_mode="reflection",
-                                align_corners=True)[0, 0]
+        moved = nnf.grid_sample(
+            clean[None, None], grid[None], mode="bicubic", padding_mode="reflection", align_corners=True
+        )[0, 0]
         frames.append(torch.poisson(moved.clamp_min(0) * counts_per_px, generator=gen))
-    return SyntheticMovie(torch.stack(frames), clean * counts_per_px, drift, pixel_size_a,
-                          exposure_per_frame_e_per_a2, local_amplitude_a)
+    return SyntheticMovie(
+        torch.stack(frames),
+        clean * counts_per_px,
+        drift,
+        pixel_size_a,
+        exposure_per_frame_e_per_a2,
+        local_amplitude_a,
+    )

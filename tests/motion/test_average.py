@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import DEVICES
+from tests.motion._synthetic import make_movie
 
 from cryowarp.base.fourier import fftfreq_grid_2d
 from cryowarp.motion import MotionModel, MotionSettings, average_frames, fit_motion
-from tests.conftest import DEVICES
-from tests.motion._synthetic import make_movie
 
 
 def _rolled_movie(shifts_px_yx: torch.Tensor, shape=(96, 128)):
@@ -20,9 +20,14 @@ def _rolled_movie(shifts_px_yx: torch.Tensor, shape=(96, 128)):
 
 def _model_from_track(track_a_yx: torch.Tensor, shape_yx, pixel_size_a=1.0):
     # an interpolating spline with one node per frame passes exactly through the track
-    return MotionModel(shape_yx=shape_yx, pixel_size_a=pixel_size_a, n_frames=track_a_yx.shape[0],
-                       global_values_a_yx=track_a_yx.T.contiguous(), local_values_a_yx=torch.zeros(2, 1, 1, 1),
-                       patch_centers_px_yx=torch.zeros(1, 2))
+    return MotionModel(
+        shape_yx=shape_yx,
+        pixel_size_a=pixel_size_a,
+        n_frames=track_a_yx.shape[0],
+        global_values_a_yx=track_a_yx.T.contiguous(),
+        local_values_a_yx=torch.zeros(2, 1, 1, 1),
+        patch_centers_px_yx=torch.zeros(1, 2),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -31,8 +36,9 @@ def test_whole_pixel_shifts_are_undone_exactly(device):
     image, frames = _rolled_movie(shifts)
     # frame_f(x) = specimen(x − d_f): torch.roll moves content by +shift, so d = shift (pixel size 1 Å)
     model = _model_from_track(shifts.float(), (96, 128))
-    avg = average_frames(frames.to(device), model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0,
-                         dose_weighted=False)
+    avg = average_frames(
+        frames.to(device), model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0, dose_weighted=False
+    )
     # a Fourier phase ramp by a whole pixel is an exact periodic roll: float32 round-off only
     torch.testing.assert_close(avg.average.cpu(), image, atol=1e-5, rtol=0)
 
@@ -42,8 +48,14 @@ def test_dose_weighting_is_warps_bfactor_and_keeps_the_mean():
     image, frames = _rolled_movie(shifts, shape=(64, 64))
     model = _model_from_track(shifts, (64, 64))
     exposure = 2.0
-    avg = average_frames(frames, model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=exposure,
-                         dose_weighted=True, also_unweighted=True)
+    avg = average_frames(
+        frames,
+        model,
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=exposure,
+        dose_weighted=True,
+        also_unweighted=True,
+    )
     torch.testing.assert_close(avg.average_no_dw, image, atol=1e-5, rtol=0)
     # identical frames: DW average = image filtered by mean_f exp(−3·d·(f+½)·k²/4) (warp-facts.md §1.6)
     k2 = fftfreq_grid_2d((64, 64)).square().sum(-1)
@@ -58,15 +70,25 @@ def test_halves_and_skipping():
     image, frames = _rolled_movie(shifts, shape=(64, 64))
     frames = frames * torch.arange(1.0, 7.0)[:, None, None]  # tell frames apart by their scale
     model = _model_from_track(shifts.float(), (64, 64))
-    avg = average_frames(frames, model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0,
-                         dose_weighted=False, skip_first=1, skip_last=1, halves=True)
+    avg = average_frames(
+        frames,
+        model,
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=1.0,
+        dose_weighted=False,
+        skip_first=1,
+        skip_last=1,
+        halves=True,
+    )
     assert (avg.first_frame, avg.last_frame) == (1, 5)
     torch.testing.assert_close(avg.average, image * (2 + 3 + 4 + 5) / 4, atol=1e-4, rtol=0)
     torch.testing.assert_close(avg.average_odd, image * (2 + 4) / 2, atol=1e-4, rtol=0)  # frames 1, 3
     torch.testing.assert_close(avg.average_even, image * (3 + 5) / 2, atol=1e-4, rtol=0)  # frames 2, 4
 
 
-def _band_correlation(image: torch.Tensor, clean: torch.Tensor, pixel_size_a: float, low_a: float, high_a: float):
+def _band_correlation(
+    image: torch.Tensor, clean: torch.Tensor, pixel_size_a: float, low_a: float, high_a: float
+):
     k = torch.linalg.vector_norm(fftfreq_grid_2d(tuple(image.shape)), dim=-1) / pixel_size_a
     band = (k > 1 / low_a) & (k < 1 / high_a)
     a, b = torch.fft.rfft2(image)[band], torch.fft.rfft2(clean)[band]
@@ -74,21 +96,27 @@ def _band_correlation(image: torch.Tensor, clean: torch.Tensor, pixel_size_a: fl
 
 
 def test_aligned_average_is_sharper_than_the_plain_sum():
-    movie = make_movie(shape_yx=(768, 768), n_frames=16, pixel_size_a=2.0, drift_step_a=2.0,
-                       local_amplitude_a=5.0, seed=1)
-    model = fit_motion(movie.frames, movie.pixel_size_a, 1.0,
-                       MotionSettings(patch_size_px=256, grid_xyt=(4, 4, 16)))
-    avg = average_frames(movie.frames, model, pixel_size_a=2.0, exposure_per_frame_e_per_a2=1.0,
-                         dose_weighted=False)
+    movie = make_movie(
+        shape_yx=(768, 768), n_frames=16, pixel_size_a=2.0, drift_step_a=2.0, local_amplitude_a=5.0, seed=1
+    )
+    model = fit_motion(
+        movie.frames, movie.pixel_size_a, 1.0, MotionSettings(patch_size_px=256, grid_xyt=(4, 4, 16))
+    )
+    avg = average_frames(
+        movie.frames, model, pixel_size_a=2.0, exposure_per_frame_e_per_a2=1.0, dose_weighted=False
+    )
     plain = movie.frames.mean(0)
     aligned_cc = _band_correlation(avg.average, movie.clean, 2.0, 15.0, 8.0)
     plain_cc = _band_correlation(plain, movie.clean, 2.0, 15.0, 8.0)
     # ~8 Å of drift blurs the plain sum at 8–15 Å (measured 0.26); aligned it keeps 0.98
     assert plain_cc < 0.5 < 0.95 < aligned_cc, (plain_cc, aligned_cc)
     # with the fitted local field the average beats the same model without its local part
-    global_only = MotionModel(**{**model.__dict__, "local_values_a_yx": torch.zeros_like(model.local_values_a_yx)})
-    glob = average_frames(movie.frames, global_only, pixel_size_a=2.0, exposure_per_frame_e_per_a2=1.0,
-                          dose_weighted=False)
+    global_only = MotionModel(
+        **{**model.__dict__, "local_values_a_yx": torch.zeros_like(model.local_values_a_yx)}
+    )
+    glob = average_frames(
+        movie.frames, global_only, pixel_size_a=2.0, exposure_per_frame_e_per_a2=1.0, dose_weighted=False
+    )
     # (measured 0.98 with vs 0.91 without the local field at 8–15 Å)
     assert aligned_cc > _band_correlation(glob.average, movie.clean, 2.0, 15.0, 8.0) + 0.03
 
@@ -98,5 +126,11 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"fitted on 4 frames of 64×64, found frames 3×64×64"):
         average_frames(torch.zeros(3, 64, 64), model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0)
     with pytest.raises(ValueError, match="leave no frames of 4"):
-        average_frames(torch.zeros(4, 64, 64), model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0,
-                       skip_first=2, skip_last=2)
+        average_frames(
+            torch.zeros(4, 64, 64),
+            model,
+            pixel_size_a=1.0,
+            exposure_per_frame_e_per_a2=1.0,
+            skip_first=2,
+            skip_last=2,
+        )

@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
+from tests.conftest import DEVICES
+from tests.motion._synthetic import make_movie
 
 from cryowarp.motion import MotionModel, MotionSettings, auto_grid_xyt, fit_motion, patch_centers_1d
 from cryowarp.motion._cost import alignment_cost
 from cryowarp.motion.fit import n_stages_for
-from tests.conftest import DEVICES
-from tests.motion._synthetic import make_movie
 
 
 def _centred(tracks: torch.Tensor) -> torch.Tensor:
@@ -27,15 +27,26 @@ def global_movie():
 
 @pytest.fixture(scope="module")
 def local_movie():
-    return make_movie(shape_yx=(768, 768), n_frames=16, pixel_size_a=2.0, drift_step_a=2.0,
-                      local_amplitude_a=5.0, jump_a=40.0, seed=1)
+    return make_movie(
+        shape_yx=(768, 768),
+        n_frames=16,
+        pixel_size_a=2.0,
+        drift_step_a=2.0,
+        local_amplitude_a=5.0,
+        jump_a=40.0,
+        seed=1,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_global_shifts_are_recovered(global_movie, device):
     movie = global_movie
-    model = fit_motion(movie.frames.to(device), movie.pixel_size_a, movie.exposure_per_frame_e_per_a2,
-                       MotionSettings(patch_size_px=256))
+    model = fit_motion(
+        movie.frames.to(device),
+        movie.pixel_size_a,
+        movie.exposure_per_frame_e_per_a2,
+        MotionSettings(patch_size_px=256),
+    )
     est = model.global_displacement_a_yx().cpu()
     rmse = float((est - movie.global_a_yx).square().sum(-1).mean().sqrt())
     # 0.15 Å: half the 0.3 Å target at 1 e/Å²/frame; this 512² movie reaches ≈ 0.03 Å
@@ -46,8 +57,12 @@ def test_global_shifts_are_recovered(global_movie, device):
 
 def test_local_deformation_and_a_40_angstrom_jump_are_recovered(local_movie):
     movie = local_movie
-    model = fit_motion(movie.frames, movie.pixel_size_a, movie.exposure_per_frame_e_per_a2,
-                       MotionSettings(patch_size_px=256, grid_xyt=(4, 4, 16)))
+    model = fit_motion(
+        movie.frames,
+        movie.pixel_size_a,
+        movie.exposure_per_frame_e_per_a2,
+        MotionSettings(patch_size_px=256, grid_xyt=(4, 4, 16)),
+    )
     assert model.patch_centers_px_yx.shape == (25, 2)  # 768 px / 256-px patches at 50 % overlap: 5 × 5
     centres = model.patch_centers_px_yx
     truth = torch.stack([movie.displacement_a_yx(centres, f) for f in range(16)], dim=1)
@@ -62,8 +77,12 @@ def test_local_deformation_and_a_40_angstrom_jump_are_recovered(local_movie):
 def test_without_local_grid_local_motion_is_not_recovered(local_movie):
     # the control for the test above: a global-only model cannot explain ±5 Å of local motion
     movie = local_movie
-    model = fit_motion(movie.frames, movie.pixel_size_a, movie.exposure_per_frame_e_per_a2,
-                       MotionSettings(patch_size_px=256, grid_xyt=(1, 1, 16)))
+    model = fit_motion(
+        movie.frames,
+        movie.pixel_size_a,
+        movie.exposure_per_frame_e_per_a2,
+        MotionSettings(patch_size_px=256, grid_xyt=(1, 1, 16)),
+    )
     centres = model.patch_centers_px_yx
     truth = torch.stack([movie.displacement_a_yx(centres, f) for f in range(16)], dim=1)
     rmse = float((_centred(model.patch_tracks_a_yx()) - _centred(truth)).square().sum(-1).mean().sqrt())
@@ -113,8 +132,14 @@ def test_model_json_round_trip(global_movie):
 def test_mean_frame_movement_is_warps_first_third_statistic():
     # a straight 2 Å/frame drift along x for 10 frames: MeanFrameMovement = 2 Å (first 3 steps)
     track = torch.stack([torch.zeros(10), 2.0 * torch.arange(10.0) - 9.0], dim=0)  # (2, 10) nodes
-    model = MotionModel(shape_yx=(100, 100), pixel_size_a=1.0, n_frames=10, global_values_a_yx=track,
-                        local_values_a_yx=torch.zeros(2, 1, 1, 1), patch_centers_px_yx=torch.zeros(1, 2))
+    model = MotionModel(
+        shape_yx=(100, 100),
+        pixel_size_a=1.0,
+        n_frames=10,
+        global_values_a_yx=track,
+        local_values_a_yx=torch.zeros(2, 1, 1, 1),
+        patch_centers_px_yx=torch.zeros(1, 2),
+    )
     assert model.mean_frame_movement_a == pytest.approx(2.0, abs=1e-5)
     assert model.total_drift_a == pytest.approx(18.0, abs=1e-4)
 

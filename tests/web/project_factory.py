@@ -44,8 +44,10 @@ class FakeItem:
     status: str = "done"  # done | failed | queued
 
 
-def fake_items(n: int, seed: int = 0, *, n_failed: int = 1, n_queued: int = 1) -> list[FakeItem]:
-    """``n`` items with plausible spreads; the last ``n_queued`` are unprocessed, ``n_failed`` before them fail."""
+def fake_items(
+    n: int, seed: int = 0, *, n_failed: int = 1, n_queued: int = 1, n_picks_range: tuple[int, int] = (3, 14)
+) -> list[FakeItem]:
+    """``n`` made-up items; the last ``n_queued`` are unprocessed and the ``n_failed`` before them fail."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -54,21 +56,28 @@ def fake_items(n: int, seed: int = 0, *, n_failed: int = 1, n_queued: int = 1) -
             status = "queued"
         elif i >= n - n_queued - n_failed:
             status = "failed"
-        n_picks = int(rng.integers(3, 14))
+        n_picks = int(rng.integers(*n_picks_range))
         margin = DIAMETER_A / PIXEL_SIZE_A
-        picks = np.stack([rng.uniform(margin, SHAPE_YX[1] - margin, n_picks),
-                          rng.uniform(margin, SHAPE_YX[0] - margin, n_picks)], axis=1)
-        out.append(FakeItem(
-            name=f"movie_{i:04d}",
-            defocus_um=float(np.clip(rng.normal(1.8, 0.5), 0.4, 4.0)),
-            defocus_delta_um=float(abs(rng.normal(0.05, 0.03))),
-            astigmatism_angle_deg=float(rng.uniform(-90, 90)),
-            resolution_a=float(np.clip(rng.normal(3.9, 0.7), 2.8, 12.0)),
-            mean_motion_a=float(np.clip(rng.gamma(3.0, 0.8), 0.3, 9.0)),
-            mask_percentage=float(np.clip(rng.exponential(3.0), 0.0, 40.0)),
-            picks_px_xy=picks,
-            status=status,
-        ))
+        picks = np.stack(
+            [
+                rng.uniform(margin, SHAPE_YX[1] - margin, n_picks),
+                rng.uniform(margin, SHAPE_YX[0] - margin, n_picks),
+            ],
+            axis=1,
+        )
+        out.append(
+            FakeItem(
+                name=f"movie_{i:04d}",
+                defocus_um=float(np.clip(rng.normal(1.8, 0.5), 0.4, 4.0)),
+                defocus_delta_um=float(abs(rng.normal(0.05, 0.03))),
+                astigmatism_angle_deg=float(rng.uniform(-90, 90)),
+                resolution_a=float(np.clip(rng.normal(3.9, 0.7), 2.8, 12.0)),
+                mean_motion_a=float(np.clip(rng.gamma(3.0, 0.8), 0.3, 9.0)),
+                mask_percentage=float(np.clip(rng.exponential(3.0), 0.0, 40.0)),
+                picks_px_xy=picks,
+                status=status,
+            )
+        )
     return out
 
 
@@ -88,20 +97,39 @@ def _png(path: Path, grey: np.ndarray) -> None:
     Image.fromarray(u8, mode="L").save(path)
 
 
-def _spectra(item: FakeItem, settings: ProcessingSettings, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _spectra(
+    item: FakeItem, settings: ProcessingSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
     size = 256
-    optics = dict(voltage_kv=settings.ctf.voltage_kv, cs_mm=settings.ctf.cs_mm,
-                  amplitude_contrast=settings.ctf.amplitude_contrast)
-    ctf = ctf_2d(item.defocus_um, item.defocus_delta_um, item.astigmatism_angle_deg, pixel_size_a=PIXEL_SIZE_A,
-                 shape_yx=(size, size), rfft=False, **optics)
+    optics = dict(
+        voltage_kv=settings.ctf.voltage_kv,
+        cs_mm=settings.ctf.cs_mm,
+        amplitude_contrast=settings.ctf.amplitude_contrast,
+    )
+    ctf = ctf_2d(
+        item.defocus_um,
+        item.defocus_delta_um,
+        item.astigmatism_angle_deg,
+        pixel_size_a=PIXEL_SIZE_A,
+        shape_yx=(size, size),
+        rfft=False,
+        **optics,
+    )
     ctf2 = torch.fft.fftshift(ctf**2).numpy()
-    data = ctf2 * np.exp(-np.hypot(*np.mgrid[-1:1:size * 1j, -1:1:size * 1j]) * 2) + rng.normal(0, 0.15, ctf2.shape)
-    ps = np.concatenate([data[:, : size // 2], ctf2[:, size // 2:]], axis=1)
+    data = ctf2 * np.exp(-np.hypot(*np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]) * 2) + rng.normal(
+        0, 0.15, ctf2.shape
+    )
+    ps = np.concatenate([data[:, : size // 2], ctf2[:, size // 2 :]], axis=1)
     freq = np.linspace(1 / 60, 1 / (2 * PIXEL_SIZE_A), 120)
     fit = ctf_1d(torch.tensor(freq, dtype=torch.float32), item.defocus_um, **optics).numpy() ** 2
     ps1d = fit * np.exp(-freq * 20) + rng.normal(0, 0.05, freq.shape)
-    spectrum = {"freq_per_a": freq.tolist(), "ps_1d": ps1d.tolist(), "ctf_fit_1d": fit.tolist(),
-                "background_1d": (0.1 + 0.2 * np.exp(-freq * 30)).tolist(), "resolution_a": item.resolution_a}
+    spectrum = {
+        "freq_per_a": freq.tolist(),
+        "ps_1d": ps1d.tolist(),
+        "ctf_fit_1d": fit.tolist(),
+        "background_1d": (0.1 + 0.2 * np.exp(-freq * 30)).tolist(),
+        "resolution_a": item.resolution_a,
+    }
     return ps, spectrum
 
 
@@ -110,20 +138,29 @@ def _motion(item: FakeItem, rng: np.random.Generator, n_frames: int = 10) -> Mot
     glob -= glob.mean(axis=1, keepdims=True)
     local = rng.normal(0, 0.3 * item.mean_motion_a, (2, 3, 3, 3))
     centers = [[y, x] for y in (96.0, 256.0, 416.0) for x in (96.0, 256.0, 416.0)]
-    return MotionModel(shape_yx=SHAPE_YX, pixel_size_a=PIXEL_SIZE_A, n_frames=n_frames,
-                       global_values_a_yx=torch.tensor(glob, dtype=torch.float32),
-                       local_values_a_yx=torch.tensor(local, dtype=torch.float32),
-                       patch_centers_px_yx=torch.tensor(centers, dtype=torch.float32))
+    return MotionModel(
+        shape_yx=SHAPE_YX,
+        pixel_size_a=PIXEL_SIZE_A,
+        n_frames=n_frames,
+        global_values_a_yx=torch.tensor(glob, dtype=torch.float32),
+        local_values_a_yx=torch.tensor(local, dtype=torch.float32),
+        patch_centers_px_yx=torch.tensor(centers, dtype=torch.float32),
+    )
 
 
-def build_project(project_dir: Path, items: list[FakeItem], *, with_files: bool = True, seed: int = 0) -> Path:
+def build_project(
+    project_dir: Path, items: list[FakeItem], *, with_files: bool = True, seed: int = 0
+) -> Path:
     """Write a project folder with a store holding ``items`` (and their artifacts if ``with_files``)."""
     rng = np.random.default_rng(seed)
     project_dir = Path(project_dir)
-    settings = ProcessingSettings().updated({
-        "input": {"pixel_size_a": PIXEL_SIZE_A}, "pick": {"particle_diameter_a": DIAMETER_A},
-        "export": {"particle_diameter_a": DIAMETER_A, "box_size_px": 32},
-    })
+    settings = ProcessingSettings().updated(
+        {
+            "input": {"pixel_size_a": PIXEL_SIZE_A},
+            "pick": {"particle_diameter_a": DIAMETER_A},
+            "export": {"particle_diameter_a": DIAMETER_A, "box_size_px": 32},
+        }
+    )
     with ProjectStore(project_dir) as store:
         store.put_settings(settings)
         hashes = stage_hashes(settings)
@@ -134,9 +171,15 @@ def build_project(project_dir: Path, items: list[FakeItem], *, with_files: bool 
                 continue
             if item.status == "failed":
                 store.mark_running(item.name)
-                store.record_result(ItemResult(
-                    name=item.name, path=f"/data/movies/{item.name}.tif", ok=False, stages_run=(),
-                    error="motion: movie_read: expected 10 frames of 512×512, file holds 3 — truncated"))
+                store.record_result(
+                    ItemResult(
+                        name=item.name,
+                        path=f"/data/movies/{item.name}.tif",
+                        ok=False,
+                        stages_run=(),
+                        error="motion: movie_read: expected 10 frames of 512×512, file holds 3 — truncated",
+                    )
+                )
                 continue
             rel = Path("items") / item.name
             artifacts = {}
@@ -153,31 +196,64 @@ def build_project(project_dir: Path, items: list[FakeItem], *, with_files: bool 
                 (folder / "motion.json").write_text(json.dumps(motion.to_dict()))
                 stack = project_dir / "particles" / f"{item.name}.mrcs"
                 stack.parent.mkdir(exist_ok=True)
-                write_mrc(stack, rng.normal(0, 1, (len(item.picks_px_xy), 32, 32)).astype(np.float32),
-                          PIXEL_SIZE_A, stack=True)
-                artifacts = {"average": str(rel / "average.mrc"), "thumbnail": str(rel / "thumb.png"),
-                             "spectrum_png": str(rel / "ps.png"), "spectrum_json": str(rel / "spectrum.json"),
-                             "motion_json": str(rel / "motion.json"),
-                             "particles": f"particles/{item.name}.mrcs"}
+                write_mrc(
+                    stack,
+                    rng.normal(0, 1, (len(item.picks_px_xy), 32, 32)).astype(np.float32),
+                    PIXEL_SIZE_A,
+                    stack=True,
+                )
+                artifacts = {
+                    "average": str(rel / "average.mrc"),
+                    "thumbnail": str(rel / "thumb.png"),
+                    "spectrum_png": str(rel / "ps.png"),
+                    "spectrum_json": str(rel / "spectrum.json"),
+                    "motion_json": str(rel / "motion.json"),
+                    "particles": f"particles/{item.name}.mrcs",
+                }
             u = item.defocus_um + item.defocus_delta_um / 2
             v = item.defocus_um - item.defocus_delta_um / 2
-            particles = [{"x_px": float(x), "y_px": float(y), "defocus_u_um": u, "defocus_v_um": v,
-                          "astigmatism_angle_deg": item.astigmatism_angle_deg, "phase_shift_deg": 0.0,
-                          "score": 0.9, "source": "auto"} for x, y in item.picks_px_xy]
+            particles = [
+                {
+                    "x_px": float(x),
+                    "y_px": float(y),
+                    "defocus_u_um": u,
+                    "defocus_v_um": v,
+                    "astigmatism_angle_deg": item.astigmatism_angle_deg,
+                    "phase_shift_deg": 0.0,
+                    "score": 0.9,
+                    "source": "auto",
+                }
+                for x, y in item.picks_px_xy
+            ]
             store.mark_running(item.name)
-            store.record_result(ItemResult(
-                name=item.name, path=f"/data/movies/{item.name}.tif", ok=True,
-                stages_run=("motion", "ctf", "pick", "export"), stage_hashes=hashes, n_frames=10,
-                shape_yx=SHAPE_YX, pixel_size_a=PIXEL_SIZE_A, defocus_um=item.defocus_um,
-                defocus_delta_um=item.defocus_delta_um, astigmatism_angle_deg=item.astigmatism_angle_deg,
-                phase_shift_deg=0.0, resolution_a=item.resolution_a, mean_motion_a=item.mean_motion_a,
-                mask_percentage=item.mask_percentage, n_particles=len(particles),
-                picks_px_xy_score=[[float(x), float(y), 0.9] for x, y in item.picks_px_xy],
-                particles=particles, particle_stack=f"particles/{item.name}.mrcs",
-                particle_pixel_size_a=PIXEL_SIZE_A, particle_box_px=32, artifacts=artifacts,
-                timings_s={"motion": 1.0, "ctf": 0.5}))
+            store.record_result(
+                ItemResult(
+                    name=item.name,
+                    path=f"/data/movies/{item.name}.tif",
+                    ok=True,
+                    stages_run=("motion", "ctf", "pick", "export"),
+                    stage_hashes=hashes,
+                    n_frames=10,
+                    shape_yx=SHAPE_YX,
+                    pixel_size_a=PIXEL_SIZE_A,
+                    defocus_um=item.defocus_um,
+                    defocus_delta_um=item.defocus_delta_um,
+                    astigmatism_angle_deg=item.astigmatism_angle_deg,
+                    phase_shift_deg=0.0,
+                    resolution_a=item.resolution_a,
+                    mean_motion_a=item.mean_motion_a,
+                    mask_percentage=item.mask_percentage,
+                    n_particles=len(particles),
+                    picks_px_xy_score=[[float(x), float(y), 0.9] for x, y in item.picks_px_xy],
+                    particles=particles,
+                    particle_stack=f"particles/{item.name}.mrcs",
+                    particle_pixel_size_a=PIXEL_SIZE_A,
+                    particle_box_px=32,
+                    artifacts=artifacts,
+                    timings_s={"motion": 1.0, "ctf": 0.5},
+                )
+            )
         from cryowarp.pipeline.starfiles import write_star_files
 
         write_star_files(store)
     return project_dir
-

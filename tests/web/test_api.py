@@ -263,13 +263,16 @@ def test_particle_minimum_is_an_integer(client, project):
         assert store.get_settings().filter.particles_min == 8
 
 
-@pytest.mark.parametrize(("body", "match"), [
-    ({"ranges": {"colour": {"max": 1}}}, "no filter on 'colour'"),
-    ({"ranges": {"resolution_a": {"min": 1}}}, "no minimum"),
-    ({"ranges": {"resolution_a": {"max": "five"}}}, "finite number"),
-    ({"ranges": {"mean_motion_a": {"max": -1}}}, "greater than or equal"),
-    ({"limits": {}}, "expected"),
-])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({"ranges": {"colour": {"max": 1}}}, "no filter on 'colour'"),
+        ({"ranges": {"resolution_a": {"min": 1}}}, "no minimum"),
+        ({"ranges": {"resolution_a": {"max": "five"}}}, "finite number"),
+        ({"ranges": {"mean_motion_a": {"max": -1}}}, "greater than or equal"),
+        ({"limits": {}}, "expected"),
+    ],
+)
 def test_bad_filter_changes_are_refused_with_a_reason(client, body, match):
     r = client.put("/api/filters", json=body)
     assert r.status_code == 422
@@ -308,11 +311,14 @@ def test_changing_a_filter_setting_requeues_nothing(client):
     assert set(body["requeued"]) <= {"movie_0006"}
 
 
-@pytest.mark.parametrize(("changes", "match"), [
-    ({"export.box_size_px": 33}, "even"),
-    ({"pick.colour": 1}, "colour"),
-    ({}, "expected"),
-])
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"export.box_size_px": 33}, "even"),
+        ({"pick.colour": 1}, "colour"),
+        ({}, "expected"),
+    ],
+)
 def test_invalid_settings_are_refused(client, changes, match):
     r = client.put("/api/settings", json={"changes": changes})
     assert r.status_code == 422
@@ -328,16 +334,19 @@ def test_files_inside_the_project_are_served(client, project):
     assert client.get("/api/files/items/movie_0000/spectrum.json").json()["freq_per_a"]
 
 
-@pytest.mark.parametrize("path", [
-    "../outside.txt",
-    "..%2Foutside.txt",
-    "%2E%2E/outside.txt",
-    "items/../../outside.txt",
-    "%2Fetc%2Fpasswd",
-    "//etc/passwd",
-    "items/movie_0000/link_out",
-    "items/%00",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../outside.txt",
+        "..%2Foutside.txt",
+        "%2E%2E/outside.txt",
+        "items/../../outside.txt",
+        "%2Fetc%2Fpasswd",
+        "//etc/passwd",
+        "items/movie_0000/link_out",
+        "items/%00",
+    ],
+)
 def test_files_outside_the_project_are_never_served(client, project, path):
     (project.parent / "outside.txt").write_text("SECRET")
     os.symlink(project.parent / "outside.txt", project / "items" / "movie_0000" / "link_out")
@@ -353,8 +362,10 @@ def test_artifact_paths_in_the_store_cannot_point_outside(client, project):
     (project.parent / "outside.png").write_bytes(b"SECRET")
     with ProjectStore(project) as store:
         with store._write() as c:
-            c.execute("UPDATE items SET artifacts = ? WHERE name = 'movie_0000'",
-                      (json.dumps({"spectrum_png": "../outside.png", "thumbnail": "/etc/passwd"}),))
+            c.execute(
+                "UPDATE items SET artifacts = ? WHERE name = 'movie_0000'",
+                (json.dumps({"spectrum_png": "../outside.png", "thumbnail": "/etc/passwd"}),),
+            )
     assert client.get("/api/items/movie_0000/ps2d.png").status_code == 404
     assert client.get("/api/items/movie_0000/thumbnail.png").status_code == 404
 
@@ -459,8 +470,14 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
     from cryowarp.picking import boxnet_from_state
 
     client.post("/api/items/movie_0002/picks", json={"action": "add", "x": 200.0, "y": 200.0})
-    settings = {"epochs": 2, "batch_size": 1, "patch_px": 32, "eval_crop_px": 32, "warmup_iterations": 0,
-                "from_scratch": True}
+    settings = {
+        "epochs": 2,
+        "batch_size": 1,
+        "patch_px": 32,
+        "eval_crop_px": 32,
+        "warmup_iterations": 0,
+        "from_scratch": True,
+    }
     r = client.post("/api/boxnet/retrain", json=settings)
     assert r.status_code == 200
     st = _wait_for_job(client)

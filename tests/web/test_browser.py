@@ -38,11 +38,15 @@ def selected_particles(project) -> int:
 
 def data_to_page_xy(page, div: str, x: float, y: float) -> tuple[float, float]:
     """Page coordinates of data point (x, y) of a Plotly plot."""
-    return tuple(page.evaluate(
-        """([id, x, y]) => { const gd = document.getElementById(id), fl = gd._fullLayout;
+    return tuple(
+        page.evaluate(
+            """([id, x, y]) => { const gd = document.getElementById(id), fl = gd._fullLayout;
            const bb = gd.getBoundingClientRect();
-           return [bb.left + fl.xaxis._offset + fl.xaxis.d2p(x), bb.top + fl.yaxis._offset + fl.yaxis.d2p(y)]; }""",
-        [div, x, y]))
+           return [bb.left + fl.xaxis._offset + fl.xaxis.d2p(x),
+                   bb.top + fl.yaxis._offset + fl.yaxis.d2p(y)]; }""",
+            [div, x, y],
+        )
+    )
 
 
 def trace_names(page, div: str) -> list[str]:
@@ -81,8 +85,11 @@ def test_overview_filter_range_updates_count_and_particles_star(page, live_serve
     page.mouse.move((x0 + x1) / 2, y0, steps=4)
     page.mouse.move(x1, y0, steps=4)
     page.mouse.up()
-    page.wait_for_function("() => { const v = document.getElementById('fmax-mean_motion_a').value;"
-                           " return v !== '' && Number(v) < 2.0; }", timeout=10_000)
+    page.wait_for_function(
+        "() => { const v = document.getElementById('fmax-mean_motion_a').value;"
+        " return v !== '' && Number(v) < 2.0; }",
+        timeout=10_000,
+    )
     with ProjectStore(project) as store:
         limit = store.get_settings().filter.motion_max_a
         assert limit == pytest.approx(1.5, abs=0.1)  # a few screen pixels of the histogram axis
@@ -112,8 +119,10 @@ def test_item_view_overlays_deconvolution_and_pick_editing(page, live_server, ar
     url, project, _ = live_server
     open_page(page, url + "#/item/movie_0001")
     expect(page.locator("#item-name")).to_have_text("movie_0001")
-    page.wait_for_function("() => { const d = document.getElementById('average').data;"
-                           " return d && d.some(t => t.name === 'boxnet picks'); }")
+    page.wait_for_function(
+        "() => { const d = document.getElementById('average').data;"
+        " return d && d.some(t => t.name === 'boxnet picks'); }"
+    )
     expect(page.locator("#ps2d")).to_have_js_property("complete", True)
     assert page.evaluate("document.getElementById('ps2d').naturalWidth") == 256
     expect(page.locator("#ps1d .main-svg").first).to_be_visible()
@@ -133,7 +142,9 @@ def test_item_view_overlays_deconvolution_and_pick_editing(page, live_server, ar
     src = page.evaluate("document.getElementById('average').layout.images[0].source")
     assert "deconv=1" in src and "strength=1" in src
     page.locator("#deconv-strength").fill("0.5")
-    page.wait_for_function("() => document.getElementById('average').layout.images[0].source.includes('strength=0.5')")
+    page.wait_for_function(
+        "() => document.getElementById('average').layout.images[0].source.includes('strength=0.5')"
+    )
     page.wait_for_timeout(500)
     page.screenshot(path=artifacts_dir / "item_deconvolved.png", full_page=True)
     page.uncheck("#deconv")

@@ -21,7 +21,6 @@ Conventions
 
 from __future__ import annotations
 
-
 import torch
 
 
@@ -124,12 +123,16 @@ class CubicGrid(torch.nn.Module):
         """Per-axis weight matrices `(n_i, resolution[i])` for 1D coordinate lists (cache these)."""
         if len(axis_coords) != self.ndim:
             raise ValueError(f"expected {self.ndim} coordinate axes, found {len(axis_coords)}")
-        return [natural_spline_weights_1d(r, torch.as_tensor(c, device=self.values.device).reshape(-1))
-                for r, c in zip(self.resolution, axis_coords, strict=True)]
+        return [
+            natural_spline_weights_1d(r, torch.as_tensor(c, device=self.values.device).reshape(-1))
+            for r, c in zip(self.resolution, axis_coords, strict=True)
+        ]
 
     def evaluate_product(
-        self, axis_coords: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
-        *, weights: list[torch.Tensor] | None = None,
+        self,
+        axis_coords: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None,
+        *,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Evaluate on the tensor product of 1D coordinate lists.
 
@@ -167,11 +170,15 @@ class CubicGrid(torch.nn.Module):
             `(..., n_channels)`.
         """
         if coords.shape[-1] != self.ndim:
-            raise ValueError(f"CubicGrid.evaluate: expected coords (..., {self.ndim}), found {tuple(coords.shape)}")
+            raise ValueError(
+                f"CubicGrid.evaluate: expected coords (..., {self.ndim}), found {tuple(coords.shape)}"
+            )
         batch = coords.shape[:-1]
         flat = coords.reshape(-1, self.ndim)
-        ws = [natural_spline_weights_1d(r, flat[:, i]).to(self.values.dtype)
-              for i, r in enumerate(self.resolution)]
+        ws = [
+            natural_spline_weights_1d(r, flat[:, i]).to(self.values.dtype)
+            for i, r in enumerate(self.resolution)
+        ]
         letters = "ijkl"[: self.ndim]
         expr = "c" + letters + "," + ",".join("n" + ch for ch in letters) + "->nc"
         out = torch.einsum(expr, self.values, *ws)
@@ -183,8 +190,12 @@ class CubicGrid(torch.nn.Module):
 
     def node_coords(self) -> list[torch.Tensor]:
         """Normalised node positions per axis."""
-        return [torch.linspace(0.0, 1.0, r, device=self.values.device) if r > 1
-                else torch.zeros(1, device=self.values.device) for r in self.resolution]
+        return [
+            torch.linspace(0.0, 1.0, r, device=self.values.device)
+            if r > 1
+            else torch.zeros(1, device=self.values.device)
+            for r in self.resolution
+        ]
 
     def resampled(self, resolution: tuple[int, ...]) -> CubicGrid:
         """A new grid with ``resolution`` nodes whose values are this spline at the new nodes.
@@ -200,8 +211,11 @@ class CubicGrid(torch.nn.Module):
 
     def to_dict(self) -> dict:
         """Plain-JSON form: resolution, n_channels and nested lists of values."""
-        return {"resolution": list(self.resolution), "n_channels": self.n_channels,
-                "values": self.values.detach().cpu().tolist()}
+        return {
+            "resolution": list(self.resolution),
+            "n_channels": self.n_channels,
+            "values": self.values.detach().cpu().tolist(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict, *, device: torch.device | str | None = None) -> CubicGrid:
@@ -211,4 +225,3 @@ class CubicGrid(torch.nn.Module):
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"resolution={self.resolution}, n_channels={self.n_channels}"
-

@@ -24,8 +24,9 @@ def _parse_grid(text: str | None) -> tuple[int, int, int] | None:
         return None
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise typer.BadParameter(f"--grid: expected XxYxZ with positive integers (e.g. 5x5x40) or 'auto', "
-                                 f"found {text!r}")
+        raise typer.BadParameter(
+            f"--grid: expected XxYxZ with positive integers (e.g. 5x5x40) or 'auto', found {text!r}"
+        )
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
@@ -63,12 +64,17 @@ def plot_motion(model, path: Path, *, title: str = "") -> Path:
     for (cy, cx), tr in zip(centres, tracks, strict=True):
         ax_l.plot(cx + tr[:, 1] * scale, cy + tr[:, 0] * scale, "-", color="tab:blue", lw=1)
         ax_l.plot(cx + tr[-1, 1] * scale, cy + tr[-1, 0] * scale, ".", color="tab:red", ms=4)
+    if model.local_values_a_yx.shape[-1] * model.local_values_a_yx.shape[-2] <= 1:
+        ax_l.text(w / 2, h / 2, "no local grid\n(field of view or exposure too small\nfor WarpTools' auto grid)",
+                  ha="center", va="center", fontsize=10, color="0.3")
     ax_l.set_xlim(0, w)
     ax_l.set_ylim(h, 0)
     ax_l.set_aspect("equal")
     ax_l.set_xlabel("x (px)")
     ax_l.set_ylabel("y (px)")
-    ax_l.set_title(f"local tracks ×{scale:.0f} (px per Å) · max deviation {model.max_local_deviation_a:.2f} Å")
+    ax_l.set_title(
+        f"local tracks ×{scale:.0f} (px per Å) · max deviation {model.max_local_deviation_a:.2f} Å"
+    )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -82,24 +88,35 @@ def motion(
     pixel_size_a: float = typer.Option(..., "--pixel-size", help="Pixel size of the movie, Å."),
     exposure_per_frame_e_per_a2: float = typer.Option(..., "--exposure", help="Exposure per frame, e⁻/Å²."),
     output_dir: Path = typer.Option(..., "-o", "--output", help="Output folder (created)."),
-    gain: Path | None = typer.Option(None, "--gain", help="Gain reference (frames are multiplied by it).",
-                                     exists=True, dir_okay=False),
+    gain: Path | None = typer.Option(
+        None, "--gain", help="Gain reference (frames are multiplied by it).", exists=True, dir_okay=False
+    ),
     gain_flip_x: bool = typer.Option(False, "--gain-flip-x"),
     gain_flip_y: bool = typer.Option(False, "--gain-flip-y"),
     gain_transpose: bool = typer.Option(False, "--gain-transpose"),
-    defects: Path | None = typer.Option(None, "--defects", help="Defect map (non-zero = defective).",
-                                        exists=True, dir_okay=False),
-    grid: str | None = typer.Option(None, "--grid", help="Local X×Y and global temporal nodes, e.g. 5x5x40; "
-                                    "default: WarpTools' automatic sizing."),
+    defects: Path | None = typer.Option(
+        None, "--defects", help="Defect map (non-zero = defective).", exists=True, dir_okay=False
+    ),
+    grid: str | None = typer.Option(
+        None,
+        "--grid",
+        help="Local X×Y and global temporal nodes, e.g. 5x5x40; default: WarpTools' automatic sizing.",
+    ),
     range_low_a: float = typer.Option(500.0, "--range-low", help="Lowest resolution used, Å."),
     range_high_a: float = typer.Option(10.0, "--range-high", help="Highest resolution used, Å."),
     bfactor_a2: float = typer.Option(-500.0, "--bfactor", help="B-factor weighting of the fit, Å²."),
-    skip_first: int = typer.Option(0, "--skip-first", min=0, help="Frames left out of the average at the start."),
+    skip_first: int = typer.Option(
+        0, "--skip-first", min=0, help="Frames left out of the average at the start."
+    ),
     skip_last: int = typer.Option(0, "--skip-last", min=0, help="Frames left out of the average at the end."),
     halves: bool = typer.Option(False, "--halves", help="Also write odd/even half averages."),
     float32: bool = typer.Option(False, "--float32", help="Write float32 MRC (default float16, as Warp)."),
-    voltage_kv: float = typer.Option(300.0, "--voltage", help="Acceleration voltage (for the STAR file), kV."),
-    eer_groups: int | None = typer.Option(None, "--eer-groups", help="EER: number of frame groups (default 40)."),
+    voltage_kv: float = typer.Option(
+        300.0, "--voltage", help="Acceleration voltage (for the STAR file), kV."
+    ),
+    eer_groups: int | None = typer.Option(
+        None, "--eer-groups", help="EER: number of frame groups (default 40)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
     """Fit Warp's motion model to MOVIE and write the aligned averages, model, plot and RELION STAR."""
@@ -113,19 +130,34 @@ def motion(
     from cryowarp.motion import MotionSettings, average_frames, fit_motion
 
     console = Console(stderr=True)
-    settings = MotionSettings(grid_xyt=_parse_grid(grid), range_low_a=range_low_a, range_high_a=range_high_a,
-                              bfactor_a2=bfactor_a2)
+    settings = MotionSettings(
+        grid_xyt=_parse_grid(grid), range_low_a=range_low_a, range_high_a=range_high_a, bfactor_a2=bfactor_a2
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = movie.stem
     dev = resolve_device(device)
     timings: dict[str, float] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         t0 = time.perf_counter()
         task_read = bar.add_task("read", total=None)
-        data = read_movie(movie, gain=gain, defects=defects, gain_flip_x=gain_flip_x, gain_flip_y=gain_flip_y,
-                          gain_transpose=gain_transpose, pixel_size_a=pixel_size_a, eer_n_groups=eer_groups,
-                          progress=lambda done, total: bar.update(task_read, completed=done, total=total))
+        data = read_movie(
+            movie,
+            gain=gain,
+            defects=defects,
+            gain_flip_x=gain_flip_x,
+            gain_flip_y=gain_flip_y,
+            gain_transpose=gain_transpose,
+            pixel_size_a=pixel_size_a,
+            eer_n_groups=eer_groups,
+            progress=lambda done, total: bar.update(task_read, completed=done, total=total),
+        )
         frames = data.frames.to(dev)
         pixel = float(data.pixel_size_a or pixel_size_a)
         timings["read_s"] = time.perf_counter() - t0
@@ -140,9 +172,18 @@ def motion(
         model = fit_motion(frames, pixel, exposure_per_frame_e_per_a2, settings, progress=progress)
         timings["fit_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        avg = average_frames(frames, model, pixel_size_a=pixel, exposure_per_frame_e_per_a2=exposure_per_frame_e_per_a2,
-                             dose_weighted=True, also_unweighted=True, skip_first=skip_first, skip_last=skip_last,
-                             halves=halves, progress=progress)
+        avg = average_frames(
+            frames,
+            model,
+            pixel_size_a=pixel,
+            exposure_per_frame_e_per_a2=exposure_per_frame_e_per_a2,
+            dose_weighted=True,
+            also_unweighted=True,
+            skip_first=skip_first,
+            skip_last=skip_last,
+            halves=halves,
+            progress=progress,
+        )
         timings["average_s"] = time.perf_counter() - t0
 
     write_mrc(output_dir / f"{stem}.mrc", avg.average, pixel, float16=not float32)
@@ -150,8 +191,14 @@ def motion(
     if halves:
         write_mrc(output_dir / f"{stem}_odd.mrc", avg.average_odd, pixel, float16=not float32)
         write_mrc(output_dir / f"{stem}_even.mrc", avg.average_even, pixel, float16=not float32)
-    record = {"movie": str(movie), "settings": settings.model_dump(mode="json"), "model": model.to_dict(),
-              "average": avg.to_dict(), "timings": timings, "device": str(dev)}
+    record = {
+        "movie": str(movie),
+        "settings": settings.model_dump(mode="json"),
+        "model": model.to_dict(),
+        "average": avg.to_dict(),
+        "timings": timings,
+        "device": str(dev),
+    }
     (output_dir / f"{stem}_motion.json").write_text(json.dumps(record, indent=1))
     plot_motion(model, output_dir / f"{stem}_motion.png", title=movie.name)
 
@@ -159,10 +206,15 @@ def motion(
     tracks = model.patch_tracks_a_yx().detach().cpu()  # (p, f, 2)
     centres_xy = model.patch_centers_px_yx.detach().cpu().flip(-1)
     tables = motion_to_star_tables(
-        model.global_displacement_a_yx().detach().cpu(), pixel_size_a=pixel, movie_name=str(movie),
-        image_size_xyz=(w, h, n_f), exposure_per_frame_e_per_a2=exposure_per_frame_e_per_a2,
-        voltage_kv=voltage_kv, gain_name=str(gain) if gain else None,
-        local_coords_px_xy=centres_xy.numpy(), local_displacement_a_yx=tracks.permute(1, 0, 2).numpy(),
+        model.global_displacement_a_yx().detach().cpu(),
+        pixel_size_a=pixel,
+        movie_name=str(movie),
+        image_size_xyz=(w, h, n_f),
+        exposure_per_frame_e_per_a2=exposure_per_frame_e_per_a2,
+        voltage_kv=voltage_kv,
+        gain_name=str(gain) if gain else None,
+        local_coords_px_xy=centres_xy.numpy(),
+        local_displacement_a_yx=tracks.permute(1, 0, 2).numpy(),
     )
     write_star(output_dir / f"{stem}.star", tables)
     stats = model.stats()

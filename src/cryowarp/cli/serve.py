@@ -20,8 +20,12 @@ def serve_command(
     project: Path = typer.Argument(..., help="project folder (holds cryowarp.sqlite)"),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address; non-loopback needs --token"),
-    token: str | None = typer.Option(None, "--token", envvar="CRYOWARP_TOKEN",
-                                     help="shared secret required by every request (open /?token=T)"),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="CRYOWARP_TOKEN",
+        help="shared secret required by every request (open /?token=T)",
+    ),
 ) -> None:
     """Serve the web UI of PROJECT (see `cryowarp serve --help`)."""
     from rich.console import Console
@@ -33,8 +37,10 @@ def serve_command(
     try:
         check_bind(host, token)
         if not (project / "cryowarp.sqlite").is_file():
-            raise FileNotFoundError(f"{project}: no cryowarp.sqlite here; expected a cryowarp project folder "
-                                    "(create one with `cryowarp watch` or `cryowarp process`)")
+            raise FileNotFoundError(
+                f"{project}: no cryowarp.sqlite here; expected a cryowarp project folder "
+                "(create one with `cryowarp watch` or `cryowarp process`)"
+            )
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -307,11 +307,10 @@ def binned_shape_yx(shape_yx: tuple[int, int], bin_factor: float) -> tuple[int, 
 # chunk sources: each yields (first_output_frame, float32 tensor [c, H, W])
 # ----------------------------------------------------------------------------------------------
 def _mrc_chunks(path: Path, indices: range, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
-    import mrcfile
+    from cryowarp.io.mrc import _open_data
 
     info = read_mrc_header(path)
-    with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-        data = mrc.data.reshape(info.shape_zyx)
+    with _open_data(path, info) as data:
         for start in range(0, len(indices), chunk):
             idx = indices[start : start + chunk]
             block = (
@@ -554,15 +553,18 @@ def read_movie(
         chunks = _eer_chunks(path, groups, superres)
     n_hot = 0
     done = 0
+    # integer pixels cannot be NaN/inf; for float files a sum is a cheap test (NaN and inf propagate)
+    check_finite = info.dtype.startswith("float")
     for start, chunk in chunks:
-        finite = torch.isfinite(chunk)
-        if not bool(finite.all()):
-            bad = (~finite).flatten(1).any(1).nonzero().flatten() + start
-            raise InvalidDataError(
-                path,
-                f"expected finite pixel values, found {int((~finite).sum())} NaN/inf "
-                f"value(s) in frame(s) {bad[:5].tolist()} — corrupt or wrongly written file",
-            )
+        if check_finite and not bool(torch.isfinite(chunk.sum())):
+            finite = torch.isfinite(chunk)
+            if not bool(finite.all()):
+                bad = (~finite).flatten(1).any(1).nonzero().flatten() + start
+                raise InvalidDataError(
+                    path,
+                    f"expected finite pixel values, found {int((~finite).sum())} NaN/inf "
+                    f"value(s) in frame(s) {bad[:5].tolist()} — corrupt or wrongly written file",
+                )
         if gain_ref is not None:
             gain_ref.apply_(chunk)
         if corrector is not None:

@@ -91,6 +91,8 @@ class MrcInfo:
     data_offset_bytes: int
     file_bytes: int
     fei: dict[str, Any] = field(default_factory=dict)
+    byte_order: str = "<"
+    n_sections_in_header: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary."""
@@ -110,13 +112,16 @@ def _describe_shape(shape_zyx: tuple[int, int, int], dtype: str) -> str:
     return f"{nz} section{'s' if nz != 1 else ''} of {nx}×{ny} {dtype}"
 
 
-def read_mrc_header(path: str | Path) -> MrcInfo:
+def read_mrc_header(path: str | Path, *, permissive: bool = False) -> MrcInfo:
     """Read and check an MRC header without reading the data.
 
     Parameters
     ----------
     path : str or Path
         MRC/MRCS file.
+    permissive : bool
+        For inspecting a truncated file: instead of raising, describe only the complete sections present
+        (``shape_zyx[0]`` shrinks; ``n_sections_in_header`` keeps the header's count) and warn.
 
     Returns
     -------
@@ -177,14 +182,21 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
     data_offset = HEADER_BYTES + nsymbt
     expected = data_offset + nx * ny * nz * dtype.itemsize
     shape = (nz, ny, nx)
+    n_sections_in_header = None
     if file_bytes < expected:
-        raise TruncatedFileError(
-            path,
+        message = (
             f"expected {_describe_shape(shape, dtype.name)} ({format_bytes(expected - data_offset)}) "
             f"after the {format_bytes(data_offset)} header, "
             f"file holds {format_bytes(file_bytes - data_offset)} "
-            "— truncated or still being written",
+            "— truncated or still being written"
         )
+        n_complete = max(0, file_bytes - data_offset) // (nx * ny * dtype.itemsize)
+        if not permissive or n_complete == 0:
+            raise TruncatedFileError(path, message)
+        warnings.warn(f"{path.name}: {message}; reading the {n_complete} complete section(s)", stacklevel=2)
+        n_sections_in_header, shape = nz, (n_complete, ny, nx)
+    byte_order = mrcfile.utils.data_dtype_from_header(header).byteorder
+    byte_order = ">" if byte_order == ">" or (byte_order == "=" and np.little_endian is False) else "<"
     mx, my, mz = int(header.mx), int(header.my), int(header.mz)
     cella = header.cella
     voxel = tuple(
@@ -211,6 +223,8 @@ def read_mrc_header(path: str | Path) -> MrcInfo:
         data_offset_bytes=data_offset,
         file_bytes=file_bytes,
         fei=fei,
+        byte_order=byte_order,
+        n_sections_in_header=n_sections_in_header,
     )
 
 
@@ -284,11 +298,17 @@ def fei_metadata(path: str | Path) -> dict[str, Any]:
 @contextmanager
 def _open_data(path: Path, info: MrcInfo) -> Iterator[np.ndarray]:
     """Memory-map the voxel data as ``[nz, ny, nx]`` in the file's dtype (read-only)."""
-    with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-        data = mrc.data
-        if data is None:
-            raise CorruptFileError(path, "header read, but no data block could be mapped")
-        yield data.reshape(info.shape_zyx)
+    data = np.memmap(
+        path,
+        dtype=np.dtype(info.dtype).newbyteorder(info.byte_order),
+        mode="r",
+        offset=info.data_offset_bytes,
+        shape=info.shape_zyx,
+    )
+    try:
+        yield data
+    finally:
+        del data
 
 
 def _check_finite(path: Path, chunk: np.ndarray | torch.Tensor, first_index: int) -> None:
@@ -313,6 +333,7 @@ def read_mrc(
     sections: slice | range | None = None,
     squeeze: bool = True,
     check_finite: bool = True,
+    permissive: bool = False,
 ) -> tuple[np.ndarray | torch.Tensor, float | None]:
     """Read an MRC/MRCS file as float32.
 
@@ -328,6 +349,8 @@ def read_mrc(
         Drop the z axis of a single-section file, so a micrograph comes back as ``[H, W]``.
     check_finite : bool
         Raise :class:`InvalidDataError` on NaN/inf.
+    permissive : bool
+        Read the complete sections of a truncated file (with a warning) instead of raising.
 
     Returns
     -------
@@ -337,7 +360,7 @@ def read_mrc(
         x voxel size in Å from the header, None when it is 0.
     """
     path = Path(path)
-    info = read_mrc_header(path)
+    info = read_mrc_header(path, permissive=permissive)
     with _open_data(path, info) as data:
         selected = data if sections is None else data[sections]
         array = np.array(selected, dtype=np.float32)

@@ -56,8 +56,12 @@ def alignment_cost_and_grad(
     for start in range(0, n_p, step):
         sl = slice(start, start + step)
         n_c = spectra[sl].shape[0]
-        ramp_y = torch.polar(torch.ones_like(d[sl, :, 0:1]).expand(-1, -1, n_y), two_pi * d[sl, :, 0:1] * ky_per_a)
-        ramp_x = torch.polar(torch.ones_like(d[sl, :, 1:2]).expand(-1, -1, n_x), two_pi * d[sl, :, 1:2] * kx_per_a)
+        ramp_y = torch.polar(
+            torch.ones_like(d[sl, :, 0:1]).expand(-1, -1, n_y), two_pi * d[sl, :, 0:1] * ky_per_a
+        )
+        ramp_x = torch.polar(
+            torch.ones_like(d[sl, :, 1:2]).expand(-1, -1, n_x), two_pi * d[sl, :, 1:2] * kx_per_a
+        )
         q = spectra[sl] * (ramp_y[..., :, None] * ramp_x[..., None, :])  # (c, f, y, x)
         q_real = torch.view_as_real(q).reshape(n_c, n_f, n_y * n_x * 2)  # interleaved re, im
         avg = ones_f @ q_real  # (c, 1, y*x*2): the mean over frames as one matmul pass

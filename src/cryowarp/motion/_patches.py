@@ -17,9 +17,7 @@ def binned_shape(shape_yx: tuple[int, int], pixel_size_a: float, range_high_a: f
     return tuple(max(2, 2 * math.ceil(s * factor / 2)) if factor < 1 else s for s in shape_yx)
 
 
-def normalise_and_bin(
-    frames: torch.Tensor, shape_out_yx: tuple[int, int], progress=None
-) -> torch.Tensor:
+def normalise_and_bin(frames: torch.Tensor, shape_out_yx: tuple[int, int], progress=None) -> torch.Tensor:
     """Each frame to mean 0 / s.d. 1 (warp-facts.md §1.1), then Fourier-cropped to ``shape_out_yx``.
 
     Works one frame at a time so that only the small output is allocated. Returns `(f, h', w')`.
@@ -95,46 +93,48 @@ def patch_spectra(
     rb = max(8, 2 * round(patch_full * min(by, bx) / 2))
     rb = min(rb, hb - hb % 2, wb - wb % 2)
     mask = soft_circular_mask((rb, rb), rb / 4, rb / 4, device=binned.device, dtype=binned.dtype)
-    patches = []
-    centers = []
-    for y in cy:
-        for x in cx:
-            y0 = int(round((y + 0.5) * by - rb / 2))
-            x0 = int(round((x + 0.5) * bx - rb / 2))
-            y0 = min(max(0, y0), hb - rb)
-            x0 = min(max(0, x0), wb - rb)
-            patches.append(binned[:, y0:y0 + rb, x0:x0 + rb])
-            centers.append((y, x))
-    stack = torch.stack(patches) * mask  # (p, f, rb, rb)
-    spectra = torch.fft.rfft2(stack) / (rb * rb)
-    del stack, patches
     py_a, px_a = binned_pixel_size_a_yx
     ky = torch.fft.fftshift(torch.fft.fftfreq(rb, device=binned.device)) / py_a
     kx = torch.fft.rfftfreq(rb, device=binned.device) / px_a
-    spectra = torch.fft.fftshift(spectra, dim=-2)
     k_low, k_high = 1.0 / range_low_a, 1.0 / range_high_a
     k_high = min(k_high, 0.5 / max(py_a, px_a))  # strict '<' below leaves the ambiguous Nyquist out
     rows = torch.nonzero(ky.abs() < k_high).reshape(-1)
     cols = torch.nonzero(kx < k_high).reshape(-1)
     r0, r1, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-    spectra, ky, kx = spectra[..., r0:r1, :c1], ky[r0:r1], kx[:c1]
+    ky, kx = ky[r0:r1].contiguous(), kx[:c1].contiguous()
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
     inband = (k2 >= k_low**2) & (k2 < k_high**2)
     multiplicity = torch.where(kx[None, :] > 0, 2.0, 1.0).expand_as(k2)
-    weight = torch.exp(bfactor_a2 / 4.0 * k2) * inband * multiplicity.sqrt()
-    spectra = spectra * weight
-    mean_amplitude = spectra.abs().sum() / (inband.sum() * n_f * spectra.shape[0]).clamp_min(1)
-    spectra = spectra / mean_amplitude.clamp_min(1e-20)
+    weight = torch.exp(bfactor_a2 / 4.0 * k2) * inband * multiplicity.sqrt() / (rb * rb)
+    centers = [(y, x) for y in cy for x in cx]
+    spectra = torch.empty((len(centers), n_f, r1 - r0, c1), dtype=torch.complex64, device=binned.device)
+    for i, (y, x) in enumerate(centers):  # one patch at a time keeps the peak memory at the output's size
+        y0 = min(max(0, int(round((y + 0.5) * by - rb / 2))), hb - rb)
+        x0 = min(max(0, int(round((x + 0.5) * bx - rb / 2))), wb - rb)
+        spectrum = torch.fft.rfft2(binned[:, y0 : y0 + rb, x0 : x0 + rb] * mask)
+        spectrum = torch.fft.fftshift(spectrum, dim=-2)[..., r0:r1, :c1]
+        spectra[i] = spectrum * weight
+    mean_amplitude = spectra.abs().sum() / (inband.sum() * n_f * len(centers)).clamp_min(1)
+    spectra /= mean_amplitude.clamp_min(1e-20)
     return PatchSpectra(
-        data=spectra.contiguous(), ky_per_a=ky.contiguous(), kx_per_a=kx.contiguous(),
+        data=spectra,
+        ky_per_a=ky,
+        kx_per_a=kx,
         centers_px_yx=torch.tensor(centers, dtype=torch.float32, device=binned.device),
-        grid_shape_yx=(len(cy), len(cx)), k_low_per_a=k_low, k_high_per_a=k_high,
+        grid_shape_yx=(len(cy), len(cx)),
+        k_low_per_a=k_low,
+        k_high_per_a=k_high,
     )
 
 
 def prealign_global(
-    binned: torch.Tensor, binned_pixel_size_a_yx: tuple[float, float], *, range_low_a: float,
-    range_high_a: float, bfactor_a2: float, iterations: int = 3,
+    binned: torch.Tensor,
+    binned_pixel_size_a_yx: tuple[float, float],
+    *,
+    range_low_a: float,
+    range_high_a: float,
+    bfactor_a2: float,
+    iterations: int = 3,
 ) -> torch.Tensor:
     """Per-frame global displacement `(f, 2)` in Å by iterative whole-frame cross-correlation.
 

@@ -41,8 +41,12 @@ class AlignedAverage:
 
     def to_dict(self) -> dict:
         """Metadata only (images go to MRC files, not JSON)."""
-        return {"first_frame": self.first_frame, "last_frame": self.last_frame,
-                "dose_weighted": self.dose_weighted, "shape_yx": list(self.average.shape)}
+        return {
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "dose_weighted": self.dose_weighted,
+            "shape_yx": list(self.average.shape),
+        }
 
 
 def _residual_groups(fields_px: list[torch.Tensor], tolerance_px: float) -> list[list[int]]:
@@ -57,19 +61,22 @@ def _residual_groups(fields_px: list[torch.Tensor], tolerance_px: float) -> list
     return groups
 
 
-def _warp(image: torch.Tensor, field_px_yx: torch.Tensor) -> torch.Tensor:
-    """``out(x) = image(x + field(x))`` with the coarse field bilinearly upsampled to every pixel and the
-    image sampled by bicubic interpolation."""
-    h, w = image.shape
-    dense = nnf.interpolate(field_px_yx[None], size=(h, w), mode="bilinear", align_corners=True)[0]
-    gy = torch.linspace(-1.0, 1.0, h, device=image.device, dtype=image.dtype)
-    gx = torch.linspace(-1.0, 1.0, w, device=image.device, dtype=image.dtype)
-    grid = torch.empty((1, h, w, 2), device=image.device, dtype=image.dtype)
-    grid[0, :, :, 0] = gx[None, :] + dense[1] * (2.0 / max(1, w - 1))
-    grid[0, :, :, 1] = gy[:, None] + dense[0] * (2.0 / max(1, h - 1))
+def _warp(images: torch.Tensor, field_px_yx: torch.Tensor) -> torch.Tensor:
+    """``out(x) = image(x + field(x))`` for `(c, h, w)` images sharing one coarse field `(2, gy, gx)`:
+    the field is bilinearly upsampled to every pixel and the images sampled by bicubic interpolation
+    (all channels in one pass, so the sampling positions are computed once)."""
+    _, h, w = images.shape
+    dense = nnf.interpolate(
+        field_px_yx[None].to(images.dtype), size=(h, w), mode="bilinear", align_corners=True
+    )[0]
+    gy = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
+    gx = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
+    grid = torch.empty((1, h, w, 2), device=images.device, dtype=images.dtype)
+    torch.add(gx[None, :], dense[1], alpha=2.0 / max(1, w - 1), out=grid[0, :, :, 0])
+    torch.add(gy[:, None], dense[0], alpha=2.0 / max(1, h - 1), out=grid[0, :, :, 1])
     del dense
-    out = nnf.grid_sample(image[None, None], grid, mode="bicubic", padding_mode="reflection", align_corners=True)
-    return out[0, 0]
+    out = nnf.grid_sample(images[None], grid, mode="bicubic", padding_mode="reflection", align_corners=True)
+    return out[0]
 
 
 def average_frames(
@@ -146,7 +153,11 @@ def average_frames(
         constants.append(const)
     groups = _residual_groups(fields, tolerance_px)
 
-    keys = ["main"] + (["nodw"] if dose_weighted and also_unweighted else []) + (["odd", "even"] if halves else [])
+    keys = (
+        ["main"]
+        + (["nodw"] if dose_weighted and also_unweighted else [])
+        + (["odd", "even"] if halves else [])
+    )
     totals = {key: torch.zeros((h, w), device=device, dtype=torch.float32) for key in keys}
     counts = {"main": 0, "nodw": 0, "odd": 0, "even": 0}
     weight = torch.pow(dw_base, first + 0.5) if dose_weighted else None
@@ -159,7 +170,8 @@ def average_frames(
             spectrum = torch.fft.rfft2(frames[f].float())
             const = constants[i]
             # aligned(x) = frame(x + d): multiply by exp(+2πi k·d)
-            spectrum = spectrum * torch.exp(2j * torch.pi * (ky * const[0] + kx * const[1]))
+            spectrum *= torch.polar(torch.ones_like(ky), 2 * torch.pi * ky * const[0])
+            spectrum *= torch.polar(torch.ones_like(kx), 2 * torch.pi * kx * const[1])
             weighted = spectrum * weight if dose_weighted else spectrum
             targets = [("main", weighted)]
             if "nodw" in accum:
@@ -174,15 +186,20 @@ def average_frames(
             done += 1
             if progress is not None:
                 progress("average", done, len(used))
-        for key, value in accum.items():
-            if value is None:
-                continue
-            image = torch.fft.irfft2(value, s=(h, w))
-            if float(field.abs().max()) > 1e-3:
-                image = _warp(image, field)
+        present = [key for key in keys if accum[key] is not None]
+        images = torch.stack([torch.fft.irfft2(accum.pop(key), s=(h, w)) for key in present])
+        if float(field.abs().max()) > 1e-3:
+            images = _warp(images, field)
+        for key, image in zip(present, images, strict=True):
             totals[key] += image
+        del images
     out = {key: totals[key] / max(1, counts[key]) for key in keys}
     return AlignedAverage(
-        average=out["main"], average_no_dw=out.get("nodw"), average_odd=out.get("odd"),
-        average_even=out.get("even"), first_frame=first, last_frame=last, dose_weighted=dose_weighted,
+        average=out["main"],
+        average_no_dw=out.get("nodw"),
+        average_odd=out.get("odd"),
+        average_even=out.get("even"),
+        first_frame=first,
+        last_frame=last,
+        dose_weighted=dose_weighted,
     )

@@ -36,6 +36,63 @@ def n_stages_for(global_nodes: int) -> int:
     return max(1, math.ceil(math.log(global_nodes - 0.01, 3)))
 
 
+def _displacements(
+    glob: CubicGrid,
+    local: CubicGrid | None,
+    offset: torch.Tensor,
+    weights_g: torch.Tensor,
+    local_weights: list[torch.Tensor],
+    n_patches: int,
+) -> torch.Tensor:
+    """Per-patch, per-frame displacement `(p, f, 2)` in Å from the grids (differentiable)."""
+    track = offset + weights_g @ glob.values.T  # (f, 2)
+    d = track[None, :, :].expand(n_patches, track.shape[0], 2)
+    if local is not None:
+        field = local.evaluate_product(weights=local_weights)  # (2, f, py, px)
+        d = d + field.permute(2, 3, 1, 0).reshape(n_patches, track.shape[0], 2)
+    return d
+
+
+def _fit_stage(
+    glob: CubicGrid,
+    local: CubicGrid | None,
+    offset: torch.Tensor,
+    weights_g: torch.Tensor,
+    local_weights: list[torch.Tensor],
+    data: torch.Tensor,
+    ky: torch.Tensor,
+    kx: torch.Tensor,
+    *,
+    max_iterations: int,
+) -> float:
+    """One coarse-to-fine stage: L-BFGS on the grid values; returns the final normalised cost."""
+    n_patches = data.shape[0]
+    norm = float(torch.view_as_real(data).square().sum().clamp_min(1e-20))
+    params = [glob.values] + ([local.values] if local is not None else [])
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iterations,
+        max_eval=3 * max_iterations,
+        history_size=10,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        d = _displacements(glob, local, offset, weights_g, local_weights, n_patches)
+        cost = alignment_cost(d, data, ky, kx) / norm
+        cost.backward()
+        return cost
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        d = _displacements(glob, local, offset, weights_g, local_weights, n_patches)
+        return float(alignment_cost(d, data, ky, kx)) / norm
+
+
 def fit_motion(
     frames: torch.Tensor,
     pixel_size_a: float,
@@ -81,24 +138,36 @@ def fit_motion(
         )
     n_f, h, w = frames.shape
     if n_f < 2:
-        return MotionModel.zeros((h, w), pixel_size_a, n_f,
-                                 skipped_reason="single frame: motion estimation skipped (as Warp)")
+        return MotionModel.zeros(
+            (h, w), pixel_size_a, n_f, skipped_reason="single frame: motion estimation skipped (as Warp)"
+        )
     device = frames.device
-    grid_x, grid_y, grid_z = settings.grid_xyt or auto_grid_xyt((h, w), pixel_size_a, n_f,
-                                                                exposure_per_frame_e_per_a2)
+    grid_x, grid_y, grid_z = settings.grid_xyt or auto_grid_xyt(
+        (h, w), pixel_size_a, n_f, exposure_per_frame_e_per_a2
+    )
 
     shape_b = binned_shape((h, w), pixel_size_a, settings.range_high_a)
     frames32 = frames if frames.dtype == torch.float32 else frames.float()
     binned = normalise_and_bin(frames32, shape_b, progress)
     pixel_b_yx = (pixel_size_a * h / shape_b[0], pixel_size_a * w / shape_b[1])
     spectra = patch_spectra(
-        binned, full_shape_yx=(h, w), binned_pixel_size_a_yx=pixel_b_yx, patch_size_px=settings.patch_size_px,
-        pixel_size_a=pixel_size_a, range_low_a=settings.range_low_a, range_high_a=settings.range_high_a,
+        binned,
+        full_shape_yx=(h, w),
+        binned_pixel_size_a_yx=pixel_b_yx,
+        patch_size_px=settings.patch_size_px,
+        pixel_size_a=pixel_size_a,
+        range_low_a=settings.range_low_a,
+        range_high_a=settings.range_high_a,
         bfactor_a2=settings.bfactor_a2,
     )
     if settings.prealign:
-        base = prealign_global(binned, pixel_b_yx, range_low_a=settings.range_low_a,
-                               range_high_a=settings.range_high_a, bfactor_a2=settings.bfactor_a2)
+        base = prealign_global(
+            binned,
+            pixel_b_yx,
+            range_low_a=settings.range_low_a,
+            range_high_a=settings.range_high_a,
+            bfactor_a2=settings.bfactor_a2,
+        )
     else:
         base = torch.zeros(n_f, 2, device=device)
     del binned
@@ -112,8 +181,11 @@ def fit_motion(
     v = torch.unique(centers[:, 0]) / max(1, h - 1)
     u = torch.unique(centers[:, 1]) / max(1, w - 1)
     local = CubicGrid((z_local, y_local, x_local), 2, device=device)
-    local_weights = [natural_spline_weights_1d(z_local, t), natural_spline_weights_1d(y_local, v),
-                     natural_spline_weights_1d(x_local, u)]
+    local_weights = [
+        natural_spline_weights_1d(z_local, t),
+        natural_spline_weights_1d(y_local, v),
+        natural_spline_weights_1d(x_local, u),
+    ]
     use_local = x_local * y_local > 1
 
     n_stages = n_stages_for(z_global)
@@ -133,31 +205,21 @@ def fit_motion(
             offset = base
         k_cap = spectra.k_low_per_a + (spectra.k_high_per_a - spectra.k_low_per_a) * (stage + 1) / n_stages
         data, ky, kx = spectra.band(k_cap)
-        norm = float(torch.view_as_real(data).square().sum().clamp_min(1e-20))
-        params = [glob.values] + ([local.values] if use_local else [])
-        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.max_iterations,
-                                      max_eval=3 * settings.max_iterations, history_size=10,
-                                      tolerance_grad=1e-10, tolerance_change=1e-14,
-                                      line_search_fn="strong_wolfe")
-
-        def displacements() -> torch.Tensor:
-            track = offset + weights_g @ glob.values.T  # (f, 2)
-            d = track[None, :, :].expand(n_py * n_px, n_f, 2)
-            if use_local:
-                field = local.evaluate_product(weights=local_weights)  # (2, f, py, px)
-                d = d + field.permute(2, 3, 1, 0).reshape(n_py * n_px, n_f, 2)
-            return d
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            cost = alignment_cost(displacements(), data, ky, kx) / norm
-            cost.backward()
-            return cost
-
-        optimizer.step(closure)
+        costs.append(
+            _fit_stage(
+                glob,
+                local if use_local else None,
+                offset,
+                weights_g,
+                local_weights,
+                data,
+                ky,
+                kx,
+                max_iterations=settings.max_iterations,
+            )
+        )
         with torch.no_grad():
             base = (offset + weights_g @ glob.values.T).detach()
-            costs.append(float(alignment_cost(displacements(), data, ky, kx)) / norm)
         if progress is not None:
             progress("fit", stage + 1, n_stages)
 
@@ -167,8 +229,12 @@ def fit_motion(
         mean = (weights_g @ glob.values.T).mean(0)
         global_values = (glob.values - mean[:, None]).detach().clone()
     return MotionModel(
-        shape_yx=(h, w), pixel_size_a=float(pixel_size_a), n_frames=n_f,
-        global_values_a_yx=global_values, local_values_a_yx=local.values.detach().clone(),
-        patch_centers_px_yx=centers.detach().clone(), cost_per_stage=costs,
+        shape_yx=(h, w),
+        pixel_size_a=float(pixel_size_a),
+        n_frames=n_f,
+        global_values_a_yx=global_values,
+        local_values_a_yx=local.values.detach().clone(),
+        patch_centers_px_yx=centers.detach().clone(),
+        cost_per_stage=costs,
         binned_pixel_size_a=float(max(pixel_b_yx)),
     )

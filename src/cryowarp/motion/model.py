@@ -81,7 +81,9 @@ class MotionModel:
         w = natural_spline_weights_1d(self.global_values_a_yx.shape[1], t)
         return w @ self.global_values_a_yx.T
 
-    def local_displacement_a_yx(self, coords_px_yx: torch.Tensor, frame_index: torch.Tensor | int) -> torch.Tensor:
+    def local_displacement_a_yx(
+        self, coords_px_yx: torch.Tensor, frame_index: torch.Tensor | int
+    ) -> torch.Tensor:
         """Local part `(n, 2)` in Å at scattered ``coords_px_yx`` `(n, 2)` and frames (int or `(n,)`)."""
         coords = torch.as_tensor(coords_px_yx, dtype=torch.float32, device=self.local_values_a_yx.device)
         coords = coords.reshape(-1, 2)
@@ -109,14 +111,17 @@ class MotionModel:
         glob = self.global_displacement_a_yx(frame_index)
         return local + glob.expand_as(local)
 
-    def displacement_field_a_yx(self, frame_index: int, grid_shape_yx: tuple[int, int] = (16, 16)) -> torch.Tensor:
+    def displacement_field_a_yx(
+        self, frame_index: int, grid_shape_yx: tuple[int, int] = (16, 16)
+    ) -> torch.Tensor:
         """Total displacement `(2, gy, gx)` in Å on a regular grid spanning the frame (Warp: 16×16)."""
         gy, gx = grid_shape_yx
         t = _frame_coords(frame_index, self.n_frames, self.local_values_a_yx.device)
         _, zt, zy, zx = self.local_values_a_yx.shape
         wt = natural_spline_weights_1d(zt, t)
-        wy = natural_spline_weights_1d(zy, torch.linspace(0, 1, gy))
-        wx = natural_spline_weights_1d(zx, torch.linspace(0, 1, gx))
+        dev = self.local_values_a_yx.device
+        wy = natural_spline_weights_1d(zy, torch.linspace(0, 1, gy, device=dev))
+        wx = natural_spline_weights_1d(zx, torch.linspace(0, 1, gx, device=dev))
         local = torch.einsum("ctyx,nt,Yy,Xx->cYX", self.local_values_a_yx, wt, wy, wx)
         return local + self.global_displacement_a_yx(frame_index)[0][:, None, None]
 
@@ -161,9 +166,11 @@ class MotionModel:
 
     def stats(self) -> dict:
         """Scalar statistics as plain JSON."""
-        return {"mean_frame_movement_a": self.mean_frame_movement_a,
-                "max_local_deviation_a": self.max_local_deviation_a,
-                "total_drift_a": self.total_drift_a}
+        return {
+            "mean_frame_movement_a": self.mean_frame_movement_a,
+            "max_local_deviation_a": self.max_local_deviation_a,
+            "total_drift_a": self.total_drift_a,
+        }
 
     # ---- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -198,10 +205,21 @@ class MotionModel:
         )
 
     @classmethod
-    def zeros(cls, shape_yx: tuple[int, int], pixel_size_a: float, n_frames: int, *,
-              skipped_reason: str | None = None) -> MotionModel:
+    def zeros(
+        cls,
+        shape_yx: tuple[int, int],
+        pixel_size_a: float,
+        n_frames: int,
+        *,
+        skipped_reason: str | None = None,
+    ) -> MotionModel:
         """A model with no motion (used when estimation is skipped)."""
-        return cls(shape_yx=tuple(shape_yx), pixel_size_a=pixel_size_a, n_frames=n_frames,
-                   global_values_a_yx=torch.zeros(2, 1), local_values_a_yx=torch.zeros(2, 1, 1, 1),
-                   patch_centers_px_yx=torch.tensor([[(shape_yx[0] - 1) / 2.0, (shape_yx[1] - 1) / 2.0]]),
-                   skipped_reason=skipped_reason)
+        return cls(
+            shape_yx=tuple(shape_yx),
+            pixel_size_a=pixel_size_a,
+            n_frames=n_frames,
+            global_values_a_yx=torch.zeros(2, 1),
+            local_values_a_yx=torch.zeros(2, 1, 1, 1),
+            patch_centers_px_yx=torch.tensor([[(shape_yx[0] - 1) / 2.0, (shape_yx[1] - 1) / 2.0]]),
+            skipped_reason=skipped_reason,
+        )

@@ -98,9 +98,13 @@ class BoxNet(nn.Module):
     residual blocks without BN → 1×1 conv to 3 logits.
     """
 
-    def __init__(self, config: BoxNetConfig | None = None, *, device: torch.device | None = None):
+    def __init__(self, config: BoxNetConfig | None = None, *, device: torch.device | str | None = None):
         super().__init__()
         self.config = config or BoxNetConfig.narrow()
+        with torch.device(device if device is not None else "cpu"):
+            self._build()
+
+    def _build(self) -> None:
         w = self.config.widths
         nb = self.config.blocks_per_stage
         self.prefilter = nn.Conv2d(1, w[0], 5, padding=2, bias=False)
@@ -121,8 +125,6 @@ class BoxNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
-        if device is not None:
-            self.to(device)
 
     @property
     def granularity(self) -> int:

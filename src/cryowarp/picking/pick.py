@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from importlib import resources
 
@@ -82,10 +83,14 @@ class Picks:
 
 
 def boxnet_to_state(model: BoxNet, **metadata) -> dict:
-    """A dict with the config, the weights and ``metadata`` (plain types) for ``torch.save``."""
+    """A dict with the config, the weights and ``metadata`` (made plain JSON types) for ``torch.save``.
+
+    Plain types keep the file loadable with ``torch.load(..., weights_only=True)``.
+    """
+    plain = json.loads(json.dumps(metadata, default=str))
     return {"format": "cryowarp-boxnet-1", "config": model.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "metadata": metadata}
+            "metadata": plain}
 
 
 def boxnet_from_state(state: dict, device: torch.device | None = None) -> BoxNet:

@@ -91,6 +91,31 @@ class _LocalExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _SerialExecutor:
+    """Runs each item in the coordinator process itself (``n_workers=0``: debugging, tests, tiny runs)."""
+
+    def __init__(self, n_threads: int):
+        self.n_threads = n_threads
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001
+            future.set_exception(exc)
+        return future
+
+    def is_worker_death(self, exc: BaseException) -> bool:
+        return False
+
+    @property
+    def capacity(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        pass
+
+
 class _DaskExecutor:
     def __init__(self, scheduler_address: str | None, n_workers: int | None, n_threads: int):
         import dask
@@ -136,7 +161,7 @@ class Coordinator:
         Settings to apply; None keeps the project's stored settings. A change re-queues exactly the
         outdated stages of processed items.
     n_workers : int, optional
-        Local pool size (default: :func:`default_pool_size`).
+        Local pool size (default: :func:`default_pool_size`); 0 runs items in this process.
     n_threads : int, optional
         torch threads per worker.
     scheduler_address : str, optional
@@ -167,6 +192,9 @@ class Coordinator:
         if scheduler_address or dask_workers:
             self.executor: Any = _DaskExecutor(scheduler_address, dask_workers, self.n_threads)
             self.executor_name = f"dask ({scheduler_address or f'LocalCluster × {dask_workers}'})"
+        elif n_workers == 0:
+            self.executor = _SerialExecutor(self.n_threads)
+            self.executor_name = "in-process (serial)"
         else:
             self.executor = _LocalExecutor(n_workers or workers, self.n_threads)
             self.executor_name = f"local pool × {n_workers or workers}"

@@ -109,7 +109,7 @@ def estimate_diameter_a(volume: torch.Tensor, pixel_size_a: float, *, threshold:
 
 def prepare_template(volume: torch.Tensor, volume_pixel_size_a: float, pixel_size_a: float, *,
                      diameter_a: float | None = None, box_px: int | None = None,
-                     binary_threshold: float = 0.2) -> PreparedTemplate:
+                     binary_threshold: float | None = 0.2) -> PreparedTemplate:
     """Rescale a map to the matching pixel size, mask it and normalise it (warp-facts.md §4.1).
 
     Parameters
@@ -124,8 +124,9 @@ def prepare_template(volume: torch.Tensor, volume_pixel_size_a: float, pixel_siz
         Particle diameter in Å; by default estimated from the map (:func:`estimate_diameter_a`).
     box_px : int, optional
         Template box (even); default: the smallest even box holding the mask and its fall-off.
-    binary_threshold : float
-        Warp's binary mask: voxels > this fraction of the maximum, dilated by one voxel.
+    binary_threshold : float or None
+        Warp's binary mask: voxels > this fraction of the maximum, dilated by one voxel; None: only the
+        soft sphere.
 
     Returns
     -------
@@ -150,9 +151,10 @@ def prepare_template(volume: torch.Tensor, volume_pixel_size_a: float, pixel_siz
     rescaled = _crop_or_pad_centred(rescaled, box_px)
     mask = soft_sphere_mask(box_px, radius_px, falloff_px, device=rescaled.device)
     masked = rescaled * mask
-    binary = (masked > binary_threshold * masked.max()).to(torch.float32)
-    binary = (F.max_pool3d(binary[None, None], 3, stride=1, padding=1)[0, 0] > 0).to(torch.float32)
-    mask = mask * binary
+    if binary_threshold is not None:
+        binary = (masked > binary_threshold * masked.max()).to(torch.float32)
+        binary = (F.max_pool3d(binary[None, None], 3, stride=1, padding=1)[0, 0] > 0).to(torch.float32)
+        mask = mask * binary
     inside = mask > 0.5
     if inside.sum() < 8:
         raise ValueError("template map: the mask holds fewer than 8 voxels; check the map's contrast (protein "

@@ -111,7 +111,8 @@ class ProjectView:
         if not (self.project_dir / DB_NAME).is_file():
             raise FileNotFoundError(
                 f"{self.project_dir}: no {DB_NAME} here; expected a cryowarp project folder "
-                "(create one with `cryowarp watch INPUT --project P` or `cryowarp process`)")
+                "(create one with `cryowarp watch INPUT --project P` or `cryowarp process`)"
+            )
         self.store = ProjectStore(self.project_dir)
 
     def close(self) -> None:
@@ -135,9 +136,16 @@ class ProjectView:
             p = self.project_dir / name
             if p.is_file():
                 st = p.stat()
-                star[key] = {"path": name, "mtime": st.st_mtime, "size_bytes": st.st_size,
-                             "n_rows": (sum(it["n_particles"] or 0 for it in selected) if key == "particles"
-                                        else len(selected))}
+                star[key] = {
+                    "path": name,
+                    "mtime": st.st_mtime,
+                    "size_bytes": st.st_size,
+                    "n_rows": (
+                        sum(it["n_particles"] or 0 for it in selected)
+                        if key == "particles"
+                        else len(selected)
+                    ),
+                }
         return {
             "name": self.project_dir.name,
             "n_items": len(items),
@@ -185,8 +193,12 @@ class ProjectView:
         n_failing = {}
         for key, r in ranges.items():
             values = table["metrics"][key]
-            n_failing[key] = sum(1 for v in values if v is not None and (
-                (r["min"] is not None and v < r["min"]) or (r["max"] is not None and v > r["max"])))
+            n_failing[key] = sum(
+                1
+                for v in values
+                if v is not None
+                and ((r["min"] is not None and v < r["min"]) or (r["max"] is not None and v > r["max"]))
+            )
         return {"ranges": ranges, "n_failing": n_failing, "settings": f.model_dump(mode="json")}
 
     def item(self, name: str) -> dict[str, Any]:
@@ -203,7 +215,9 @@ class ProjectView:
         if counter is not None:
             return int(counter(name))
         rows = self.store._query(  # TODO(pipeline): a public store method for this
-            "SELECT COUNT(*) AS n FROM pick_removals r JOIN items i ON i.id = r.item_id WHERE i.name = ?", (name,))
+            "SELECT COUNT(*) AS n FROM pick_removals r JOIN items i ON i.id = r.item_id WHERE i.name = ?",
+            (name,),
+        )
         return int(rows[0]["n"])
 
     # ------------------------------------------------------------------ writes
@@ -235,7 +249,8 @@ class ProjectView:
             if key == "phase_shift_deg":
                 lo_f, hi_f = m.min_filter, m.max_filter
                 values["filter_phase"] = any(v is not None for v in patch.values()) or (
-                    current.filter_phase and (values[lo_f], values[hi_f]) != (defaults[lo_f], defaults[hi_f]))
+                    current.filter_phase and (values[lo_f], values[hi_f]) != (defaults[lo_f], defaults[hi_f])
+                )
         new = FilterSettings.model_validate(values)
         if new != current:
             self.store.set_filters(new)
@@ -250,7 +265,7 @@ class ProjectView:
         return self.store.get_settings()
 
     def change_settings(self, changes: dict[str, Any]) -> tuple[ProcessingSettings, list[str], list[str]]:
-        """Apply dotted-path changes ``{"ctf.window_px": 256}``; returns (settings, outdated stages, requeued)."""
+        """Apply dotted-path changes ``{"ctf.window": 256}``; returns (settings, stages, requeued items)."""
         nested: dict[str, Any] = {}
         for path, value in changes.items():
             node = nested

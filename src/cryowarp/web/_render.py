@@ -83,11 +83,23 @@ class DisplayCache:
                 self._binned.popitem(last=False)
         return result
 
-    def average_png(self, path: Path, pixel_size_a: float | None, *, ctf: dict[str, float] | None = None,
-                    strength: float = 1.0, falloff: float = 1.0) -> bytes:
+    def average_png(
+        self,
+        path: Path,
+        pixel_size_a: float | None,
+        *,
+        ctf: dict[str, float] | None = None,
+        strength: float = 1.0,
+        falloff: float = 1.0,
+    ) -> bytes:
         """PNG of the average; deconvolved with Warp's filter when ``ctf`` is given (§5)."""
-        key = (str(path), path.stat().st_mtime, None if ctf is None else tuple(sorted(ctf.items())),
-               round(strength, 4), round(falloff, 4))
+        key = (
+            str(path),
+            path.stat().st_mtime,
+            None if ctf is None else tuple(sorted(ctf.items())),
+            round(strength, 4),
+            round(falloff, 4),
+        )
         with self._lock:
             if key in self._png:
                 self._png.move_to_end(key)
@@ -95,11 +107,19 @@ class DisplayCache:
         binned, binned_pixel_size_a = self.binned_average(path, pixel_size_a)
         image = binned
         if ctf is not None:
-            image = deconvolve_2d(binned, binned_pixel_size_a, ctf["defocus_um"], ctf.get("defocus_delta_um", 0.0),
-                                  ctf.get("astigmatism_angle_deg", 0.0), voltage_kv=ctf.get("voltage_kv", 300.0),
-                                  cs_mm=ctf.get("cs_mm", 2.7), amplitude_contrast=ctf.get("amplitude_contrast", 0.07),
-                                  phase_shift_deg=ctf.get("phase_shift_deg", 0.0), strength=strength,
-                                  falloff=falloff)
+            image = deconvolve_2d(
+                binned,
+                binned_pixel_size_a,
+                ctf["defocus_um"],
+                ctf.get("defocus_delta_um", 0.0),
+                ctf.get("astigmatism_angle_deg", 0.0),
+                voltage_kv=ctf.get("voltage_kv", 300.0),
+                cs_mm=ctf.get("cs_mm", 2.7),
+                amplitude_contrast=ctf.get("amplitude_contrast", 0.07),
+                phase_shift_deg=ctf.get("phase_shift_deg", 0.0),
+                strength=strength,
+                falloff=falloff,
+            )
         data = png_bytes(display_uint8(image.numpy()))
         with self._lock:
             self._png[key] = data

@@ -53,10 +53,18 @@ class RetrainJob:
     def snapshot(self) -> dict[str, Any]:
         """Plain-JSON state for the page."""
         with self._lock:
-            return {"status": self.status, "message": self.message, "iteration": self.iteration,
-                    "n_iterations": self.n_iterations, "reports": list(self.reports),
-                    "examples": list(self.examples), "started_at": self.started_at,
-                    "finished_at": self.finished_at, "model_path": self.model_path, "version": self._version}
+            return {
+                "status": self.status,
+                "message": self.message,
+                "iteration": self.iteration,
+                "n_iterations": self.n_iterations,
+                "reports": list(self.reports),
+                "examples": list(self.examples),
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "model_path": self.model_path,
+                "version": self._version,
+            }
 
     @property
     def version(self) -> int:
@@ -69,18 +77,25 @@ class RetrainJob:
                 setattr(self, k, v)
             self._version += 1
 
-    def start(self, view: ProjectView, settings: TrainSettings, *, from_scratch: bool = False,
-              seed: int = 0) -> None:
+    def start(
+        self, view: ProjectView, settings: TrainSettings, *, from_scratch: bool = False, seed: int = 0
+    ) -> None:
         """Start retraining in a background thread (raises ``RuntimeError`` if one is running)."""
         with self._lock:
             if self.status == "running":
                 raise RuntimeError("retraining is already running; wait for it to finish")
-            self.status, self.message, self.reports, self.examples = "running", "collecting corrections", [], []
+            self.status, self.message, self.reports, self.examples = (
+                "running",
+                "collecting corrections",
+                [],
+                [],
+            )
             self.iteration, self.n_iterations, self.model_path = 0, 0, None
             self.started_at, self.finished_at = time.time(), None
             self._version += 1
-        self._thread = threading.Thread(target=self._run, args=(view, settings, from_scratch, seed),
-                                        name="cryowarp-retrain", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(view, settings, from_scratch, seed), name="cryowarp-retrain", daemon=True
+        )
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
@@ -103,12 +118,15 @@ class RetrainJob:
                     continue
                 image, header_pixel_size_a = read_mrc(path, as_tensor=True)
                 pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
-                coords = torch.tensor([[p["x_px"], p["y_px"]] for p in store.get_picks(name)],
-                                      dtype=torch.float32).reshape(-1, 2)
+                coords = torch.tensor(
+                    [[p["x_px"], p["y_px"]] for p in store.get_picks(name)], dtype=torch.float32
+                ).reshape(-1, 2)
                 examples.append(make_training_example(image, pixel_size_a, coords, diameter_a, name=name))
             if not examples:
                 raise ValueError("the corrected items have no aligned average on disk")
-            self._update(examples=[e.name for e in examples], message=f"training on {len(examples)} corrected items")
+            self._update(
+                examples=[e.name for e in examples], message=f"training on {len(examples)} corrected items"
+            )
             model = BoxNet() if from_scratch else load_pretrained_boxnet()
 
             def progress(p: TrainProgress) -> None:
@@ -123,8 +141,12 @@ class RetrainJob:
             tmp = out.with_name(out.name + ".tmp")
             torch.save(boxnet_to_state(result.model, retrained_on=[e.name for e in examples]), tmp)
             tmp.replace(out)
-            self._update(status="done", message=f"saved {RETRAINED_PATH}", model_path=str(RETRAINED_PATH),
-                         finished_at=time.time())
+            self._update(
+                status="done",
+                message=f"saved {RETRAINED_PATH}",
+                model_path=str(RETRAINED_PATH),
+                finished_at=time.time(),
+            )
         except Exception as exc:  # reported to the page, never silent
             self._update(status="failed", message=f"{type(exc).__name__}: {exc}", finished_at=time.time())
             traceback.print_exc()
@@ -137,6 +159,8 @@ def corrected_items(view: ProjectView) -> list[str]:
     if finder is not None:
         return list(finder())
     rows = store._query(  # TODO(pipeline): replace by a public store method listing corrected items
-        "SELECT DISTINCT i.name FROM items i WHERE i.id IN (SELECT item_id FROM picks WHERE source = 'manual') "
-        "OR i.id IN (SELECT item_id FROM pick_removals) ORDER BY i.id")
+        "SELECT DISTINCT i.name FROM items i "
+        "WHERE i.id IN (SELECT item_id FROM picks WHERE source = 'manual') "
+        "OR i.id IN (SELECT item_id FROM pick_removals) ORDER BY i.id"
+    )
     return [r["name"] for r in rows]

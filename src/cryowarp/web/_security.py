@@ -28,7 +28,8 @@ def check_bind(host: str, token: str | None) -> None:
     if not is_loopback(host) and not token:
         raise ValueError(
             f"binding to {host} makes the project reachable from other machines; "
-            "give a token (--token T, then open http://HOST:PORT/?token=T) or bind to 127.0.0.1")
+            "give a token (--token T, then open http://HOST:PORT/?token=T) or bind to 127.0.0.1"
+        )
 
 
 def token_matches(expected: str, found: str | None) -> bool:

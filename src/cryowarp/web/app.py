@@ -33,9 +33,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 
+from cryowarp.picking import TrainSettings
 from cryowarp.pipeline.starfiles import write_star_files
 from cryowarp.pipeline.store import ItemNotFoundError
-from cryowarp.picking import TrainSettings
 from cryowarp.web._project import ProjectView, ui_status
 from cryowarp.web._render import DisplayCache
 from cryowarp.web._retrain import RetrainJob
@@ -70,8 +70,13 @@ class PickEdit(BaseModel):
     y: float
 
 
-def create_app(project_dir: str | Path, *, token: str | None = None, poll_interval_s: float = 0.5,
-               display_max_px: int = 1024) -> FastAPI:
+def create_app(
+    project_dir: str | Path,
+    *,
+    token: str | None = None,
+    poll_interval_s: float = 0.5,
+    display_max_px: int = 1024,
+) -> FastAPI:
     """Build the web app for one project folder.
 
     Parameters
@@ -105,15 +110,20 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
     app.state.stopping = False
 
     if token:
+
         @app.middleware("http")
         async def require_token(request: Request, call_next):  # noqa: ANN202
             auth = request.headers.get("authorization", "")
-            found = (request.query_params.get(TOKEN_QUERY) or request.headers.get(TOKEN_HEADER)
-                     or (auth[7:] if auth.lower().startswith("bearer ") else None)
-                     or request.cookies.get(TOKEN_COOKIE))
+            found = (
+                request.query_params.get(TOKEN_QUERY)
+                or request.headers.get(TOKEN_HEADER)
+                or (auth[7:] if auth.lower().startswith("bearer ") else None)
+                or request.cookies.get(TOKEN_COOKIE)
+            )
             if not token_matches(token, found):
-                return JSONResponse({"detail": "this cryowarp server needs its token: open /?token=TOKEN"},
-                                    status_code=401)
+                return JSONResponse(
+                    {"detail": "this cryowarp server needs its token: open /?token=TOKEN"}, status_code=401
+                )
             response = await call_next(request)
             if request.query_params.get(TOKEN_QUERY):
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
@@ -128,8 +138,9 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
     def plotly_js() -> FileResponse:
         if not PLOTLY_JS.is_file():
             raise HTTPException(500, f"{PLOTLY_JS}: missing; reinstall the plotly package")
-        return FileResponse(PLOTLY_JS, media_type="application/javascript",
-                            headers={"Cache-Control": "max-age=86400"})
+        return FileResponse(
+            PLOTLY_JS, media_type="application/javascript", headers={"Cache-Control": "max-age=86400"}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -161,8 +172,12 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
         return _item_detail(view, _item_or_404(name))
 
     @app.get("/api/items/{name}/average.png")
-    def average_png(name: str, deconv: bool = False, strength: float = Query(1.0, ge=0, le=5),
-                    falloff: float = Query(1.0, ge=0, le=5)) -> Response:
+    def average_png(
+        name: str,
+        deconv: bool = False,
+        strength: float = Query(1.0, ge=0, le=5),
+        falloff: float = Query(1.0, ge=0, le=5),
+    ) -> Response:
         """The aligned average for display; ``deconv=1`` applies Warp's deconvolution filter (§5)."""
         it = _item_or_404(name)
         path = view.artifact_path(it, "average")
@@ -219,7 +234,9 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
         if not (math.isfinite(body.x) and math.isfinite(body.y)):
             raise HTTPException(422, f"{name}: pick coordinates must be finite, got ({body.x}, {body.y})")
         if h and w and not (0 <= body.x < w and 0 <= body.y < h):
-            raise HTTPException(422, f"{name}: ({body.x:.1f}, {body.y:.1f}) lies outside the {w}×{h} micrograph")
+            raise HTTPException(
+                422, f"{name}: ({body.x:.1f}, {body.y:.1f}) lies outside the {w}×{h} micrograph"
+            )
         if body.action == "add":
             view.store.add_pick(name, body.x, body.y)
         elif body.action == "remove":
@@ -227,7 +244,9 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
             radius_px = _particle_radius_px(view, it)
             best = min(picks, key=lambda p: math.hypot(p["x_px"] - body.x, p["y_px"] - body.y), default=None)
             if best is None or math.hypot(best["x_px"] - body.x, best["y_px"] - body.y) > radius_px:
-                raise HTTPException(404, f"{name}: no pick within {radius_px:.0f} px of ({body.x:.0f}, {body.y:.0f})")
+                raise HTTPException(
+                    404, f"{name}: no pick within {radius_px:.0f} px of ({body.x:.0f}, {body.y:.0f})"
+                )
             view.store.remove_pick(name, best["id"], radius_px=max(2.0, 0.25 * radius_px))
         else:
             raise HTTPException(422, f"action must be 'add' or 'remove', got {body.action!r}")
@@ -245,15 +264,21 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
         """Change ranges ``{"ranges": {metric: {"min": v|null, "max": v|null}}}``; rewrites the STARs."""
         ranges = body.get("ranges")
         if not isinstance(ranges, dict) or not all(isinstance(v, dict) for v in ranges.values()):
-            raise HTTPException(422, 'expected {"ranges": {"<metric>": {"min": number|null, "max": number|null}}}')
+            raise HTTPException(
+                422, 'expected {"ranges": {"<metric>": {"min": number|null, "max": number|null}}}'
+            )
         t0 = time.perf_counter()
         try:
             view.update_filters(ranges)
         except (ValueError, ValidationError) as exc:
             raise HTTPException(422, str(exc)) from exc
         star = _write_stars()
-        return {"filters": view.filters_view(), "project": view.summary(), "star": star,
-                "elapsed_s": time.perf_counter() - t0}
+        return {
+            "filters": view.filters_view(),
+            "project": view.summary(),
+            "star": star,
+            "elapsed_s": time.perf_counter() - t0,
+        }
 
     # ------------------------------------------------------------------ settings
     @app.get("/api/settings")
@@ -273,8 +298,14 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
         except (ValueError, ValidationError) as exc:
             raise HTTPException(422, f"settings not changed: {exc}") from exc
         star = _write_stars()
-        return {"values": new.to_dict(), "outdated_stages": stages, "requeued": requeued,
-                "n_requeued": len(requeued), "project": view.summary(), "star": star}
+        return {
+            "values": new.to_dict(),
+            "outdated_stages": stages,
+            "requeued": requeued,
+            "n_requeued": len(requeued),
+            "project": view.summary(),
+            "star": star,
+        }
 
     # ------------------------------------------------------------------ files
     @app.get("/api/files/{path:path}")
@@ -327,8 +358,11 @@ def create_app(project_dir: str | Path, *, token: str | None = None, poll_interv
                     yield ": keep-alive\n\n"
                 await asyncio.sleep(poll_interval_s)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     return app
 
@@ -341,21 +375,37 @@ def _particle_radius_px(view: ProjectView, item: dict[str, Any]) -> float:
 
 def _picks_payload(view: ProjectView, name: str) -> dict[str, Any]:
     picks = view.store.get_picks(name)
-    out = [{"id": p["id"], "x": p["x_px"], "y": p["y_px"], "score": p["score"],
-            "source": "user" if p["source"] == "manual" else "boxnet"} for p in picks]
+    out = [
+        {
+            "id": p["id"],
+            "x": p["x_px"],
+            "y": p["y_px"],
+            "score": p["score"],
+            "source": "user" if p["source"] == "manual" else "boxnet",
+        }
+        for p in picks
+    ]
     n_removed = view.n_pick_removals(name)
-    return {"picks": out, "n_user_added": sum(p["source"] == "user" for p in out), "n_user_removed": n_removed}
+    return {
+        "picks": out,
+        "n_user_added": sum(p["source"] == "user" for p in out),
+        "n_user_removed": n_removed,
+    }
 
 
 def _ctf_params(view: ProjectView, item: dict[str, Any]) -> dict[str, float] | None:
     if item["defocus_um"] is None:
         return None
     optics = view.settings().ctf
-    return {"defocus_um": float(item["defocus_um"]), "defocus_delta_um": float(item["defocus_delta_um"] or 0.0),
-            "astigmatism_angle_deg": float(item["astigmatism_angle_deg"] or 0.0),
-            "phase_shift_deg": float(item["phase_shift_deg"] or 0.0),
-            "voltage_kv": float(getattr(optics, "voltage_kv", 300.0)), "cs_mm": float(getattr(optics, "cs_mm", 2.7)),
-            "amplitude_contrast": float(getattr(optics, "amplitude_contrast", 0.07))}
+    return {
+        "defocus_um": float(item["defocus_um"]),
+        "defocus_delta_um": float(item["defocus_delta_um"] or 0.0),
+        "astigmatism_angle_deg": float(item["astigmatism_angle_deg"] or 0.0),
+        "phase_shift_deg": float(item["phase_shift_deg"] or 0.0),
+        "voltage_kv": float(getattr(optics, "voltage_kv", 300.0)),
+        "cs_mm": float(getattr(optics, "cs_mm", 2.7)),
+        "amplitude_contrast": float(getattr(optics, "amplitude_contrast", 0.07)),
+    }
 
 
 def _spectrum_1d(view: ProjectView, item: dict[str, Any]) -> dict[str, Any] | None:
@@ -365,8 +415,12 @@ def _spectrum_1d(view: ProjectView, item: dict[str, Any]) -> dict[str, Any] | No
     ps = d.get("ps_1d", d.get("ps"))
     if ps is None:
         return None
-    return {"freq_per_a": d["freq_per_a"], "ps": ps, "fit": d.get("ctf_fit_1d", d.get("fit")),
-            "background": d.get("background_1d", d.get("background"))}
+    return {
+        "freq_per_a": d["freq_per_a"],
+        "ps": ps,
+        "fit": d.get("ctf_fit_1d", d.get("fit")),
+        "background": d.get("background_1d", d.get("background")),
+    }
 
 
 def _motion_tracks(view: ProjectView, item: dict[str, Any]) -> dict[str, Any] | None:
@@ -388,8 +442,14 @@ def _motion_tracks(view: ProjectView, item: dict[str, Any]) -> dict[str, Any] | 
             centers = [[(h - 1) / 2, (w - 1) / 2]]
         for c, v in zip(centers, values, strict=True):
             rel = (v - v[0]) / pixel_size_a
-            tracks.append({"x_px": float(c[1]), "y_px": float(c[0]), "dx_px": rel[:, 1].tolist(),
-                           "dy_px": rel[:, 0].tolist()})
+            tracks.append(
+                {
+                    "x_px": float(c[1]),
+                    "y_px": float(c[0]),
+                    "dx_px": rel[:, 1].tolist(),
+                    "dy_px": rel[:, 0].tolist(),
+                }
+            )
     except Exception:  # an unreadable model just hides the overlay
         return None
     if not tracks:
@@ -429,8 +489,9 @@ def _item_detail(view: ProjectView, it: dict[str, Any]) -> dict[str, Any]:
     if it["status"] == "done":
         all_items = view.store.list_items()
         sig = astigmatism_sigmas(all_items)
-        metrics["astigmatism_sigma"] = next((s for x, s in zip(all_items, sig, strict=True) if x["name"] == name),
-                                            None)
+        metrics["astigmatism_sigma"] = next(
+            (s for x, s in zip(all_items, sig, strict=True) if x["name"] == name), None
+        )
     shape = [it["height"] or 0, it["width"] or 0]
     images = {
         "average": f"/api/items/{name}/average.png" if view.artifact_path(it, "average") else None,
@@ -489,15 +550,26 @@ def _settings_fields(settings: BaseModel, prefix: str = "") -> list[dict[str, An
             kind = "string"
         enum = None
         args = getattr(info.annotation, "__args__", None)
-        if args and getattr(info.annotation, "__origin__", None) is not None and "Literal" in str(info.annotation):
+        if (
+            args
+            and getattr(info.annotation, "__origin__", None) is not None
+            and "Literal" in str(info.annotation)
+        ):
             enum = list(args)
-        out.append({"path": path, "type": kind, "value": value, "description": info.description or "",
-                    "enum": enum})
+        out.append(
+            {"path": path, "type": kind, "value": value, "description": info.description or "", "enum": enum}
+        )
     return out
 
 
-def serve(project_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, *,
-          log_level: str = "warning") -> None:
+def serve(
+    project_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    *,
+    log_level: str = "warning",
+) -> None:
     """Serve the UI for ``project_dir`` until interrupted.
 
     Parameters
