@@ -75,8 +75,9 @@ def boxnet_scores(model, image, pixel_size_a, diameter_a, truth_xy, default_thre
     out = {}
     radius = 0.25 * diameter_a / pixel_size_a
     for t in sorted(set(THRESHOLDS) | {default_threshold}):
-        cand = find_particles(probs, particle_diameter_a=diameter_a, threshold=t,
-                              pixel_size_a=pixel_size_a * scale_xy[0])
+        cand = find_particles(
+            probs, particle_diameter_a=diameter_a, threshold=t, pixel_size_a=pixel_size_a * scale_xy[0]
+        )
         coords = cand.coords_px_xy * torch.tensor(scale_xy)
         out[t] = match_picks(coords, truth_xy, radius)
     best_t = max(out, key=lambda t: out[t].f1)
@@ -101,13 +102,37 @@ def peer_picks(kind: str, mrc: Path, pixel_size_a: float, diameter_a: float, wor
     if kind == "topaz":
         if not PEERS_PY.exists():
             return None
-        cmd = [str(PEERS_PY), str(PEERS / "run_topaz_pick.py"), str(mrc), "--apix", f"{pixel_size_a}",
-               "--diameter", f"{diameter_a}", "--threads", "2", "--workdir", str(workdir / f"tz_{mrc.stem}"),
-               "--out", str(out)]
+        cmd = [
+            str(PEERS_PY),
+            str(PEERS / "run_topaz_pick.py"),
+            str(mrc),
+            "--apix",
+            f"{pixel_size_a}",
+            "--diameter",
+            f"{diameter_a}",
+            "--threads",
+            "2",
+            "--workdir",
+            str(workdir / f"tz_{mrc.stem}"),
+            "--out",
+            str(out),
+        ]
     else:
-        cmd = ["python3", str(PEERS / "run_relion_autopick.py"), str(mrc), "--apix", f"{pixel_size_a}",
-               "--diam-min", f"{0.8 * diameter_a}", "--diam-max", f"{1.2 * diameter_a}",
-               "--workdir", str(workdir / f"rl_{mrc.stem}"), "--out", str(out)]
+        cmd = [
+            "python3",
+            str(PEERS / "run_relion_autopick.py"),
+            str(mrc),
+            "--apix",
+            f"{pixel_size_a}",
+            "--diam-min",
+            f"{0.8 * diameter_a}",
+            "--diam-max",
+            f"{1.2 * diameter_a}",
+            "--workdir",
+            str(workdir / f"rl_{mrc.stem}"),
+            "--out",
+            str(out),
+        ]
     t0 = time.perf_counter()
     _run_peer(cmd)
     dt = time.perf_counter() - t0
@@ -132,24 +157,32 @@ def peer_scores(coords, scores, truth_xy, radius_px):
 
 
 def accuracy_table(rows: list[dict], title: str) -> list[str]:
-    lines = [f"### {title}", "",
-             "| micrograph | D (Å) | px (Å) | truth | BoxNet F1 @0.5 (P/R) | BoxNet best F1 (thr) | "
-             "topaz F1 (P/R) | topaz best F1 | LoG F1 (P/R) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| micrograph | D (Å) | px (Å) | truth | BoxNet F1 @0.5 (P/R) | BoxNet best F1 (thr) | "
+        "topaz F1 (P/R) | topaz best F1 | LoG F1 (P/R) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def fmt(s):
         return "n/a" if s is None else f"{s.f1:.3f} ({s.precision:.2f}/{s.recall:.2f})"
 
     for r in rows:
         tz_best = "n/a" if r.get("tz_best") is None else f"{r['tz_best'].f1:.3f}"
-        lines.append(f"| {r['name']} | {r['diameter']:.0f} | {r['px']:.2f} | {r['n_true']} | {fmt(r['bx'])} | "
-                     f"{r['bx_best'].f1:.3f} ({r['bx_thr']}) | {fmt(r.get('tz'))} | "
-                     f"{tz_best} | {fmt(r.get('lg'))} |")
+        lines.append(
+            f"| {r['name']} | {r['diameter']:.0f} | {r['px']:.2f} | {r['n_true']} | {fmt(r['bx'])} | "
+            f"{r['bx_best'].f1:.3f} ({r['bx_thr']}) | {fmt(r.get('tz'))} | "
+            f"{tz_best} | {fmt(r.get('lg'))} |"
+        )
     means = {}
     for key in ("bx", "bx_best", "tz", "tz_best", "lg"):
         vals = [r[key].f1 for r in rows if r.get(key) is not None]
         means[key] = statistics.mean(vals) if vals else float("nan")
-    lines.append(f"| **mean** | | | | **{means['bx']:.3f}** | {means['bx_best']:.3f} | **{means['tz']:.3f}** | "
-                 f"{means['tz_best']:.3f} | **{means['lg']:.3f}** |")
+    lines.append(
+        f"| **mean** | | | | **{means['bx']:.3f}** | {means['bx_best']:.3f} | **{means['tz']:.3f}** | "
+        f"{means['tz_best']:.3f} | **{means['lg']:.3f}** |"
+    )
     lines.append("")
     return lines, means
 
@@ -158,8 +191,15 @@ def evaluate_set(model, items, workdir: Path, peers: bool) -> list[dict]:
     rows = []
     for name, image, px, truth, diameter in items:
         bx, bx_best, thr = boxnet_scores(model, image, px, diameter, truth)
-        row = {"name": name, "diameter": diameter, "px": px, "n_true": len(truth), "bx": bx, "bx_best": bx_best,
-               "bx_thr": thr}
+        row = {
+            "name": name,
+            "diameter": diameter,
+            "px": px,
+            "n_true": len(truth),
+            "bx": bx,
+            "bx_best": bx_best,
+            "bx_thr": thr,
+        }
         if peers:
             mrc = workdir / f"{name}.mrc"
             write_mrc(mrc, image.numpy().astype(np.float32), px)
@@ -173,8 +213,11 @@ def evaluate_set(model, items, workdir: Path, peers: bool) -> list[dict]:
         rows.append(row)
         tz_f1 = row["tz"].f1 if "tz" in row else float("nan")
         lg_f1 = row["lg"].f1 if "lg" in row else float("nan")
-        print(f"  {name}: BoxNet {bx.f1:.3f} (best {bx_best.f1:.3f}@{thr}) topaz {tz_f1:.3f} LoG {lg_f1:.3f}",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {name}: BoxNet {bx.f1:.3f} (best {bx_best.f1:.3f}@{thr}) topaz {tz_f1:.3f} LoG {lg_f1:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -188,13 +231,18 @@ def masking_section(model) -> list[str]:
     table = next(iter(read_star(base / "coords_relion/Ucsf_stack_1142_DW_autopick.star").values()))
     xy = table[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(dtype=np.float64)
     on = ref_mask[np.round(xy[:, 1]).astype(int), np.round(xy[:, 0]).astype(int)] > 0.5
-    lines = ["### (c) Masking: micrograph_cleaner_em Ucsf_stack_1142_DW", "",
-             f"{int(on.sum())} of {len(xy)} RELION autopicks lie on the contaminant (MicrographCleaner mask > 0.5). "
-             "The micrograph is binned by an unrecorded factor; particles are ~20 px, so we run at assumed pixel "
-             "sizes. A pick is *removed* when BoxNet's rule would reject it (distance to the 8 Å mask ≤ "
-             "floor(D/2/8) px).", "",
-             "| assumed px (Å) | D (Å) | mask % | on-contaminant removed | others kept | BoxNet picks |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "### (c) Masking: micrograph_cleaner_em Ucsf_stack_1142_DW",
+        "",
+        f"{int(on.sum())} of {len(xy)} RELION autopicks lie on the contaminant "
+        "(MicrographCleaner mask > 0.5). "
+        "The micrograph is binned by an unrecorded factor; particles are ~20 px, so we run at assumed pixel "
+        "sizes. A pick is *removed* when BoxNet's rule would reject it (distance to the 8 Å mask ≤ "
+        "floor(D/2/8) px).",
+        "",
+        "| assumed px (Å) | D (Å) | mask % | on-contaminant removed | others kept | BoxNet picks |",
+        "|---|---|---|---|---|---|",
+    ]
     from scipy import ndimage
 
     for px in (4.0, 6.0, 8.0):
@@ -206,10 +254,12 @@ def masking_section(model) -> list[str]:
         iy = np.clip(np.round(xy[:, 1] / sy).astype(int), 0, mask.shape[0] - 1)
         ix = np.clip(np.round(xy[:, 0] / sx).astype(int), 0, mask.shape[1] - 1)
         removed = dist[iy, ix] <= np.floor(diameter / 2 / picks.mask_pixel_size_xy_a[0])
-        lines.append(f"| {px:.1f} | {diameter:.0f} | {picks.mask_percentage:.1f} | "
-                     f"{int(removed[on].sum())}/{int(on.sum())} ({100 * removed[on].mean():.0f} %) | "
-                     f"{int((~removed[~on]).sum())}/{int((~on).sum())} ({100 * (~removed[~on]).mean():.0f} %) | "
-                     f"{len(picks)} |")
+        lines.append(
+            f"| {px:.1f} | {diameter:.0f} | {picks.mask_percentage:.1f} | "
+            f"{int(removed[on].sum())}/{int(on.sum())} ({100 * removed[on].mean():.0f} %) | "
+            f"{int((~removed[~on]).sum())}/{int((~on).sum())} ({100 * (~removed[~on]).mean():.0f} %) | "
+            f"{len(picks)} |"
+        )
     lines.append("")
     return lines
 
@@ -218,15 +268,26 @@ def timing_section(repeats: int, peers: bool, workdir: Path) -> list[str]:
     torch.manual_seed(0)
     m = synth_micrograph("globular_1m", 777, size_px=4096, pixel_size_a=1.0)
     image = m.image
-    lines = ["### (d) Time per 4096² micrograph at 1 Å/px (end to end: rescale, high-pass, tiles, post-processing)",
-             "", f"torch threads: {torch.get_num_threads()}", "",
-             "| model | parameters | tile | median s (of " + str(repeats) + ") | runs |", "|---|---|---|---|---|"]
+    lines = [
+        "### (d) Time per 4096² micrograph at 1 Å/px "
+        "(end to end: rescale, high-pass, tiles, post-processing)",
+        "",
+        f"torch threads: {torch.get_num_threads()}",
+        "",
+        "| model | parameters | single_tile_max_px | median s (of " + str(repeats) + ") | runs |",
+        "|---|---|---|---|---|",
+    ]
     shipped = load_pretrained_boxnet()
-    candidates = [("narrow (shipped)", shipped, 512), ("narrow (shipped)", shipped, 640),
-                  ("Warp 2 width (untrained)", BoxNet(BoxNetConfig.warp2()).eval(), 512)]
+    warp2 = BoxNet(BoxNetConfig.warp2()).eval()
+    candidates = [
+        ("narrow (shipped), one 640² tile (default)", shipped, 1024),
+        ("narrow (shipped), Warp tiling 4 × 512²", shipped, 0),
+        ("Warp 2 width (untrained), one 640² tile", warp2, 1024),
+        ("Warp 2 width (untrained), Warp tiling 4 × 512²", warp2, 0),
+    ]
     medians = {}
     for name, model, tile in candidates:
-        settings = PickSettings(particle_diameter_a=200.0, tile_px=tile)
+        settings = PickSettings(particle_diameter_a=200.0, single_tile_max_px=tile)
         runs = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -234,8 +295,33 @@ def timing_section(repeats: int, peers: bool, workdir: Path) -> list[str]:
             runs.append(time.perf_counter() - t0)
         n_par = sum(p.numel() for p in model.parameters())
         medians[(name, tile)] = statistics.median(runs)
-        lines.append(f"| {name} | {n_par / 1e6:.2f} M | {tile} | {statistics.median(runs):.2f} | "
-                     f"{', '.join(f'{r:.2f}' for r in runs)} |")
+        lines.append(
+            f"| {name} | {n_par / 1e6:.2f} M | {tile} | {statistics.median(runs):.2f} | "
+            f"{', '.join(f'{r:.2f}' for r in runs)} |"
+        )
+    # training cost per iteration (batch 8 of 128² patches, forward + backward + AdamW step)
+    lines += [
+        "",
+        "| model | training s / iteration (batch 8 × 128², median of 3 after 1 warm-up) |",
+        "|---|---|",
+    ]
+    for name, model in (("narrow", BoxNet(BoxNetConfig.narrow())), ("Warp 2 width", warp2)):
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        x = torch.randn(8, 1, 128, 128)
+        y = torch.randint(0, 3, (8, 128, 128))
+        runs = []
+        for i in range(4):
+            t0 = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i:
+                runs.append(time.perf_counter() - t0)
+        lines.append(f"| {name} | {statistics.median(runs):.2f} |")
+        model.eval()
+    lines.append("")
     if peers:
         mrc = workdir / "timing_4096.mrc"
         write_mrc(mrc, image.numpy(), 1.0)
@@ -247,10 +333,14 @@ def timing_section(repeats: int, peers: bool, workdir: Path) -> list[str]:
             runs.append(res[2])
         if runs:
             t_tz = statistics.median(runs)
-            lines.append(f"| topaz resnet16 (wrapper, incl. process start) | | | {t_tz:.2f} | "
-                         f"{', '.join(f'{r:.2f}' for r in runs)} |")
+            lines.append(
+                f"| topaz resnet16 (wrapper, incl. process start) | | | {t_tz:.2f} | "
+                f"{', '.join(f'{r:.2f}' for r in runs)} |"
+            )
             lines.append("")
-            lines.append(f"Ratio topaz / BoxNet (shipped, tile 512): {t_tz / medians[('narrow (shipped)', 512)]:.1f}×")
+            lines.append(
+                f"Ratio topaz / BoxNet (shipped, default): {t_tz / medians[(candidates[0][0], 1024)]:.1f}×"
+            )
     lines.append("")
     return lines
 
@@ -260,12 +350,16 @@ def retrain_section(model, quick: bool) -> list[str]:
     kind = "heldout_ring_300k"
     train_m = [synth_micrograph(kind, 9000 + i) for i in range(5)]
     test_m = [synth_micrograph(kind, 9100 + i) for i in range(3)]
-    new = [make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask)
-           for m in train_m]
+    new = [
+        make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask)
+        for m in train_m
+    ]
     general = []
     for k, gk in enumerate(TRAIN_KINDS):
         m = synth_micrograph(gk, 70_000 + k)
-        general.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask))
+        general.append(
+            make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask)
+        )
 
     def f1(mdl):
         vals = []
@@ -276,22 +370,36 @@ def retrain_section(model, quick: bool) -> list[str]:
 
     before = f1(model)
     epochs = 10 if quick else 40
-    settings = TrainSettings(epochs=epochs, batch_size=8, patch_px=128, lr_start=3e-4, lr_end=3e-5,
-                             warmup_iterations=20, eval_crop_px=256, n_eval_general=6)
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=8,
+        patch_px=128,
+        lr_start=3e-4,
+        lr_end=3e-5,
+        warmup_iterations=20,
+        eval_crop_px=256,
+        n_eval_general=6,
+    )
     t0 = time.perf_counter()
     result = train_boxnet(model, new, settings, general_examples=general, seed=0)
     dt = time.perf_counter() - t0
     after = f1(result.model)
     h = result.history[-1]
-    return ["### (e) Retraining on 5 micrographs of a new specimen", "",
-            f"Specimen: `{kind}` (a 0.3 MDa ring, never in the general training set), 5 training micrographs, "
-            f"3 test micrographs; retrained from the shipped model mixed 1:1 with {len(general)} general "
-            f"micrographs, {h.iteration} iterations (batch 8, 128² patches, Adam 3e-4→3e-5).", "",
-            "| F1 before | F1 after | gain | retraining time (s) | pixel acc. old/new model on new data | "
-            "on old data |", "|---|---|---|---|---|---|",
-            f"| {before:.3f} | {after:.3f} | {after - before:+.3f} | {dt:.0f} | "
-            f"{h.accuracy_old_model_new_data:.3f} / {h.accuracy_new_model_new_data:.3f} | "
-            f"{h.accuracy_old_model_old_data:.3f} / {h.accuracy_new_model_old_data:.3f} |", ""]
+    return [
+        "### (e) Retraining on 5 micrographs of a new specimen",
+        "",
+        f"Specimen: `{kind}` (a 0.3 MDa ring, never in the general training set), 5 training micrographs, "
+        f"3 test micrographs; retrained from the shipped model mixed 1:1 with {len(general)} general "
+        f"micrographs, {h.iteration} iterations (batch 8, 128² patches, Adam 3e-4→3e-5).",
+        "",
+        "| F1 before | F1 after | gain | retraining time (s) | pixel acc. old/new model on new data | "
+        "on old data |",
+        "|---|---|---|---|---|---|",
+        f"| {before:.3f} | {after:.3f} | {after - before:+.3f} | {dt:.0f} | "
+        f"{h.accuracy_old_model_new_data:.3f} / {h.accuracy_new_model_new_data:.3f} | "
+        f"{h.accuracy_old_model_old_data:.3f} / {h.accuracy_new_model_old_data:.3f} |",
+        "",
+    ]
 
 
 def main() -> None:
@@ -306,18 +414,28 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench_picking_"))
     model = load_pretrained_boxnet()
     meta = getattr(model, "metadata", {})
-    lines = ["## BoxNet picking", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads. Command: "
-             f"`flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_picking.py {' '.join(sys.argv[1:])}`"
-             f". Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-             f"Shipped model: narrow BoxNet ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
-             f"trained with `{meta.get('command', '?')}` on {meta.get('data', '?')}, {meta.get('iterations', '?')} "
-             f"iterations in {meta.get('train_seconds', '?')} s.", "",
-             "F1: a pick is correct within 0.25 × D of an unmatched true centre. *@0.5* = BoxNet at its default "
-             "threshold; *best* = the best over thresholds 0.1–0.95 (an oracle, for calibration). topaz: pretrained "
-             "resnet16 via the peers wrapper (threshold −3; *best* = best score cut-off); LoG: RELION 3.1 "
-             "`relion_autopick --LoG` with diameters 0.8–1.2 D and default threshold.", ""]
+    lines = [
+        "## BoxNet picking",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads. Command: "
+        "`flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_picking.py "
+        f"{' '.join(sys.argv[1:])}`"
+        f". Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "Shipped model: narrow BoxNet "
+        f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
+        f"trained with `{meta.get('command', '?')}` on {meta.get('data', '?')}, "
+        f"{meta.get('iterations', '?')} "
+        f"iterations in {meta.get('train_seconds', '?')} s.",
+        "",
+        "F1: a pick is correct within 0.25 × D of an unmatched true centre. *@0.5* = BoxNet at its default "
+        "threshold; *best* = the best over thresholds 0.1–0.95 (an oracle, for calibration). "
+        "topaz: pretrained "
+        "resnet16 via the peers wrapper (threshold −3; *best* = best score cut-off); LoG: RELION 3.1 "
+        "`relion_autopick --LoG` with diameters 0.8–1.2 D and default threshold.",
+        "",
+    ]
     summary = {}
     if "a" in args.sections:
         items = []
@@ -339,8 +457,10 @@ def main() -> None:
             items.append((f"gen_{kind}", m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a))
         rows = evaluate_set(model, items, workdir, peers)
         block, summary["b"] = accuracy_table(
-            rows, "(b) Simulated micrographs of held-out specimens (cryowarp.sim kinds not in training; "
-                  "our generator's held-out kinds), with contamination/carbon")
+            rows,
+            "(b) Simulated micrographs of held-out specimens (cryowarp.sim kinds not in training; "
+            "our generator's held-out kinds), with contamination/carbon",
+        )
         lines += block
     if "c" in args.sections:
         lines += masking_section(model)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from tests.conftest import DEVICES
 
 from cryowarp.base.optics import ctf_2d
 from cryowarp.export import ExportSettings, ParticleStack, extract_particles_2d, normalize_outside_radius
 from cryowarp.motion.model import MotionModel
-from tests.conftest import DEVICES
 
 RAW = ExportSettings(box_size_px=32, invert=False, normalize=False, dose_weighted=False)
 
@@ -51,8 +51,15 @@ class PlaneCTF:
 @pytest.mark.parametrize("device", DEVICES)
 def test_static_particle_is_cut_exactly(device):
     frames = gaussian((128, 160), (40.0, 100.0), 2.0, device).expand(3, 128, 160).clone()
-    stack = extract_particles_2d(frames, None, None, torch.tensor([[100.0, 40.0]]), pixel_size_a=1.0,
-                                 exposure_per_frame_e_per_a2=1.0, settings=RAW)
+    stack = extract_particles_2d(
+        frames,
+        None,
+        None,
+        torch.tensor([[100.0, 40.0]]),
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=1.0,
+        settings=RAW,
+    )
     # an integer position, no motion, equal weights: the box is the frame crop centred at box//2
     expected = gaussian((32, 32), (16.0, 16.0), 2.0, device)
     torch.testing.assert_close(stack.images[0], expected, atol=1e-5, rtol=0)
@@ -69,14 +76,28 @@ def test_moving_particle_is_followed_with_subpixel_shifts():
     frames = torch.stack([gaussian((128, 128), centre_yx + d_px[f], 2.0) for f in range(n_frames)])
     model = GlobalTrack(d_px * pixel_size_a)
     coords_xy = centre_yx.flip(-1)[None]
-    followed = extract_particles_2d(frames, model, None, coords_xy, pixel_size_a=pixel_size_a,
-                                    exposure_per_frame_e_per_a2=1.0, settings=RAW).images[0]
+    followed = extract_particles_2d(
+        frames,
+        model,
+        None,
+        coords_xy,
+        pixel_size_a=pixel_size_a,
+        exposure_per_frame_e_per_a2=1.0,
+        settings=RAW,
+    ).images[0]
     # integer origin + Fourier sub-pixel shift put the particle exactly on the box centre (16, 16) in
     # every frame; 2e-3 bounds the periodic-wrap and sampling error of Fourier-shifting a σ = 2 px Gaussian
     expected = gaussian((32, 32), (16.0, 16.0), 2.0)
     torch.testing.assert_close(followed, expected, atol=2e-3, rtol=0)
-    smeared = extract_particles_2d(frames, None, None, coords_xy, pixel_size_a=pixel_size_a,
-                                   exposure_per_frame_e_per_a2=1.0, settings=RAW).images[0]
+    smeared = extract_particles_2d(
+        frames,
+        None,
+        None,
+        coords_xy,
+        pixel_size_a=pixel_size_a,
+        exposure_per_frame_e_per_a2=1.0,
+        settings=RAW,
+    ).images[0]
     assert smeared.max() < 0.6 * followed.max()  # 0.56: the track spans 6.4 × 4.2 px
 
 
@@ -84,10 +105,24 @@ def test_real_motion_model_without_motion_equals_none():
     frames = torch.randn(4, 96, 96, generator=torch.Generator().manual_seed(0))
     coords = torch.tensor([[30.0, 40.0], [50.5, 60.25]])
     zero = MotionModel.zeros((96, 96), 1.0, 4)
-    a = extract_particles_2d(frames, zero, None, coords, pixel_size_a=1.0, exposure_per_frame_e_per_a2=2.0,
-                             settings=ExportSettings(box_size_px=32, particle_diameter_a=20.0))
-    b = extract_particles_2d(frames, None, None, coords, pixel_size_a=1.0, exposure_per_frame_e_per_a2=2.0,
-                             settings=ExportSettings(box_size_px=32, particle_diameter_a=20.0))
+    a = extract_particles_2d(
+        frames,
+        zero,
+        None,
+        coords,
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=2.0,
+        settings=ExportSettings(box_size_px=32, particle_diameter_a=20.0),
+    )
+    b = extract_particles_2d(
+        frames,
+        None,
+        None,
+        coords,
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=2.0,
+        settings=ExportSettings(box_size_px=32, particle_diameter_a=20.0),
+    )
     torch.testing.assert_close(a.images, b.images)
 
 
@@ -95,9 +130,15 @@ def test_dose_weights_are_normalised_per_frequency():
     # identical frames: with Σ_f W_f(k) = 1 at every k, the weighted sum is that frame, exactly
     frame = torch.randn(96, 96, generator=torch.Generator().manual_seed(1))
     frames = frame.expand(10, 96, 96).clone()
-    weighted = extract_particles_2d(frames, None, None, torch.tensor([[48.0, 48.0]]), pixel_size_a=1.0,
-                                    exposure_per_frame_e_per_a2=3.0,
-                                    settings=RAW.model_copy(update={"dose_weighted": True}))
+    weighted = extract_particles_2d(
+        frames,
+        None,
+        None,
+        torch.tensor([[48.0, 48.0]]),
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=3.0,
+        settings=RAW.model_copy(update={"dose_weighted": True}),
+    )
     torch.testing.assert_close(weighted.images[0], frame[32:64, 32:64], atol=1e-5, rtol=0)
 
 
@@ -109,8 +150,14 @@ def test_dose_weighting_favours_early_frames_at_high_frequency():
     frames[0] = checker
     kw = dict(pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0)
     plain = extract_particles_2d(frames, None, None, torch.tensor([[32.0, 32.0]]), settings=RAW, **kw)
-    dw = extract_particles_2d(frames, None, None, torch.tensor([[32.0, 32.0]]),
-                              settings=RAW.model_copy(update={"dose_weighted": True}), **kw)
+    dw = extract_particles_2d(
+        frames,
+        None,
+        None,
+        torch.tensor([[32.0, 32.0]]),
+        settings=RAW.model_copy(update={"dose_weighted": True}),
+        **kw,
+    )
     # at k = 0.5/Å (corner 0.707/Å): W_0 = exp(−4·0.5·k²/4)/Σ_f exp(−4(f+½)k²/4); checked by hand below
     k2 = 0.5  # |k|² of the checkerboard at 1 Å/px, 1/Å²
     w = torch.exp(-4.0 * (torch.arange(10) + 0.5) * k2 / 4.0)
@@ -122,7 +169,7 @@ def test_dose_weighting_favours_early_frames_at_high_frequency():
 def test_normalisation_outside_diameter():
     g = torch.Generator().manual_seed(2)
     y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-    images = (0.3 * x - 0.2 * y + 5.0 + torch.randn(3, 64, 64, generator=g) * 2.0)
+    images = 0.3 * x - 0.2 * y + 5.0 + torch.randn(3, 64, 64, generator=g) * 2.0
     images[:, 22:42, 22:42] += 50.0  # the particle, inside D/2 = 20 px
     out = normalize_outside_radius(images, 20.0)
     outside = ((y - 32) ** 2 + (x - 32) ** 2) > 400
@@ -139,8 +186,15 @@ def test_normalisation_outside_diameter():
 def test_invert_and_local_defocus_columns():
     frames = gaussian((128, 128), (64.0, 64.0), 2.0).expand(2, 128, 128).clone()
     coords = torch.tensor([[64.0, 64.0], [20.0, 100.0]])
-    stack = extract_particles_2d(frames, None, PlaneCTF(), coords, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0,
-                                 settings=RAW.model_copy(update={"invert": True}))
+    stack = extract_particles_2d(
+        frames,
+        None,
+        PlaneCTF(),
+        coords,
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=1.0,
+        settings=RAW.model_copy(update={"invert": True}),
+    )
     assert float(stack.images[0, 16, 16]) == pytest.approx(-1.0, abs=1e-5)
     torch.testing.assert_close(stack.defocus_u_um, torch.tensor([1.6064, 1.6020]), atol=1e-5, rtol=0)
     torch.testing.assert_close(stack.defocus_v_um, torch.tensor([1.4064, 1.4020]), atol=1e-5, rtol=0)
@@ -168,10 +222,20 @@ def test_phase_flip_makes_the_spectrum_positive():
             return torch.full((len(coords_px_xy),), 1.5), torch.full((len(coords_px_xy),), 1.5)
 
     kw = dict(pixel_size_a=pixel_size_a, exposure_per_frame_e_per_a2=1.0)
-    settings = ExportSettings(box_size_px=64, invert=False, normalize=False, dose_weighted=False, flip_phases=True)
-    flipped = extract_particles_2d(frames, None, FlatCTF(), torch.tensor([[128.0, 128.0]]), settings=settings, **kw)
-    plain = extract_particles_2d(frames, None, FlatCTF(), torch.tensor([[128.0, 128.0]]), settings=RAW.model_copy(
-        update={"box_size_px": 64}), **kw)
+    settings = ExportSettings(
+        box_size_px=64, invert=False, normalize=False, dose_weighted=False, flip_phases=True
+    )
+    flipped = extract_particles_2d(
+        frames, None, FlatCTF(), torch.tensor([[128.0, 128.0]]), settings=settings, **kw
+    )
+    plain = extract_particles_2d(
+        frames,
+        None,
+        FlatCTF(),
+        torch.tensor([[128.0, 128.0]]),
+        settings=RAW.model_copy(update={"box_size_px": 64}),
+        **kw,
+    )
     centred = lambda im: torch.fft.rfft2(torch.fft.ifftshift(im)).real  # noqa: E731
     ctf64 = ctf_2d(1.5, 0.0, 0.0, pixel_size_a=pixel_size_a, shape_yx=(64, 64))
     corr = lambda a, b: float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])  # noqa: E731
@@ -184,8 +248,15 @@ def test_phase_flip_makes_the_spectrum_positive():
 def test_output_pixel_size_rescales():
     frames = gaussian((256, 256), (128.0, 128.0), 4.0).expand(2, 256, 256).clone()
     settings = RAW.model_copy(update={"box_size_px": 32, "output_pixel_size_a": 2.0})
-    stack = extract_particles_2d(frames, None, None, torch.tensor([[128.0, 128.0]]), pixel_size_a=1.0,
-                                 exposure_per_frame_e_per_a2=1.0, settings=settings)
+    stack = extract_particles_2d(
+        frames,
+        None,
+        None,
+        torch.tensor([[128.0, 128.0]]),
+        pixel_size_a=1.0,
+        exposure_per_frame_e_per_a2=1.0,
+        settings=settings,
+    )
     assert stack.images.shape == (1, 32, 32) and stack.pixel_size_a == 2.0
     # σ = 4 px at 1 Å/px is σ = 2 px at 2 Å/px: second moment of the rescaled blob
     im = stack.images[0].clamp_min(0)
@@ -199,8 +270,9 @@ def test_bad_arguments_are_named():
     coords = torch.tensor([[32.0, 32.0]])
     kw = dict(pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0)
     with pytest.raises(ValueError, match="leaves none of 3"):
-        extract_particles_2d(frames, None, None, coords, settings=ExportSettings(skip_first_frames=2,
-                                                                                  skip_last_frames=1), **kw)
+        extract_particles_2d(
+            frames, None, None, coords, settings=ExportSettings(skip_first_frames=2, skip_last_frames=1), **kw
+        )
     with pytest.raises(ValueError, match="flip_phases needs a CTF model"):
         extract_particles_2d(frames, None, None, coords, settings=ExportSettings(flip_phases=True), **kw)
     with pytest.raises(ValueError, match=r"frames must be \(f, h, w\)"):

@@ -125,6 +125,13 @@ def test_bad_input_is_named():
     model = _model_from_track(torch.zeros(4, 2), (64, 64))
     with pytest.raises(ValueError, match=r"fitted on 4 frames of 64×64, found frames 3×64×64"):
         average_frames(torch.zeros(3, 64, 64), model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0)
+    nan_frames = torch.zeros(4, 64, 64)
+    nan_frames[3, 0, 0] = float("inf")
+    with pytest.raises(
+        ValueError,
+        match=r"average_frames: frames must be finite, found 1 NaN/inf values \(first in frame 3\)",
+    ):
+        average_frames(nan_frames, model, pixel_size_a=1.0, exposure_per_frame_e_per_a2=1.0)
     with pytest.raises(ValueError, match="leave no frames of 4"):
         average_frames(
             torch.zeros(4, 64, 64),

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 from cryowarp.cli.main import app
 from cryowarp.io.mrc import write_mrc
 from cryowarp.io.star import read_star, write_star
-from cryowarp.picking import BoxNet, BoxNetConfig, PickSettings, boxnet_from_state, boxnet_to_state, pick_particles
+from cryowarp.picking import (
+    BoxNet,
+    BoxNetConfig,
+    PickSettings,
+    boxnet_from_state,
+    boxnet_to_state,
+    pick_particles,
+)
 
 runner = CliRunner()
 
@@ -41,18 +48,38 @@ def _micrograph(tmp_path: Path, name: str, seed: int) -> tuple[Path, np.ndarray]
 def test_pick_writes_relion_star_mask_and_png(tmp_path, tiny_model):
     mic, _ = _micrograph(tmp_path, "mic_a", 0)
     out = tmp_path / "out"
-    res = runner.invoke(app, ["boxnet", "pick", str(mic), "-o", str(out), "--diameter", "120",
-                              "--threshold", "0.0", "--model", str(tiny_model)])
+    res = runner.invoke(
+        app,
+        [
+            "boxnet",
+            "pick",
+            str(mic),
+            "-o",
+            str(out),
+            "--diameter",
+            "120",
+            "--threshold",
+            "0.0",
+            "--model",
+            str(tiny_model),
+        ],
+    )
     assert res.exit_code == 0, res.output
     table = read_star(out / "mic_a_boxnet.star")[""]
-    assert list(table.columns) == ["rlnCoordinateX", "rlnCoordinateY", "rlnMicrographName",
-                                   "rlnAutopickFigureOfMerit"]
-    # the command gives exactly what the core gives for the same model and settings (pixel size from the header)
+    assert list(table.columns) == [
+        "rlnCoordinateX",
+        "rlnCoordinateY",
+        "rlnMicrographName",
+        "rlnAutopickFigureOfMerit",
+    ]
+    # the command gives exactly what the core gives for the same model and settings
+    # (pixel size from the MRC header)
     model = boxnet_from_state(torch.load(tiny_model, weights_only=True))
     image = torch.from_numpy(np.asarray(__import__("mrcfile").read(mic), dtype=np.float32))
     picks = pick_particles(image, 4.0, model, PickSettings(particle_diameter_a=120.0, threshold=0.0))
-    np.testing.assert_allclose(table[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(),
-                               picks.coords_px_xy.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        table[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), picks.coords_px_xy.numpy(), atol=1e-4
+    )
     assert (table["rlnMicrographName"] == "mic_a.mrc").all()
     mask = tifffile.imread(out / "mic_a_mask.tif")
     assert mask.shape == (128, 128) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
@@ -77,14 +104,37 @@ def test_train_then_retrain_writes_models_and_examples(tmp_path):
         mic, centres = _micrograph(tmp_path, f"m{i}", i)
         import pandas as pd
 
-        write_star(picks_dir / f"m{i}.star", {"": pd.DataFrame({"rlnCoordinateX": centres[:, 0],
-                                                               "rlnCoordinateY": centres[:, 1]})})
+        write_star(
+            picks_dir / f"m{i}.star",
+            {"": pd.DataFrame({"rlnCoordinateX": centres[:, 0], "rlnCoordinateY": centres[:, 1]})},
+        )
         mics.append(str(mic))
     model = tmp_path / "trained.pt"
     examples = tmp_path / "examples"
-    res = runner.invoke(app, ["boxnet", "train", *mics, "--picks", str(picks_dir), "--diameter", "120",
-                              "--out", str(model), "--epochs", "2", "--patch", "32", "--batch", "2",
-                              "--save-examples", str(examples), "--checkpoint-every", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "boxnet",
+            "train",
+            *mics,
+            "--picks",
+            str(picks_dir),
+            "--diameter",
+            "120",
+            "--out",
+            str(model),
+            "--epochs",
+            "2",
+            "--patch",
+            "32",
+            "--batch",
+            "2",
+            "--save-examples",
+            str(examples),
+            "--checkpoint-every",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "epoch 2/2" in res.output
     state = torch.load(model, weights_only=True)
@@ -93,16 +143,49 @@ def test_train_then_retrain_writes_models_and_examples(tmp_path):
     stack = tifffile.imread(examples / "m0.tif")
     assert stack.shape == (3, 128, 128) and set(np.unique(stack[1])) <= {0.0, 1.0}
     # retrain from it, mixing 1:1 with the saved examples as the "general corpus"
-    res = runner.invoke(app, ["boxnet", "retrain", mics[0], "--picks", str(picks_dir), "--diameter", "120",
-                              "--out", str(tmp_path / "re.pt"), "--model", str(model), "--general",
-                              str(examples), "--epochs", "1", "--patch", "32", "--batch", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "boxnet",
+            "retrain",
+            mics[0],
+            "--picks",
+            str(picks_dir),
+            "--diameter",
+            "120",
+            "--out",
+            str(tmp_path / "re.pt"),
+            "--model",
+            str(model),
+            "--general",
+            str(examples),
+            "--epochs",
+            "1",
+            "--patch",
+            "32",
+            "--batch",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "old data: old" in res.output and (tmp_path / "re.pt").is_file()
 
 
 def test_train_reports_missing_picks(tmp_path):
     mic, _ = _micrograph(tmp_path, "lonely", 3)
-    res = runner.invoke(app, ["boxnet", "train", str(mic), "--picks", str(tmp_path), "--diameter", "120",
-                              "--out", str(tmp_path / "m.pt")])
+    res = runner.invoke(
+        app,
+        [
+            "boxnet",
+            "train",
+            str(mic),
+            "--picks",
+            str(tmp_path),
+            "--diameter",
+            "120",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+    )
     assert res.exit_code != 0
     assert "lonely.mrc: no picks STAR" in res.output

@@ -29,8 +29,9 @@ class _DarkBlobNet(nn.Module):
 def _blob_micrograph(pixel_size_a: float, centres_xy: torch.Tensor, shape=(1000, 1200), radius_a=60.0):
     torch.manual_seed(0)
     h, w = shape
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     img = 100 + 0.5 * torch.randn(h, w)
     sigma_px = radius_a / pixel_size_a / 2
     for x, y in centres_xy.tolist():
@@ -56,8 +57,9 @@ def test_picks_come_back_in_input_pixels():
 def test_picks_round_trip_through_plain_json():
     import json
 
-    picks = Picks(torch.tensor([[1.5, 2.5]]), torch.tensor([0.75]), torch.tensor([[True, False]]), 50.0,
-                  (8.0, 8.1))
+    picks = Picks(
+        torch.tensor([[1.5, 2.5]]), torch.tensor([0.75]), torch.tensor([[True, False]]), 50.0, (8.0, 8.1)
+    )
     back = Picks.from_dict(json.loads(json.dumps(picks.to_dict())))
     torch.testing.assert_close(back.coords_px_xy, picks.coords_px_xy)
     torch.testing.assert_close(back.scores, picks.scores)
@@ -68,7 +70,11 @@ def test_picks_round_trip_through_plain_json():
 def test_settings_are_frozen_and_strict():
     s = PickSettings()
     assert (s.particle_diameter_a, s.threshold, s.minimum_mask_distance_a, s.mask_min_component_px) == (
-        200.0, 0.5, 0.0, 20)
+        200.0,
+        0.5,
+        0.0,
+        20,
+    )
     with pytest.raises(ValueError, match="frozen"):
         s.threshold = 0.9
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
@@ -99,12 +105,19 @@ def test_shipped_model_finds_particles_in_a_simulated_micrograph():
     (the benchmark reports the measured values) that an untrained or broken model cannot reach.
     """
     sim = pytest.importorskip("cryowarp.sim")
-    s = sim.MicrographSimSettings(shape_yx=(1024, 1024), pixel_size_a=3.0, particle_models=(),
-                                  protein_kinds=("octahedron",), protein_masses_kda=(1000.0,),
-                                  particle_area_fraction=0.25, defocus_um=2.0)
+    s = sim.MicrographSimSettings(
+        shape_yx=(1024, 1024),
+        pixel_size_a=3.0,
+        particle_models=(),
+        protein_kinds=("octahedron",),
+        protein_masses_kda=(1000.0,),
+        particle_area_fraction=0.25,
+        defocus_um=2.0,
+    )
     m = sim.simulate_micrograph(s, seed=3)
     diameter_a = 150.0
-    picks = pick_particles(m.image, m.pixel_size_a, load_pretrained_boxnet(),
-                           PickSettings(particle_diameter_a=diameter_a))
+    picks = pick_particles(
+        m.image, m.pixel_size_a, load_pretrained_boxnet(), PickSettings(particle_diameter_a=diameter_a)
+    )
     score = match_picks(picks.coords_px_xy, m.coords_px_xy, radius_px=0.25 * diameter_a / m.pixel_size_a)
     assert score.f1 >= 0.6, score

@@ -31,7 +31,9 @@ def test_highpass_removes_a_ramp_and_normalises_the_centre():
     assert float(centre.std()) == pytest.approx(1.0, abs=1e-3)
     # without the filter the ramp dominates (correlation with the noise 0.08); after it the noise does.
     # Measured 0.979: what is left of the ramp sits at the edges (clamped padding), hence 0.97.
-    corr = torch.corrcoef(torch.stack([out[16:-16, 16:-16].reshape(-1), noise[16:-16, 16:-16].reshape(-1)]))[0, 1]
+    corr = torch.corrcoef(torch.stack([out[16:-16, 16:-16].reshape(-1), noise[16:-16, 16:-16].reshape(-1)]))[
+        0, 1
+    ]
     assert float(corr) > 0.97
     assert torch.allclose(highpass_and_normalize(noise, invert_contrast=True), -highpass_and_normalize(noise))
 
@@ -78,6 +80,16 @@ def test_stitched_tiles_equal_whole_image_prediction(shape):
             torch.testing.assert_close(tiled[:, 1:-1, 1:-1], whole[:, 1:-1, 1:-1], atol=1e-5, rtol=0)
         else:
             torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+
+
+def test_single_tile_mode_equals_whole_image_with_zero_border():
+    torch.manual_seed(2)
+    img = torch.randn(200, 250)
+    net = _ContextNet()
+    single = predict_probabilities(net, img, tile_px=128, border_px=16, single_tile_max_px=512)
+    padded = torch.nn.functional.pad(img, (16, 16, 16, 16))
+    whole = torch.softmax(net(padded[None, None]), dim=1)[0, :, 16:-16, 16:-16]
+    torch.testing.assert_close(single, whole, atol=1e-6, rtol=0)
 
 
 def test_bad_inputs():

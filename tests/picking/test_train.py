@@ -36,7 +36,9 @@ def test_label_discs_have_a_quarter_of_the_particle_radius():
     mask[:, :22] = 1.0
     labels = paint_labels((40, 40), torch.tensor([[20.0, 20.0], [-30.0, 5.0]]), 320.0, mask=mask)
     assert int((labels == 2).sum()) == 40 * 22
-    assert int((labels == 1).sum()) == sum(1 for y in range(-5, 6) for x in range(2, 6) if x * x + y * y <= 25)
+    assert int((labels == 1).sum()) == sum(
+        1 for y in range(-5, 6) for x in range(2, 6) if x * x + y * y <= 25
+    )
     with pytest.raises(ValueError, match="mask shape"):
         paint_labels((40, 40), torch.zeros(0, 2), 100.0, mask=torch.zeros(10, 10))
 
@@ -56,8 +58,9 @@ def _disc_example(seed: int, size: int = 64) -> TrainingExample:
     g = torch.Generator().manual_seed(seed)
     img = 0.3 * torch.randn(size, size, generator=g)
     coords = []
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     for _ in range(4):
         c = 10 + (size - 20) * torch.rand(2, generator=g)
         img = img - 3.0 * ((yy - c[1]) ** 2 + (xx - c[0]) ** 2 <= 9).float()
@@ -101,14 +104,25 @@ def test_retraining_changes_weights_and_raises_accuracy():
     model = BoxNet(TINY)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     reports, checkpoints = [], []
-    settings = TrainSettings(epochs=10, batch_size=4, patch_px=32, lr_start=1e-2, lr_end=1e-3,
-                             warmup_iterations=5, eval_crop_px=64)
-    result = train_boxnet(model, new, settings, general_examples=general, seed=0,
-                          progress=lambda p: reports.append(p), checkpoint=lambda m, r: checkpoints.append(r.epoch))
+    settings = TrainSettings(
+        epochs=10, batch_size=4, patch_px=32, lr_start=1e-2, lr_end=1e-3, warmup_iterations=5, eval_crop_px=64
+    )
+    result = train_boxnet(
+        model,
+        new,
+        settings,
+        general_examples=general,
+        seed=0,
+        progress=lambda p: reports.append(p),
+        checkpoint=lambda m, r: checkpoints.append(r.epoch),
+    )
     # the input model is left untouched; the result differs from it
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    assert any(not torch.equal(v, result.model.state_dict()[k]) for k, v in before.items()
-               if v.dtype.is_floating_point)
+    assert any(
+        not torch.equal(v, result.model.state_dict()[k])
+        for k, v in before.items()
+        if v.dtype.is_floating_point
+    )
     n_it = 10 * len(new) * 2  # Warp: epochs × n_new × n_corpora
     assert len(reports) == n_it and reports[-1].iteration == n_it
     assert checkpoints == list(range(1, 11))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from cryowarp.pipeline.schedule import Coordinator
 from tests.pipeline.sessions import fast_settings
+
+from cryowarp.pipeline.schedule import Coordinator
 
 if __name__ == "__main__":
     project, movies, coords = sys.argv[1:4]

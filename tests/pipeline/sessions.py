@@ -36,14 +36,21 @@ def write_session(folder: Path, n_movies: int, *, seed: int = 0) -> tuple[Path, 
     coords.mkdir(parents=True, exist_ok=True)
     for i in range(n_movies):
         xy = write_movie(movies / f"m{i:02d}.mrc", seed + i)
-        write_star(coords / f"m{i:02d}_picks.star",
-                   {"": pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1]})})
+        write_star(
+            coords / f"m{i:02d}_picks.star",
+            {"": pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1]})},
+        )
     return movies, coords
 
 
 def fast_settings(coords: Path, **changes) -> ProcessingSettings:
     """Real processing (read, average, dose-weighted extraction) without motion/CTF fitting or BoxNet."""
-    base = {"input": {"pixel_size_a": PIXEL_SIZE_A}, "do_motion": False, "do_ctf": False,
-            "picks_star_dir": str(coords), "export": {"box_size_px": 32, "particle_diameter_a": 40.0},
-            "ctf": {"window": 128}}
+    base = {
+        "input": {"pixel_size_a": PIXEL_SIZE_A},
+        "do_motion": False,
+        "do_ctf": False,
+        "picks_star_dir": str(coords),
+        "export": {"box_size_px": 32, "particle_diameter_a": 40.0},
+        "ctf": {"window": 128},
+    }
     return ProcessingSettings().updated({**base, **changes})

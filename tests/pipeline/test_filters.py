@@ -9,8 +9,16 @@ import pytest
 from cryowarp.pipeline.filters import astigmatism_vector_um, evaluate_filters, is_selected
 from cryowarp.pipeline.settings import FilterSettings
 
-GOOD = {"defocus_um": 1.5, "defocus_delta_um": 0.05, "astigmatism_angle_deg": 10.0, "resolution_a": 3.5,
-        "mean_motion_a": 2.0, "n_particles": 120, "mask_percentage": 1.0, "phase_shift_deg": 0.0}
+GOOD = {
+    "defocus_um": 1.5,
+    "defocus_delta_um": 0.05,
+    "astigmatism_angle_deg": 10.0,
+    "resolution_a": 3.5,
+    "mean_motion_a": 2.0,
+    "n_particles": 120,
+    "mask_percentage": 1.0,
+    "phase_shift_deg": 0.0,
+}
 
 
 @pytest.mark.parametrize(

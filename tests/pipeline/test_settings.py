@@ -52,8 +52,12 @@ def test_downstream_of():
 
 
 def test_save_load_round_trip(tmp_path):
-    s = ProcessingSettings().updated({"input": {"pixel_size_a": 0.834, "exposure_per_frame_e_per_a2": 1.25},
-                                      "export": {"box_size_px": 200, "flip_phases": True}})
+    s = ProcessingSettings().updated(
+        {
+            "input": {"pixel_size_a": 0.834, "exposure_per_frame_e_per_a2": 1.25},
+            "export": {"box_size_px": 200, "flip_phases": True},
+        }
+    )
     path = save_settings(tmp_path / "settings.json", s)
     assert load_settings(path) == s
     assert stage_hashes(load_settings(path)) == stage_hashes(s)

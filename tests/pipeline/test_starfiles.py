@@ -32,9 +32,13 @@ def test_star_files_follow_filter_and_selection(tmp_path, result_factory):
     assert list(p["rlnMicrographName"]) == ["items/mic_a/average.mrc"] * 2 + ["items/mic_b/average.mrc"] * 3
     assert list(p["rlnImageName"][:2]) == ["0000001@particles/mic_a.mrcs", "0000002@particles/mic_a.mrcs"]
     # local defocus 1.5 ± 0.05 µm → Å
-    assert p["rlnDefocusU"].iloc[0] == pytest.approx(15500.0) and p["rlnDefocusV"].iloc[0] == pytest.approx(14500.0)
+    assert p["rlnDefocusU"].iloc[0] == pytest.approx(15500.0) and p["rlnDefocusV"].iloc[0] == pytest.approx(
+        14500.0
+    )
     optics = particles["optics"].iloc[0]
-    assert optics["rlnImageSize"] == 32 and optics["rlnImagePixelSize"] == 1.0 and optics["rlnVoltage"] == 300.0
+    assert (
+        optics["rlnImageSize"] == 32 and optics["rlnImagePixelSize"] == 1.0 and optics["rlnVoltage"] == 300.0
+    )
     mics = read_star(paths["micrographs"])["micrographs"]
     assert list(mics["rlnMicrographName"]) == ["items/mic_a/average.mrc", "items/mic_b/average.mrc"]
 
@@ -77,8 +81,13 @@ def test_relion_reads_our_particles(tmp_path, result_factory):
     store = _project(tmp_path, result_factory)
     write_star_files(store)
     # relion_stack_create opens every image of the STAR: the RELION 3.1 tables, paths and stacks must be right
-    run = subprocess.run([exe, "--i", "particles.star", "--o", "relion_check"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [exe, "--i", "particles.star", "--o", "relion_check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     with mrcfile.open(tmp_path / "relion_check.mrcs") as m:
         assert m.data.shape == (5, 32, 32)

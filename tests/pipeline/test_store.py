@@ -61,8 +61,14 @@ def test_failure_is_recorded_with_its_message(tmp_path):
     store = ProjectStore(tmp_path)
     store.add_item("bad", "/movies/bad.mrc")
     store.mark_running("bad")
-    store.record_result(ItemResult(name="bad", path="/movies/bad.mrc", ok=False,
-                                   error="motion: bad.mrc: expected 40 frames, found 12"))
+    store.record_result(
+        ItemResult(
+            name="bad",
+            path="/movies/bad.mrc",
+            ok=False,
+            error="motion: bad.mrc: expected 40 frames, found 12",
+        )
+    )
     item = store.get_item("bad")
     assert item["status"] == "failed" and item["attempts"] == 1
     assert item["error"] == "motion: bad.mrc: expected 40 frames, found 12"
@@ -90,10 +96,12 @@ def test_manual_picks_and_removals_survive_repicking(tmp_path, result_factory):
     store.remove_pick("m", auto[0]["id"], radius_px=5.0)
     picks = store.get_picks("m")
     assert len(picks) == 3 and {p["source"] for p in picks} == {"auto", "manual"}
-    assert store.stages_to_run("m") == ["export"]       # corrections only re-export
+    assert store.stages_to_run("m") == ["export"]  # corrections only re-export
     assert store.get_item("m")["status"] == "queued"
-    assert store.pick_corrections("m") == {"added": [[500.0, 600.0]],
-                                           "removed": [[auto[0]["x_px"], auto[0]["y_px"], 5.0]]}
+    assert store.pick_corrections("m") == {
+        "added": [[500.0, 600.0]],
+        "removed": [[auto[0]["x_px"], auto[0]["y_px"], 5.0]],
+    }
     # BoxNet re-picks the same spots (1 px off): the removal still hides that pick
     shifted = [[x + 1.0, y, s] for x, y, s in first.picks_px_xy_score]
     store.record_result(ItemResult(**{**first.__dict__, "picks_px_xy_score": shifted}))
@@ -123,9 +131,13 @@ def test_reader_in_another_process_sees_commits(tmp_path, result_factory):
     store = ProjectStore(tmp_path)
     store.add_item("m", "/movies/m.mrc")
     store.record_result(result_factory(tmp_path, "m", n_particles=5))
-    code = ("from cryowarp.pipeline.store import ProjectStore; import sys; "
-            "s = ProjectStore(sys.argv[1], read_only=True); print(s.counts()['particles'])")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    code = (
+        "from cryowarp.pipeline.store import ProjectStore; import sys; "
+        "s = ProjectStore(sys.argv[1], read_only=True); print(s.counts()['particles'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "5"
 
 

@@ -39,8 +39,14 @@ def test_patterns_hidden_files_and_excluded_gain(tmp_path):
     (tmp_path / ".partial.tif").write_bytes(b"1")
     (tmp_path / "notes.txt").write_bytes(b"1")
     (tmp_path / "gain.tif").write_bytes(b"1")
-    with FolderWatcher(tmp_path, ("*.tif",), stable_s=0.2, use_polling=True, poll_interval_s=0.05,
-                       exclude=[tmp_path / "gain.tif"]) as w:
+    with FolderWatcher(
+        tmp_path,
+        ("*.tif",),
+        stable_s=0.2,
+        use_polling=True,
+        poll_interval_s=0.05,
+        exclude=[tmp_path / "gain.tif"],
+    ) as w:
         assert [r.path.name for r in _poll_until(w, 0.8)] == ["a.tif"]
 
 

@@ -36,15 +36,14 @@ def selected_particles(project) -> int:
         return sum(it["n_particles"] for it in store.list_items(status="done") if it["selected"])
 
 
-def data_to_page_xy(page, div: str, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of data point (x, y) of a Plotly plot."""
+def data_to_page_xy(page, div: str, x: float, y: float, axes=("xaxis", "yaxis")) -> tuple[float, float]:
+    """Page coordinates of data point (x, y) of a Plotly plot (on the given pair of axes)."""
     return tuple(
         page.evaluate(
-            """([id, x, y]) => { const gd = document.getElementById(id), fl = gd._fullLayout;
+            """([id, x, y, xa, ya]) => { const gd = document.getElementById(id), fl = gd._fullLayout;
            const bb = gd.getBoundingClientRect();
-           return [bb.left + fl.xaxis._offset + fl.xaxis.d2p(x),
-                   bb.top + fl.yaxis._offset + fl.yaxis.d2p(y)]; }""",
-            [div, x, y],
+           return [bb.left + fl[xa]._offset + fl[xa].d2p(x), bb.top + fl[ya]._offset + fl[ya].d2p(y)]; }""",
+            [div, x, y, *axes],
         )
     )
 
@@ -56,7 +55,7 @@ def trace_names(page, div: str) -> list[str]:
 def test_overview_filter_range_updates_count_and_particles_star(page, live_server, artifacts_dir):
     url, project, _ = live_server
     open_page(page, url)
-    expect(page.locator("#scatter-resolution_a .main-svg").first).to_be_visible()
+    expect(page.locator("#plot-resolution_a .main-svg").first).to_be_visible()
     expect(page.locator("#count-particles")).to_have_text(str(star_particle_rows(project)))
     page.screenshot(path=artifacts_dir / "overview.png", full_page=True)
 
@@ -76,10 +75,12 @@ def test_overview_filter_range_updates_count_and_particles_star(page, live_serve
     assert star_particle_rows(project) == after
 
     # drag a range: box-select on the motion histogram from the left edge to 1.5 Å
-    x0, y0 = page.evaluate("""() => { const gd = document.getElementById('hist-mean_motion_a');
+    page.evaluate("document.getElementById('card-mean_motion_a').scrollIntoView({block: 'center'})")
+    page.wait_for_selector("#plot-mean_motion_a .main-svg")
+    x0, y0 = page.evaluate("""() => { const gd = document.getElementById('plot-mean_motion_a');
         const fl = gd._fullLayout, bb = gd.getBoundingClientRect();
-        return [bb.left + fl.xaxis._offset + 2, bb.top + fl.yaxis._offset + fl.yaxis._length / 2]; }""")
-    x1, _ = data_to_page_xy(page, "hist-mean_motion_a", 1.5, 0.5)
+        return [bb.left + fl.xaxis2._offset + 2, bb.top + fl.yaxis2._offset + fl.yaxis2._length / 2]; }""")
+    x1, _ = data_to_page_xy(page, "plot-mean_motion_a", 1.5, 0.5, axes=("xaxis2", "yaxis2"))
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move((x0 + x1) / 2, y0, steps=4)

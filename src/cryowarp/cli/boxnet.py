@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
-boxnet_app = typer.Typer(help="BoxNet: pick particles and mask artefacts; train and retrain models.",
-                         no_args_is_help=True)
+boxnet_app = typer.Typer(
+    help="BoxNet: pick particles and mask artefacts; train and retrain models.", no_args_is_help=True
+)
 
 IMAGE_SUFFIXES = (".mrc", ".mrcs", ".tif", ".tiff", ".png", ".jpg")
 
@@ -48,11 +49,14 @@ def read_micrograph(path: Path, pixel_size_a: float | None):
 
         image = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32))
     else:
-        raise typer.BadParameter(f"{path}: expected a micrograph ({', '.join(IMAGE_SUFFIXES)}), found '{suffix}'")
+        raise typer.BadParameter(
+            f"{path}: expected a micrograph ({', '.join(IMAGE_SUFFIXES)}), found '{suffix}'"
+        )
     px = pixel_size_a if pixel_size_a is not None else header_px
     if px is None or px <= 0:
-        raise typer.BadParameter(f"{path}: no usable pixel size in the file (found {header_px}); "
-                                 "give --pixel-size in Å")
+        raise typer.BadParameter(
+            f"{path}: no usable pixel size in the file (found {header_px}); give --pixel-size in Å"
+        )
     return image.to(torch.float32), float(px)
 
 
@@ -63,16 +67,19 @@ def write_picks_star(path: Path, micrograph_name: str, coords_px_xy, scores) -> 
     from cryowarp.io.star import write_star
 
     c = np.asarray(coords_px_xy.detach().cpu(), dtype=np.float64).reshape(-1, 2)
-    table = pd.DataFrame({
-        "rlnCoordinateX": c[:, 0], "rlnCoordinateY": c[:, 1],
-        "rlnMicrographName": [micrograph_name] * len(c),
-        "rlnAutopickFigureOfMerit": np.asarray(scores.detach().cpu(), dtype=np.float64).reshape(-1),
-    })
+    table = pd.DataFrame(
+        {
+            "rlnCoordinateX": c[:, 0],
+            "rlnCoordinateY": c[:, 1],
+            "rlnMicrographName": [micrograph_name] * len(c),
+            "rlnAutopickFigureOfMerit": np.asarray(scores.detach().cpu(), dtype=np.float64).reshape(-1),
+        }
+    )
     return write_star(path, {"": table})
 
 
 def read_picks_star(path: Path, micrograph_name: str | None = None) -> np.ndarray:
-    """(n, 2) rlnCoordinateX/Y from a coordinate STAR (rows of ``micrograph_name`` if the file has several)."""
+    """(n, 2) rlnCoordinateX/Y from a coordinate STAR (rows of ``micrograph_name`` if it has several)."""
     from cryowarp.io.star import read_star
 
     for table in read_star(path).values():
@@ -85,7 +92,9 @@ def read_picks_star(path: Path, micrograph_name: str | None = None) -> np.ndarra
     raise typer.BadParameter(f"{path}: expected a table with rlnCoordinateX and rlnCoordinateY")
 
 
-def save_overlay_png(path: Path, image, picks, diameter_a: float, pixel_size_a: float, title: str = "") -> Path:
+def save_overlay_png(
+    path: Path, image, picks, diameter_a: float, pixel_size_a: float, title: str = ""
+) -> Path:
     """PNG of the micrograph (binned for display) with pick circles and the artefact mask in red."""
     import matplotlib
 
@@ -96,8 +105,11 @@ def save_overlay_png(path: Path, image, picks, diameter_a: float, pixel_size_a: 
 
     h, w = image.shape
     binning = max(1, int(np.ceil(max(h, w) / 1024)))
-    shown = F.avg_pool2d(image[None, None].float().cpu(), binning)[0, 0].numpy() if binning > 1 else \
-        image.float().cpu().numpy()
+    shown = (
+        F.avg_pool2d(image[None, None].float().cpu(), binning)[0, 0].numpy()
+        if binning > 1
+        else image.float().cpu().numpy()
+    )
     lo, hi = np.percentile(shown, [1, 99])
     fig, ax = plt.subplots(figsize=(8, 8 * h / w), dpi=110)
     ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi, extent=(0, w, h, 0), interpolation="bilinear")
@@ -144,7 +156,9 @@ def pick_command(
     threshold: float = typer.Option(0.5, "--threshold", help="minimum particle probability (WarpTools 0.5)"),
     min_mask_distance: float = typer.Option(0.0, "--min-mask-distance", help="extra distance to the mask, Å"),
     invert: bool = typer.Option(False, "--invert", help="negative stain: invert contrast"),
-    model: Path | None = typer.Option(None, "--model", help="BoxNet .pt (default: the shipped general model)"),
+    model: Path | None = typer.Option(
+        None, "--model", help="BoxNet .pt (default: the shipped general model)"
+    ),
     png: bool = typer.Option(True, "--png/--no-png", help="write the overlay PNG"),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
@@ -156,8 +170,12 @@ def pick_command(
     from cryowarp.picking import PickSettings, pick_particles
 
     dev = resolve_device(device)
-    settings = PickSettings(particle_diameter_a=diameter, threshold=threshold,
-                            minimum_mask_distance_a=min_mask_distance, invert_contrast=invert)
+    settings = PickSettings(
+        particle_diameter_a=diameter,
+        threshold=threshold,
+        minimum_mask_distance_a=min_mask_distance,
+        invert_contrast=invert,
+    )
     net = _load_model(model, dev)
     output.mkdir(parents=True, exist_ok=True)
     total = 0
@@ -167,12 +185,22 @@ def pick_command(
             image, px = read_micrograph(path, pixel_size)
             picks = pick_particles(image.to(dev), px, net, settings)
             write_picks_star(output / f"{path.stem}_boxnet.star", path.name, picks.coords_px_xy, picks.scores)
-            tifffile.imwrite(output / f"{path.stem}_mask.tif", picks.mask_8a.cpu().numpy().astype(np.uint8) * 255)
+            tifffile.imwrite(
+                output / f"{path.stem}_mask.tif", picks.mask_8a.cpu().numpy().astype(np.uint8) * 255
+            )
             if png:
-                save_overlay_png(output / f"{path.stem}_boxnet.png", image, picks, diameter, px,
-                                 title=f"{path.name}: {len(picks)} picks, mask {picks.mask_percentage:.1f} %")
+                save_overlay_png(
+                    output / f"{path.stem}_boxnet.png",
+                    image,
+                    picks,
+                    diameter,
+                    px,
+                    title=f"{path.name}: {len(picks)} picks, mask {picks.mask_percentage:.1f} %",
+                )
             total += len(picks)
-            progress.console.print(f"{path.name}: {len(picks)} particles, {picks.mask_percentage:.1f} % masked")
+            progress.console.print(
+                f"{path.name}: {len(picks)} particles, {picks.mask_percentage:.1f} % masked"
+            )
             progress.advance(task)
     typer.echo(f"{total} particles in {len(micrographs)} micrographs -> {output}")
 
@@ -208,16 +236,35 @@ def read_example_tiff(path: Path):
 
     data = tifffile.imread(path)
     if data.ndim != 3 or data.shape[0] < 2:
-        raise typer.BadParameter(f"{path}: expected a 3-layer training TIFF (image, label, certainty), "
-                                 f"found shape {data.shape}")
+        raise typer.BadParameter(
+            f"{path}: expected a 3-layer training TIFF (image, label, certainty), found shape {data.shape}"
+        )
     labels = np.rint(data[1]).astype(np.int64)
     if labels.min() < 0 or labels.max() > 2:
         raise typer.BadParameter(f"{path}: labels must be 0, 1 or 2, found {labels.min()}..{labels.max()}")
     return TrainingExample(torch.from_numpy(data[0].astype(np.float32)), torch.from_numpy(labels), path.stem)
 
 
-def _train(micrographs, picks, masks, pixel_size, diameter, out, model, general, epochs, patch, batch, lr_start,
-           lr_end, save_examples, checkpoint_every, device, retrain, no_mask=False) -> None:
+def _train(
+    micrographs,
+    picks,
+    masks,
+    pixel_size,
+    diameter,
+    out,
+    model,
+    general,
+    epochs,
+    patch,
+    batch,
+    lr_start,
+    lr_end,
+    save_examples,
+    checkpoint_every,
+    device,
+    retrain,
+    no_mask=False,
+) -> None:
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -230,11 +277,14 @@ def _train(micrographs, picks, masks, pixel_size, diameter, out, model, general,
     examples = []
     for path in micrographs:
         image, px = read_micrograph(path, pixel_size)
-        star = _find_companion(picks, path.stem, ("{stem}.star", "{stem}_boxnet.star", "{stem}_*pick*.star",
-                                                  "{stem}_*.star"))
+        star = _find_companion(
+            picks, path.stem, ("{stem}.star", "{stem}_boxnet.star", "{stem}_*pick*.star", "{stem}_*.star")
+        )
         if star is None:
-            raise typer.BadParameter(f"{path.name}: no picks STAR for it in {picks} (looked for {path.stem}.star, "
-                                     f"{path.stem}_boxnet.star, {path.stem}_*.star)")
+            raise typer.BadParameter(
+                f"{path.name}: no picks STAR for it in {picks} (looked for {path.stem}.star, "
+                f"{path.stem}_boxnet.star, {path.stem}_*.star)"
+            )
         coords = torch.from_numpy(read_picks_star(star, path.name)).float()
         mask = None
         mask_path = _find_companion(masks, path.stem, ("{stem}_mask.tif", "{stem}.tif", "{stem}_mask.mrc"))
@@ -243,8 +293,14 @@ def _train(micrographs, picks, masks, pixel_size, diameter, out, model, general,
 
             mask = read_image_2d(mask_path)
             mask = mask / max(float(mask.max()), 1e-6)
-        ex = make_training_example(image.to(dev), px, coords.to(dev), diameter,
-                                   mask=None if mask is None else mask.to(dev), name=path.stem)
+        ex = make_training_example(
+            image.to(dev),
+            px,
+            coords.to(dev),
+            diameter,
+            mask=None if mask is None else mask.to(dev),
+            name=path.stem,
+        )
         examples.append(ex)
         console.print(f"{path.name}: {len(coords)} picks{' + mask' if mask is not None else ''}")
         if save_examples is not None:
@@ -264,32 +320,64 @@ def _train(micrographs, picks, masks, pixel_size, diameter, out, model, general,
         net = BoxNet(BoxNetConfig.narrow())
     else:
         net = _load_model(model, dev)
-    settings = TrainSettings(epochs=epochs, batch_size=batch, patch_px=patch, lr_start=lr_start, lr_end=lr_end,
-                             warmup_iterations=min(100, max(1, epochs * len(examples) // 10)))
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=batch,
+        patch_px=patch,
+        lr_start=lr_start,
+        lr_end=lr_end,
+        warmup_iterations=min(100, max(1, epochs * len(examples) // 10)),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(m, report):
         if checkpoint_every and report.epoch % checkpoint_every == 0:
-            torch.save(boxnet_to_state(m, epoch=report.epoch), out.with_name(f"{out.stem}_epoch{report.epoch}.pt"))
+            torch.save(
+                boxnet_to_state(m, epoch=report.epoch), out.with_name(f"{out.stem}_epoch{report.epoch}.pt")
+            )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("training", total=None, loss=float("nan"))
 
         def on_progress(p):
             progress.update(task, total=p.n_iterations, completed=p.iteration, loss=p.loss)
             r = p.epoch_report
             if r is not None:
-                old = "" if r.accuracy_old_model_old_data is None else \
-                    f"  old data: old {r.accuracy_old_model_old_data:.3f} new {r.accuracy_new_model_old_data:.3f}"
-                progress.console.print(f"epoch {r.epoch}/{r.n_epochs}: new data: old model "
-                                       f"{r.accuracy_old_model_new_data:.3f} new model "
-                                       f"{r.accuracy_new_model_new_data:.3f}{old}")
+                old = (
+                    ""
+                    if r.accuracy_old_model_old_data is None
+                    else f"  old data: old {r.accuracy_old_model_old_data:.3f} "
+                    f"new {r.accuracy_new_model_old_data:.3f}"
+                )
+                progress.console.print(
+                    f"epoch {r.epoch}/{r.n_epochs}: new data: old model "
+                    f"{r.accuracy_old_model_new_data:.3f} new model "
+                    f"{r.accuracy_new_model_new_data:.3f}{old}"
+                )
 
-        result = train_boxnet(net, examples, settings, general_examples=general_examples or None,
-                              progress=on_progress, checkpoint=checkpoint)
-    torch.save(boxnet_to_state(result.model, trained_on=[p.name for p in micrographs],
-                               history=[r.to_dict() for r in result.history]), out)
+        result = train_boxnet(
+            net,
+            examples,
+            settings,
+            general_examples=general_examples or None,
+            progress=on_progress,
+            checkpoint=checkpoint,
+        )
+    torch.save(
+        boxnet_to_state(
+            result.model,
+            trained_on=[p.name for p in micrographs],
+            history=[r.to_dict() for r in result.history],
+        ),
+        out,
+    )
     typer.echo(f"wrote {out}")
 
 
@@ -305,20 +393,45 @@ def train_command(
     diameter: float = typer.Option(..., "--diameter", help="particle diameter, Å"),
     pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å/px (default: MRC header)"),
     masks: Path | None = typer.Option(None, "--masks", help="folder of <stem>_mask.tif artefact masks"),
-    model: Path | None = typer.Option(None, "--model", help="start from this model (default: a new narrow net)"),
-    general: Path | None = typer.Option(None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"),
-    epochs: int = typer.Option(20, "--epochs", help="iterations = epochs × micrographs × corpora (Warp: 100)"),
+    model: Path | None = typer.Option(
+        None, "--model", help="start from this model (default: a new narrow net)"
+    ),
+    general: Path | None = typer.Option(
+        None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"
+    ),
+    epochs: int = typer.Option(
+        20, "--epochs", help="iterations = epochs × micrographs × corpora (Warp: 100)"
+    ),
     patch: int = typer.Option(128, "--patch", help="patch size at 8 Å/px"),
     batch: int = typer.Option(8, "--batch"),
     lr_start: float = typer.Option(1e-3, "--lr-start"),
     lr_end: float = typer.Option(1e-4, "--lr-end"),
-    save_examples: Path | None = typer.Option(None, "--save-examples", help="write the examples as TIFFs here"),
+    save_examples: Path | None = typer.Option(
+        None, "--save-examples", help="write the examples as TIFFs here"
+    ),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="save <out>_epochN.pt every N epochs"),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Train a BoxNet on micrographs with picks (and optional artefact masks)."""
-    _train(micrographs, picks, masks, pixel_size, diameter, out, model, general, epochs, patch, batch, lr_start,
-           lr_end, save_examples, checkpoint_every, device, retrain=False)
+    _train(
+        micrographs,
+        picks,
+        masks,
+        pixel_size,
+        diameter,
+        out,
+        model,
+        general,
+        epochs,
+        patch,
+        batch,
+        lr_start,
+        lr_end,
+        save_examples,
+        checkpoint_every,
+        device,
+        retrain=False,
+    )
 
 
 @boxnet_app.command("retrain")
@@ -330,7 +443,9 @@ def retrain_command(
     pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å/px (default: MRC header)"),
     masks: Path | None = typer.Option(None, "--masks", help="folder of <stem>_mask.tif artefact masks"),
     model: Path | None = typer.Option(None, "--model", help="model to start from (default: the shipped one)"),
-    general: Path | None = typer.Option(None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"),
+    general: Path | None = typer.Option(
+        None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"
+    ),
     epochs: int = typer.Option(20, "--epochs"),
     patch: int = typer.Option(128, "--patch"),
     batch: int = typer.Option(8, "--batch"),
@@ -341,8 +456,25 @@ def retrain_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Retrain an existing BoxNet (default: the shipped one) on a few corrected micrographs."""
-    _train(micrographs, picks, masks, pixel_size, diameter, out, model, general, epochs, patch, batch, lr_start,
-           lr_end, save_examples, checkpoint_every, device, retrain=True)
+    _train(
+        micrographs,
+        picks,
+        masks,
+        pixel_size,
+        diameter,
+        out,
+        model,
+        general,
+        epochs,
+        patch,
+        batch,
+        lr_start,
+        lr_end,
+        save_examples,
+        checkpoint_every,
+        device,
+        retrain=True,
+    )
 
 
 def register(app: typer.Typer) -> None:

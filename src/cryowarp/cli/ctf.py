@@ -58,17 +58,19 @@ def plot_power_spectrum_2d(fit, path: Path, *, title: str = "") -> Path:
     shown = scaled(experimental)
     right = coords[None, :].repeat(window, 0) > 0
     shown[right] = scaled(simulated)[right]
+    # show up to a little beyond the fit range: further out the rings are finer than the pixels
+    high_bin = min(window // 2, int(math.ceil(1.15 * 2 * model.pixel_size_a / model.fit_range_a[1] * window / 2)))
+    crop = slice(window // 2 - high_bin, window // 2 + high_bin)
+    shown = shown[crop, crop]
+    freq_max = high_bin / (window * model.pixel_size_a)
     fig, ax = plt.subplots(figsize=(6.4, 6.4), dpi=110)
-    half = window // 2
-    freq_max = 1 / (2 * model.pixel_size_a)
-    ax.imshow(shown, cmap="gray", extent=(-freq_max, freq_max, freq_max, -freq_max))
+    ax.imshow(shown, cmap="gray", extent=(-freq_max, freq_max, freq_max, -freq_max), interpolation="nearest")
     ax.axvline(0, color="tab:orange", lw=0.8)
     ax.set_xlabel("kx (1/Å)")
     ax.set_ylabel("ky (1/Å)")
     ax.set_title((title + "\n" if title else "")
                  + f"measured | fitted  ·  U {model.defocus_u_um:.3f} µm, V {model.defocus_v_um:.3f} µm, "
                  f"{model.astigmatism_angle_deg:.1f}°", fontsize=9)
-    del half
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -201,7 +203,8 @@ def ctf(
         timings["fit_s"] = time.perf_counter() - t0
     model = fit.model
 
-    nominal = {k: header.get(k) for k in ("defocus_um", "applied_defocus_um", "voltage_kv") if k in header}
+    fei = header.get("fei") or {}
+    nominal = {k: fei[k] for k in ("defocus_um", "applied_defocus_um", "voltage_kv", "exposure_e_per_a2") if k in fei}
     record = {"input": str(input_path), "pixel_size_a": pixel, "n_frames": int(data.shape[0]) if data.ndim == 3 else 1,
               "settings": settings.model_dump(mode="json"), "model": model.to_dict(), "timings": timings,
               "device": str(dev), "header": nominal}
@@ -239,7 +242,7 @@ def ctf(
         + (f", phase {model.phase_shift_deg:.1f}°" if fit_phase else "")
         + f", resolution {model.resolution_a:.1f} Å, FOM {model.figure_of_merit:.3f}, plane {plane.inclination_deg:.1f}° "
         f"about {plane.axis_deg:.0f}°, fit {timings['fit_s']:.1f} s"
-        + (f" (header defocus {nominal['defocus_um']:.3f} µm)" if "defocus_um" in nominal else "")
+        + (f" (EPU header defocus {nominal['defocus_um']:.3f} µm)" if "defocus_um" in nominal else "")
         + f" → {output_dir}/"
     )
 

@@ -1,6 +1,17 @@
 """cryowarp.export: 2-D particle extraction from movies (warp-facts.md §7.6)."""
 
-from cryowarp.export.extract import ParticleStack, extract_particles_2d, extraction_box_px, normalize_outside_radius
+from cryowarp.export.extract import (
+    ParticleStack,
+    extract_particles_2d,
+    extraction_box_px,
+    normalize_outside_radius,
+)
 from cryowarp.export.settings import ExportSettings
 
-__all__ = ["ExportSettings", "ParticleStack", "extract_particles_2d", "extraction_box_px", "normalize_outside_radius"]
+__all__ = [
+    "ExportSettings",
+    "ParticleStack",
+    "extract_particles_2d",
+    "extraction_box_px",
+    "normalize_outside_radius",
+]

@@ -72,13 +72,23 @@ class ParticleStack:
         """Inverse of :meth:`to_dict` (an empty image stack when images were not included)."""
         box = int(d["box_size_px"])
         coords = torch.tensor(d["coords_px_xy"], dtype=torch.float32).reshape(-1, 2)
-        images = (torch.tensor(d["images"], dtype=torch.float32).reshape(-1, box, box) if "images" in d
-                  else torch.zeros(0, box, box))
-        tensor = (lambda v: None if v is None else torch.tensor(v, dtype=torch.float32))  # noqa: E731
-        return cls(images=images, coords_px_xy=coords, defocus_u_um=tensor(d["defocus_u_um"]),
-                   defocus_v_um=tensor(d["defocus_v_um"]), astigmatism_angle_deg=d["astigmatism_angle_deg"],
-                   phase_shift_deg=d["phase_shift_deg"], pixel_size_a=d["pixel_size_a"], box_size_px=box,
-                   phase_flipped=d.get("phase_flipped", False))
+        images = (
+            torch.tensor(d["images"], dtype=torch.float32).reshape(-1, box, box)
+            if "images" in d
+            else torch.zeros(0, box, box)
+        )
+        tensor = lambda v: None if v is None else torch.tensor(v, dtype=torch.float32)  # noqa: E731
+        return cls(
+            images=images,
+            coords_px_xy=coords,
+            defocus_u_um=tensor(d["defocus_u_um"]),
+            defocus_v_um=tensor(d["defocus_v_um"]),
+            astigmatism_angle_deg=d["astigmatism_angle_deg"],
+            phase_shift_deg=d["phase_shift_deg"],
+            pixel_size_a=d["pixel_size_a"],
+            box_size_px=box,
+            phase_flipped=d.get("phase_flipped", False),
+        )
 
 
 def extraction_box_px(box_size_px: int, pixel_size_a: float, output_pixel_size_a: float | None) -> int:
@@ -109,11 +119,15 @@ def normalize_outside_radius(images: torch.Tensor, radius_px: float) -> torch.Te
     outside = (yy**2 + xx**2) > radius_px**2
     n_out = int(outside.sum())
     if n_out < 3:
-        raise ValueError(f"particle radius {radius_px:.1f} px leaves {n_out} pixels outside it in a {box}-px box; "
-                         f"expected at least 3 — use a larger box or a smaller diameter")
+        raise ValueError(
+            f"particle radius {radius_px:.1f} px leaves {n_out} pixels outside it in a {box}-px box; "
+            f"expected at least 3 — use a larger box or a smaller diameter"
+        )
     design = torch.stack([torch.ones_like(xx[outside]), xx[outside], yy[outside]], dim=-1)  # (m, 3)
     values = images[:, outside]  # (n, m)
-    coef = torch.linalg.lstsq(design[None].expand(images.shape[0], -1, -1), values[..., None]).solution[..., 0]
+    coef = torch.linalg.lstsq(design[None].expand(images.shape[0], -1, -1), values[..., None]).solution[
+        ..., 0
+    ]
     plane = coef[:, 0, None, None] + coef[:, 1, None, None] * xx + coef[:, 2, None, None] * yy
     flat = images - plane
     ring = flat[:, outside]
@@ -183,8 +197,10 @@ def extract_particles_2d(
     n_frames, h, w = frames.shape
     first, last = settings.skip_first_frames, n_frames - settings.skip_last_frames
     if last - first < 1:
-        raise ValueError(f"skipping {settings.skip_first_frames} first and {settings.skip_last_frames} last frames "
-                         f"leaves none of {n_frames}")
+        raise ValueError(
+            f"skipping {settings.skip_first_frames} first and {settings.skip_last_frames} last frames "
+            f"leaves none of {n_frames}"
+        )
     if settings.flip_phases and ctf_model is None:
         raise ValueError("flip_phases needs a CTF model, got None")
     coords_px_xy = torch.as_tensor(coords_px_xy, dtype=dtype, device=device).reshape(-1, 2)
@@ -201,9 +217,14 @@ def extract_particles_2d(
     kx = torch.fft.rfftfreq(cut, device=device, dtype=dtype)
     freq_per_a = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) / pixel_size_a
     if settings.dose_weighted:
-        weights = dose_weights_bfactor(freq_per_a, f_used, exposure_per_frame_e_per_a2,
-                                       bfactor_per_e_a2=settings.bfactor_per_e_a2, first_frame_index=first,
-                                       normalize=True)
+        weights = dose_weights_bfactor(
+            freq_per_a,
+            f_used,
+            exposure_per_frame_e_per_a2,
+            bfactor_per_e_a2=settings.bfactor_per_e_a2,
+            first_frame_index=first,
+            normalize=True,
+        )
     else:
         weights = torch.full((f_used, *freq_per_a.shape), 1.0 / f_used, device=device, dtype=dtype)
 
@@ -233,23 +254,39 @@ def extract_particles_2d(
         residual = position - origin  # the particle sits at box centre + residual
         iy = (origin[..., 0, None].long() + offsets).clamp(0, h - 1)  # (b, f, cut)
         ix = (origin[..., 1, None].long() + offsets).clamp(0, w - 1)
-        patches = frames[frame_ids[None, :, None, None], iy[..., :, None], ix[..., None, :]]  # (b, f, cut, cut)
+        patches = frames[
+            frame_ids[None, :, None, None], iy[..., :, None], ix[..., None, :]
+        ]  # (b, f, cut, cut)
         spectra = torch.fft.rfft2(patches.to(dtype))
         # shift by −residual: exp(+2πi k·r)
-        ramp = torch.exp(2j * math.pi * (ky[None, None, :, None] * residual[..., 0, None, None]
-                                          + kx[None, None, None, :] * residual[..., 1, None, None]))
+        ramp = torch.exp(
+            2j
+            * math.pi
+            * (
+                ky[None, None, :, None] * residual[..., 0, None, None]
+                + kx[None, None, None, :] * residual[..., 1, None, None]
+            )
+        )
         summed = (spectra * ramp * weights[None]).sum(dim=1)  # (b, cut, cut//2+1)
         if settings.flip_phases:
             mean_um = 0.5 * (u_um[start:stop] + v_um[start:stop])
             delta_um = u_um[start:stop] - v_um[start:stop]
-            ctf = ctf_2d(mean_um, delta_um, angle_deg, voltage_kv=float(ctf_model.voltage_kv),
-                         cs_mm=float(ctf_model.cs_mm), amplitude_contrast=float(ctf_model.amplitude_contrast),
-                         pixel_size_a=pixel_size_a, shape_yx=(cut, cut), phase_shift_deg=phase_deg)
+            ctf = ctf_2d(
+                mean_um,
+                delta_um,
+                angle_deg,
+                voltage_kv=float(ctf_model.voltage_kv),
+                cs_mm=float(ctf_model.cs_mm),
+                amplitude_contrast=float(ctf_model.amplitude_contrast),
+                pixel_size_a=pixel_size_a,
+                shape_yx=(cut, cut),
+                phase_shift_deg=phase_deg,
+            )
             summed = summed * torch.sign(ctf).to(summed.dtype)
         real = torch.fft.irfft2(summed, s=(cut, cut))
         if cut != box:
             lo = cut // 2 - box // 2
-            real = real[:, lo:lo + box, lo:lo + box]
+            real = real[:, lo : lo + box, lo : lo + box]
         if box != out_box:
             real = fourier_rescale_2d(real, (out_box, out_box))
         if settings.invert:
@@ -259,6 +296,14 @@ def extract_particles_2d(
         images[start:stop] = real
         if progress is not None:
             progress(stop, n)
-    return ParticleStack(images=images, coords_px_xy=coords_px_xy, defocus_u_um=u_um, defocus_v_um=v_um,
-                         astigmatism_angle_deg=angle_deg, phase_shift_deg=phase_deg, pixel_size_a=out_pixel_size_a,
-                         box_size_px=out_box, phase_flipped=settings.flip_phases)
+    return ParticleStack(
+        images=images,
+        coords_px_xy=coords_px_xy,
+        defocus_u_um=u_um,
+        defocus_v_um=v_um,
+        astigmatism_angle_deg=angle_deg,
+        phase_shift_deg=phase_deg,
+        pixel_size_a=out_pixel_size_a,
+        box_size_px=out_box,
+        phase_flipped=settings.flip_phases,
+    )

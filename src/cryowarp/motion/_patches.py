@@ -17,21 +17,38 @@ def binned_shape(shape_yx: tuple[int, int], pixel_size_a: float, range_high_a: f
     return tuple(max(2, 2 * math.ceil(s * factor / 2)) if factor < 1 else s for s in shape_yx)
 
 
-def normalise_and_bin(frames: torch.Tensor, shape_out_yx: tuple[int, int], progress=None) -> torch.Tensor:
-    """Each frame to mean 0 / s.d. 1 (warp-facts.md §1.1), then Fourier-cropped to ``shape_out_yx``.
+def raise_non_finite(frames: torch.Tensor, where: str) -> None:
+    """Raise the ValueError for NaN/inf frames, naming how many values and the first frame."""
+    bad = ~torch.isfinite(frames)
+    count = int(bad.sum())
+    first = int(torch.nonzero(bad.reshape(bad.shape[0], -1).any(-1))[0, 0])
+    raise ValueError(
+        f"{where}: frames must be finite, found {count} NaN/inf values (first in frame {first}); "
+        "check the gain reference and the defect map"
+    )
 
-    Works one frame at a time so that only the small output is allocated. Returns `(f, h', w')`.
+
+def normalise_and_bin(
+    frames: torch.Tensor, shape_out_yx: tuple[int, int], progress=None, where: str = "fit_motion"
+) -> torch.Tensor:
+    """Each frame to mean 0 / s.d. 1, then Fourier-cropped to ``shape_out_yx``.
+
+    Warp normalises the full-size frame (warp-facts.md §1.1); we divide the *binned* frame by its s.d.
+    (a per-frame constant either way, and it saves a pass over the full frame). The mean is removed
+    through the DC term, whose finiteness also checks the frame for NaN/inf at no cost. Works one frame
+    at a time so that only the small output is allocated. Returns `(f, h', w')`.
     """
     n, h, w = frames.shape
     out = frames.new_empty((n, *shape_out_yx))
     scale = (shape_out_yx[0] * shape_out_yx[1]) / (h * w)
     for i in range(n):
-        frame = frames[i]
-        std, mean = torch.std_mean(frame)
-        spectrum = torch.fft.rfft2(frame)
-        spectrum[0, 0] -= mean * h * w
+        spectrum = torch.fft.rfft2(frames[i])
+        if not bool(torch.isfinite(spectrum[0, 0])):
+            raise_non_finite(frames, where)
+        spectrum[0, 0] = 0
         cropped = fourier_crop_or_pad_2d(spectrum, shape_out_yx, (h, w))
-        out[i] = torch.fft.irfft2(cropped * (scale / std.clamp_min(1e-12)), s=shape_out_yx)
+        binned = torch.fft.irfft2(cropped * scale, s=shape_out_yx)
+        out[i] = binned / binned.std().clamp_min(1e-12)
         if progress is not None:
             progress("bin", i + 1, n)
     return out
@@ -55,6 +72,8 @@ class PatchSpectra:
     def band(self, k_cap_per_a: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The sub-box holding frequencies below ``k_cap_per_a`` (outside the ring already zero-weighted
         except the corners, which are zeroed here). Returns contiguous ``(data, ky, kx)``."""
+        if k_cap_per_a >= self.k_high_per_a:  # the whole band: already zero outside it, no copy
+            return self.data, self.ky_per_a, self.kx_per_a
         rows = torch.nonzero(self.ky_per_a.abs() < k_cap_per_a).reshape(-1)
         cols = torch.nonzero(self.kx_per_a < k_cap_per_a).reshape(-1)
         r0, r1 = int(rows[0]), int(rows[-1]) + 1
@@ -152,8 +171,9 @@ def prealign_global(
     spectra = torch.fft.rfft2(binned) * weight  # (f, hb, wb/2+1)
     d = torch.zeros(n_f, 2, device=binned.device, dtype=binned.dtype)
     for _ in range(iterations):
-        ramps = torch.exp(2j * math.pi * (ky * d[:, 0, None, None] + kx * d[:, 1, None, None]))
-        aligned = spectra * ramps
+        ramp_y = torch.polar(torch.ones_like(ky), 2 * math.pi * ky * d[:, 0, None, None])  # (f, hb, 1)
+        ramp_x = torch.polar(torch.ones_like(kx), 2 * math.pi * kx * d[:, 1, None, None])  # (f, 1, wb/2+1)
+        aligned = spectra * ramp_y * ramp_x
         total = aligned.sum(0)
         for f in range(n_f):
             ref = total - aligned[f]

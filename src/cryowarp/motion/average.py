@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as nnf
 
 from cryowarp.base.fourier import fftfreq_grid_2d
+from cryowarp.motion._patches import raise_non_finite
 from cryowarp.motion.model import MotionModel
 
 
@@ -50,11 +51,11 @@ class AlignedAverage:
 
 
 def _residual_groups(fields_px: list[torch.Tensor], tolerance_px: float) -> list[list[int]]:
-    """Split consecutive frames into groups whose residual fields stay within ``tolerance_px`` of the
-    group's first frame (so one warp per group is accurate to that tolerance)."""
+    """Split consecutive frames into groups whose residual fields span at most 2·``tolerance_px`` per
+    component, so that each frame lies within about ``tolerance_px`` of its group's mean field."""
     groups: list[list[int]] = []
     for i, field in enumerate(fields_px):
-        if groups and float((field - fields_px[groups[-1][0]]).abs().max()) <= tolerance_px:
+        if groups and float((field - fields_px[groups[-1][0]]).abs().max()) <= 2 * tolerance_px:
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -91,7 +92,7 @@ def average_frames(
     halves: bool = False,
     also_unweighted: bool = False,
     field_grid_yx: tuple[int, int] = (16, 16),
-    tolerance_px: float = 0.02,
+    tolerance_px: float = 0.05,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> AlignedAverage:
     """Average frames after undoing the motion model, frame by frame.
@@ -116,8 +117,10 @@ def average_frames(
     field_grid_yx : tuple of int
         The deformation is evaluated on this grid and bilinearly interpolated per pixel (Warp: 16×16).
     tolerance_px : float
-        Frames whose spatially varying part of the field differs by at most this many pixels share one
-        resampling (the constant part of each frame's shift is applied exactly as a Fourier phase).
+        Consecutive frames whose spatially varying part of the field stays within about this many pixels
+        of their mean share one resampling (the constant part of each frame's shift is applied exactly as
+        a Fourier phase). 0.05 px costs < 1 % of the amplitude at 3 Å for 1 Å pixels; 0 resamples every
+        frame on its own.
     progress : callable, optional
         ``progress("average", done, total)``.
 
@@ -168,6 +171,8 @@ def average_frames(
         for i in group:
             f = used[i]
             spectrum = torch.fft.rfft2(frames[f].float())
+            if not bool(torch.isfinite(spectrum[0, 0])):
+                raise_non_finite(frames, "average_frames")
             const = constants[i]
             # aligned(x) = frame(x + d): multiply by exp(+2πi k·d)
             spectrum *= torch.polar(torch.ones_like(ky), 2 * torch.pi * ky * const[0])

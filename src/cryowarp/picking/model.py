@@ -55,8 +55,11 @@ class BoxNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> BoxNetConfig:
         """Inverse of :meth:`to_dict`."""
-        return cls(widths=tuple(int(w) for w in d["widths"]), blocks_per_stage=int(d["blocks_per_stage"]),
-                   head_blocks=int(d["head_blocks"]))
+        return cls(
+            widths=tuple(int(w) for w in d["widths"]),
+            blocks_per_stage=int(d["blocks_per_stage"]),
+            head_blocks=int(d["head_blocks"]),
+        )
 
 
 class _ResBlock(nn.Module):
@@ -120,7 +123,9 @@ class BoxNet(nn.Module):
         for i in range(len(w) - 1, 0, -1):
             self.decoders.append(_Stage(w[i] + w[i - 1], w[i - 1], nb))
         self.decoder0 = _Stage(w[0] + w[0], w[0], nb, batch_norm=False)
-        self.head = nn.Sequential(*[_ResBlock(w[0], batch_norm=False) for _ in range(self.config.head_blocks)])
+        self.head = nn.Sequential(
+            *[_ResBlock(w[0], batch_norm=False) for _ in range(self.config.head_blocks)]
+        )
         self.final = nn.Conv2d(w[0], N_CLASSES, 1, bias=False)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -23,13 +23,18 @@ class PickSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     particle_diameter_a: float = Field(200.0, gt=0, description="expected diameter D in Å (Warp GUI 200)")
-    threshold: float = Field(0.5, ge=0, le=1, description="min particle probability (WarpTools 0.5, GUI 0.95)")
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="min particle probability (WarpTools 0.5, GUI 0.95)"
+    )
     minimum_mask_distance_a: float = Field(0.0, ge=0, description="extra distance to the mask in Å (Warp 0)")
     mask_min_component_px: int = Field(20, ge=1, description="mask components below this (8 Å px) removed")
     highpass_a: float = Field(500.0, gt=0, description="high-pass cut-off in Å before normalising")
     invert_contrast: bool = Field(False, description="multiply by −1 (negative stain); cryo: False")
     tile_px: int = Field(512, gt=0, description="inference tile at 8 Å/px (Warp 2: 512)")
     border_px: int = Field(64, ge=0, description="discarded tile border at 8 Å/px (Warp 2: 64)")
+    single_tile_max_px: int = Field(
+        1024, ge=0, description="use one tile when the padded 8 Å image fits in this (0 = Warp's tiling)"
+    )
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,12 @@ def boxnet_to_state(model: BoxNet, **metadata) -> dict:
     Plain types keep the file loadable with ``torch.load(..., weights_only=True)``.
     """
     plain = json.loads(json.dumps(metadata, default=str))
-    return {"format": "cryowarp-boxnet-1", "config": model.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "metadata": plain}
+    return {
+        "format": "cryowarp-boxnet-1",
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": plain,
+    }
 
 
 def boxnet_from_state(state: dict, device: torch.device | None = None) -> BoxNet:
@@ -111,8 +119,10 @@ def load_pretrained_boxnet(device: torch.device | None = None) -> BoxNet:
     """
     source = resources.files("cryowarp.picking").joinpath("weights", PRETRAINED_NAME)
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: the pretrained BoxNet weights are missing from the installed package; "
-                                "re-create them with scripts/train_boxnet_general.py or reinstall cryowarp")
+        raise FileNotFoundError(
+            f"{source}: the pretrained BoxNet weights are missing from the installed package; "
+            "re-create them with scripts/train_boxnet_general.py or reinstall cryowarp"
+        )
     data = source.read_bytes()
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return boxnet_from_state(state, device)
@@ -144,17 +154,33 @@ def pick_particles(
     Tegunov & Cramer, Nat. Methods 16, 1146 (2019); warp-facts.md §3.4–3.5.
     """
     settings = settings or PickSettings()
-    x8, scale_xy = prepare_boxnet_input(image, pixel_size_a, highpass_a=settings.highpass_a,
-                                        invert_contrast=settings.invert_contrast)
+    x8, scale_xy = prepare_boxnet_input(
+        image, pixel_size_a, highpass_a=settings.highpass_a, invert_contrast=settings.invert_contrast
+    )
     model = model.to(image.device).eval()
-    probs = predict_probabilities(model, x8, tile_px=settings.tile_px, border_px=settings.border_px)
+    probs = predict_probabilities(
+        model,
+        x8,
+        tile_px=settings.tile_px,
+        border_px=settings.border_px,
+        single_tile_max_px=settings.single_tile_max_px,
+    )
     pixel_size_8a = pixel_size_a * scale_xy[0]
-    cand = find_particles(probs, particle_diameter_a=settings.particle_diameter_a, threshold=settings.threshold,
-                          minimum_mask_distance_a=settings.minimum_mask_distance_a,
-                          mask_min_component_px=settings.mask_min_component_px, pixel_size_a=pixel_size_8a)
+    cand = find_particles(
+        probs,
+        particle_diameter_a=settings.particle_diameter_a,
+        threshold=settings.threshold,
+        minimum_mask_distance_a=settings.minimum_mask_distance_a,
+        mask_min_component_px=settings.mask_min_component_px,
+        pixel_size_a=pixel_size_8a,
+    )
     scale = torch.tensor(scale_xy, device=cand.coords_px_xy.device, dtype=torch.float32)
     coords = cand.coords_px_xy * scale
     mask_pct = 100.0 * float(cand.mask.float().mean()) if cand.mask.numel() else 0.0
-    return Picks(coords_px_xy=coords.to(image.device), scores=cand.scores.to(image.device),
-                 mask_8a=cand.mask.to(image.device), mask_percentage=mask_pct,
-                 mask_pixel_size_xy_a=(pixel_size_a * scale_xy[0], pixel_size_a * scale_xy[1]))
+    return Picks(
+        coords_px_xy=coords.to(image.device),
+        scores=cand.scores.to(image.device),
+        mask_8a=cand.mask.to(image.device),
+        mask_percentage=mask_pct,
+        mask_pixel_size_xy_a=(pixel_size_a * scale_xy[0], pixel_size_a * scale_xy[1]),
+    )

@@ -107,14 +107,20 @@ def find_particles(
     components, _ = ndimage.label(particle > 0, structure=_FOUR_CONNECTED)
     peak_components = np.unique(components[peaks])
     peak_components = peak_components[peak_components > 0]
-    empty = PickCandidates(torch.zeros(0, 2, device=device), torch.zeros(0, device=device),
-                           torch.zeros(0, dtype=torch.long, device=device), torch.from_numpy(mask).to(device))
+    empty = PickCandidates(
+        torch.zeros(0, 2, device=device),
+        torch.zeros(0, device=device),
+        torch.zeros(0, dtype=torch.long, device=device),
+        torch.from_numpy(mask).to(device),
+    )
     if len(peak_components) == 0:
         return empty
-    centroids_yx = np.asarray(ndimage.center_of_mass(np.ones_like(particle), components, peak_components),
-                              dtype=np.float64).reshape(-1, 2)
-    extents = np.asarray(ndimage.sum(np.ones_like(particle), components, peak_components),
-                         dtype=np.int64).reshape(-1)
+    centroids_yx = np.asarray(
+        ndimage.center_of_mass(np.ones_like(particle), components, peak_components), dtype=np.float64
+    ).reshape(-1, 2)
+    extents = np.asarray(
+        ndimage.sum(np.ones_like(particle), components, peak_components), dtype=np.int64
+    ).reshape(-1)
 
     if mask.any():
         distance = ndimage.distance_transform_edt(~mask)
@@ -139,5 +145,9 @@ def find_particles(
     ix = np.clip(np.round(centroids_yx[:, 1]).astype(int), 0, w - 1)
     scores = p1.numpy()[iy, ix]
     coords_xy = torch.from_numpy(centroids_yx[:, ::-1].copy()).float()
-    return PickCandidates(coords_xy.to(device), torch.from_numpy(scores.copy()).float().to(device),
-                          torch.from_numpy(extents).to(device), torch.from_numpy(mask).to(device))
+    return PickCandidates(
+        coords_xy.to(device),
+        torch.from_numpy(scores.copy()).float().to(device),
+        torch.from_numpy(extents).to(device),
+        torch.from_numpy(mask).to(device),
+    )

@@ -121,8 +121,9 @@ def make_training_example(
     mask : torch.Tensor, optional
         `(h, w)` artefact mask in pixels of ``image`` (> 0.5 = artefact) or already at 8 Å/px.
     """
-    x8, scale_xy = prepare_boxnet_input(image, pixel_size_a, highpass_a=highpass_a,
-                                        invert_contrast=invert_contrast)
+    x8, scale_xy = prepare_boxnet_input(
+        image, pixel_size_a, highpass_a=highpass_a, invert_contrast=invert_contrast
+    )
     coords = torch.as_tensor(coords_px_xy, dtype=torch.float32, device=x8.device).reshape(-1, 2)
     coords_8a = coords / torch.tensor(scale_xy, device=x8.device)
     mask_8a = None
@@ -133,10 +134,14 @@ def make_training_example(
         elif tuple(mask.shape) == tuple(image.shape):
             mask_8a = F.interpolate(mask[None, None], size=tuple(x8.shape), mode="area")[0, 0]
         else:
-            raise ValueError(f"{name or 'example'}: mask shape {tuple(mask.shape)} matches neither the "
-                             f"micrograph {tuple(image.shape)} nor its 8 Å/px version {tuple(x8.shape)}")
+            raise ValueError(
+                f"{name or 'example'}: mask shape {tuple(mask.shape)} matches neither the "
+                f"micrograph {tuple(image.shape)} nor its 8 Å/px version {tuple(x8.shape)}"
+            )
     pixel_size_8a = pixel_size_a * scale_xy[0]
-    labels = paint_labels(tuple(x8.shape), coords_8a, particle_diameter_a, mask=mask_8a, pixel_size_a=pixel_size_8a)
+    labels = paint_labels(
+        tuple(x8.shape), coords_8a, particle_diameter_a, mask=mask_8a, pixel_size_a=pixel_size_8a
+    )
     return TrainingExample(image_8a=x8, labels=labels, name=name)
 
 
@@ -178,10 +183,16 @@ def augment_batch(
         gx = (cx + offs[..., 0] + 0.5) / w * 2 - 1
         gy = (cy + offs[..., 1] + 0.5) / h * 2 - 1
         grid = torch.stack([gx, gy], dim=-1)[None].to(device)
-        img = F.grid_sample(ex.image_8a[None, None], grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=False)[0, 0]
-        lab = F.grid_sample(ex.labels[None, None].float(), grid, mode="nearest", padding_mode="zeros",
-                            align_corners=False)[0, 0].round().long()
+        img = F.grid_sample(
+            ex.image_8a[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )[0, 0]
+        lab = (
+            F.grid_sample(
+                ex.labels[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+            )[0, 0]
+            .round()
+            .long()
+        )
         noise_sd = abs(float(torch.randn((), generator=generator))) * 0.3
         img = img + noise_sd * torch.randn(img.shape, generator=generator).to(device)
         img = img * u(0.5, 1.5) + u(-0.4, 0.4)
@@ -198,7 +209,9 @@ class TrainSettings(BaseModel):
     epochs: int = Field(20, ge=1, description="Warp: 100; iterations = epochs × n_new × n_corpora")
     batch_size: int = Field(4, ge=1, description="Warp: 8")
     patch_px: int = Field(256, ge=32, description="training patch at 8 Å/px (Warp 2: 512)")
-    optimizer: str = Field("adam", pattern="^(adam|sgd)$", description="adam (ours) or sgd (Warp, momentum 0.9)")
+    optimizer: str = Field(
+        "adam", pattern="^(adam|sgd)$", description="adam (ours) or sgd (Warp, momentum 0.9)"
+    )
     lr_start: float = Field(1e-3, gt=0, description="Warp SGD: 5e-5")
     lr_end: float = Field(1e-4, gt=0, description="Warp SGD: 1e-5")
     warmup_iterations: int = Field(100, ge=0, description="linear warm-up (Warp: 100)")
@@ -353,7 +366,10 @@ def train_boxnet(
             picks_gen = torch.randint(len(general), (settings.batch_size - n_new,), generator=gen).tolist()
             batch = [examples[i] for i in picks_new] + [general[i] for i in picks_gen]
         else:
-            batch = [examples[i] for i in torch.randint(len(examples), (settings.batch_size,), generator=gen).tolist()]
+            batch = [
+                examples[i]
+                for i in torch.randint(len(examples), (settings.batch_size,), generator=gen).tolist()
+            ]
         images, labels = augment_batch(batch, settings.patch_px, gen)
         logits = net(images)
         loss = F.cross_entropy(logits, labels, weight=weights)
@@ -365,15 +381,25 @@ def train_boxnet(
         stopping = stop is not None and stop()
         if (it + 1) % per_epoch == 0 or it + 1 == n_iterations or stopping:
             report = EpochReport(
-                epoch=len(history) + 1, n_epochs=n_epochs, iteration=it + 1, n_iterations=n_iterations,
-                loss=loss_value, accuracy_old_model_new_data=acc_old_new, accuracy_old_model_old_data=acc_old_old,
+                epoch=len(history) + 1,
+                n_epochs=n_epochs,
+                iteration=it + 1,
+                n_iterations=n_iterations,
+                loss=loss_value,
+                accuracy_old_model_new_data=acc_old_new,
+                accuracy_old_model_old_data=acc_old_old,
                 accuracy_new_model_new_data=pixel_accuracy(net, eval_new, settings.eval_crop_px),
-                accuracy_new_model_old_data=(pixel_accuracy(net, eval_general, settings.eval_crop_px)
-                                             if general else None),
+                accuracy_new_model_old_data=(
+                    pixel_accuracy(net, eval_general, settings.eval_crop_px) if general else None
+                ),
             )
             history.append(report)
         if progress is not None:
-            progress(TrainProgress(iteration=it + 1, n_iterations=n_iterations, loss=loss_value, epoch_report=report))
+            progress(
+                TrainProgress(
+                    iteration=it + 1, n_iterations=n_iterations, loss=loss_value, epoch_report=report
+                )
+            )
         if report is not None and checkpoint is not None:
             checkpoint(net, report)
         if stopping:
@@ -383,7 +409,16 @@ def train_boxnet(
 
 
 __all__ = [
-    "EpochReport", "TrainProgress", "TrainResult", "TrainSettings", "TrainingExample", "augment_batch",
-    "class_weights", "make_training_example", "paint_labels", "pixel_accuracy", "rescale_to_boxnet_pixel_size",
+    "EpochReport",
+    "TrainProgress",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingExample",
+    "augment_batch",
+    "class_weights",
+    "make_training_example",
+    "paint_labels",
+    "pixel_accuracy",
+    "rescale_to_boxnet_pixel_size",
     "train_boxnet",
 ]

@@ -52,30 +52,48 @@ def power_spectrum_2d(image: torch.Tensor, window: int = 512) -> torch.Tensor:
     tiles = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
     power = torch.zeros(window, window, dtype=torch.float32, device=image.device)
     for start in range(0, tiles.shape[0], 16):
-        power += (torch.fft.fft2(tiles[start:start + 16]).abs() ** 2).sum(0)
+        power += (torch.fft.fft2(tiles[start : start + 16]).abs() ** 2).sum(0)
     return torch.fft.fftshift(power / tiles.shape[0])
 
 
-def write_spectrum_png(path: Path, average: torch.Tensor, ctf: Any | None, pixel_size_a: float,
-                       window: int = 512) -> Path:
+def write_spectrum_png(
+    path: Path, average: torch.Tensor, ctf: Any | None, pixel_size_a: float, window: int = 512
+) -> Path:
     """Left half: the micrograph's 2-D power spectrum (log, ±2.5 σ); right half: the fitted CTF² (if any)."""
     ps = power_spectrum_2d(average, window)
     size = ps.shape[-1]
     logps = torch.log(ps + 1e-12)
-    centre = logps[size // 2 - 2:size // 2 + 3, size // 2 - 2:size // 2 + 3]
-    logps[size // 2 - 2:size // 2 + 3, size // 2 - 2:size // 2 + 3] = centre.median()  # hide the DC spike
+    centre = logps[size // 2 - 2 : size // 2 + 3, size // 2 - 2 : size // 2 + 3]
+    logps[size // 2 - 2 : size // 2 + 3, size // 2 - 2 : size // 2 + 3] = centre.median()  # hide the DC spike
     left = _to_uint8(logps.cpu().numpy())
     if ctf is not None:
-        sim = ctf_2d(ctf.defocus_um, ctf.defocus_delta_um, ctf.astigmatism_angle_deg, voltage_kv=ctf.voltage_kv,
-                     cs_mm=ctf.cs_mm, amplitude_contrast=ctf.amplitude_contrast, pixel_size_a=pixel_size_a,
-                     shape_yx=(size, size), phase_shift_deg=ctf.phase_shift_deg, rfft=False) ** 2
+        sim = (
+            ctf_2d(
+                ctf.defocus_um,
+                ctf.defocus_delta_um,
+                ctf.astigmatism_angle_deg,
+                voltage_kv=ctf.voltage_kv,
+                cs_mm=ctf.cs_mm,
+                amplitude_contrast=ctf.amplitude_contrast,
+                pixel_size_a=pixel_size_a,
+                shape_yx=(size, size),
+                phase_shift_deg=ctf.phase_shift_deg,
+                rfft=False,
+            )
+            ** 2
+        )
         right = (torch.fft.fftshift(sim).cpu().numpy() * 255).astype(np.uint8)
-        left[:, size // 2:] = right[:, size // 2:]
+        left[:, size // 2 :] = right[:, size // 2 :]
     return _save_png(path, left)
 
 
-def write_tracks_png(path: Path, tracks_a_yx: np.ndarray, centers_px_yx: np.ndarray, shape_yx: tuple[int, int],
-                     exaggeration: float = 20.0) -> Path:
+def write_tracks_png(
+    path: Path,
+    tracks_a_yx: np.ndarray,
+    centers_px_yx: np.ndarray,
+    shape_yx: tuple[int, int],
+    exaggeration: float = 20.0,
+) -> Path:
     """Motion tracks at the patch centres (×exaggeration) over the frame, with matplotlib (Agg)."""
     import matplotlib
 

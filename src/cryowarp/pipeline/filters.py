@@ -94,11 +94,15 @@ def evaluate_filters(items: Sequence[Mapping[str, Any]], settings: FilterSetting
         reasons = []
         defocus = _num(item, "defocus_um")
         if defocus is not None and not (s.defocus_min_um <= defocus <= s.defocus_max_um):
-            reasons.append(f"defocus {defocus:.3g} µm outside [{s.defocus_min_um:g}, {s.defocus_max_um:g}] µm")
+            reasons.append(
+                f"defocus {defocus:.3g} µm outside [{s.defocus_min_um:g}, {s.defocus_max_um:g}] µm"
+            )
         if vector is not None:
             distance_sigma = math.hypot(vector[0] - mean_x, vector[1] - mean_y) / sigma
             if distance_sigma > s.astigmatism_max_sigma:
-                reasons.append(f"astigmatism {distance_sigma:.2f} s.d. from the mean > {s.astigmatism_max_sigma:g}")
+                reasons.append(
+                    f"astigmatism {distance_sigma:.2f} s.d. from the mean > {s.astigmatism_max_sigma:g}"
+                )
         resolution = _num(item, "resolution_a")
         if resolution is not None and resolution > s.resolution_max_a:
             reasons.append(f"resolution {resolution:.3g} Å > {s.resolution_max_a:g} Å")

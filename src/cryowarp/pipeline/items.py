@@ -70,8 +70,10 @@ def _load_boxnet(path: str | None, device: torch.device) -> Any:
             try:
                 model = load_pretrained_boxnet(device=device)
             except FileNotFoundError as exc:
-                raise ItemError("the general BoxNet model is not installed (picking/weights/boxnet_general.pt "
-                                "missing); pass --boxnet MODEL.pt or turn picking off") from exc
+                raise ItemError(
+                    "the general BoxNet model is not installed (picking/weights/boxnet_general.pt "
+                    "missing); pass --boxnet MODEL.pt or turn picking off"
+                ) from exc
         else:
             if not Path(path).is_file():
                 raise ItemError(f"BoxNet model {path}: no such file")
@@ -82,8 +84,9 @@ def _load_boxnet(path: str | None, device: torch.device) -> Any:
     return _BOXNET_CACHE[key]
 
 
-def _apply_corrections(picks_xy: np.ndarray, scores: np.ndarray, corrections: dict | None
-                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _apply_corrections(
+    picks_xy: np.ndarray, scores: np.ndarray, corrections: dict | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """BoxNet's picks minus manual removals plus manual additions."""
     sources = ["auto"] * len(picks_xy)
     if not corrections:
@@ -171,19 +174,41 @@ def process_movie(
         message = str(exc) or type(exc).__name__
         if path.name not in message:
             message = f"{path.name}: {message}"
-        return ItemResult(name=name, path=str(path), ok=False, error=f"{stage}: {message}",
-                          stages_run=tuple(done), stage_hashes={s: hashes[s] for s in done},
-                          artifacts=out["artifacts"], timings_s=timings)
-    return ItemResult(name=name, path=str(path), ok=True, stages_run=tuple(done),
-                      stage_hashes={s: hashes[s] for s in done}, timings_s=timings,
-                      **{k: v for k, v in out.items()})
+        return ItemResult(
+            name=name,
+            path=str(path),
+            ok=False,
+            error=f"{stage}: {message}",
+            stages_run=tuple(done),
+            stage_hashes={s: hashes[s] for s in done},
+            timings_s=timings,
+            **{k: v for k, v in out.items() if k not in ("particles",)},
+        )
+    return ItemResult(
+        name=name,
+        path=str(path),
+        ok=True,
+        stages_run=tuple(done),
+        stage_hashes={s: hashes[s] for s in done},
+        timings_s=timings,
+        **{k: v for k, v in out.items()},
+    )
 
 
 class _ItemState:
     """The intermediate results of one movie while its stages run (private)."""
 
-    def __init__(self, path: Path, name: str, folder: Path, project_dir: Path, settings: ProcessingSettings,
-                 device: torch.device, out: dict[str, Any], timings: dict[str, float]):
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        folder: Path,
+        project_dir: Path,
+        settings: ProcessingSettings,
+        device: torch.device,
+        out: dict[str, Any],
+        timings: dict[str, float],
+    ):
         self.path, self.name, self.folder, self.project_dir = path, name, folder, project_dir
         self.settings, self.device, self.out, self.timings = settings, device, out, timings
         self.frames: torch.Tensor | None = None
@@ -199,9 +224,17 @@ class _ItemState:
         from cryowarp.io.movies import read_movie
 
         inp = self.settings.input
-        movie = read_movie(self.path, gain=inp.gain_path, defects=inp.defects_path, gain_flip_x=inp.gain_flip_x,
-                           gain_flip_y=inp.gain_flip_y, gain_transpose=inp.gain_transpose,
-                           eer_upsampling=inp.eer_upsampling, eer_group=inp.eer_group, pixel_size_a=inp.pixel_size_a)
+        movie = read_movie(
+            self.path,
+            gain=inp.gain_path,
+            defects=inp.defects_path,
+            gain_flip_x=inp.gain_flip_x,
+            gain_flip_y=inp.gain_flip_y,
+            gain_transpose=inp.gain_transpose,
+            eer_upsampling=inp.eer_upsampling,
+            eer_group=inp.eer_group,
+            pixel_size_a=inp.pixel_size_a,
+        )
         frames = movie.frames
         if movie.pixel_size_a is None or movie.pixel_size_a <= 0:
             raise ItemError("pixel size unknown: the file header has none and no --pixel-size was given")
@@ -209,11 +242,14 @@ class _ItemState:
         f, h, w = frames.shape
         if expected_shape_fyx is not None and (f, h, w) != tuple(expected_shape_fyx):
             ef, eh, ew = expected_shape_fyx
-            raise ItemError(f"expected {ef} frames of {ew}×{eh} like the rest of the session, found {f} frames "
-                            f"of {w}×{h}")
+            raise ItemError(
+                f"expected {ef} frames of {ew}×{eh} like the rest of the session, found {f} frames of {w}×{h}"
+            )
         if min(h, w) < 2 * self.settings.ctf.window:
-            raise ItemError(f"frames of {w}×{h} are smaller than one CTF patch ({2 * self.settings.ctf.window} px); "
-                            f"expected ≥ {2 * self.settings.ctf.window} px per side (or a smaller ctf.window)")
+            raise ItemError(
+                f"frames of {w}×{h} are smaller than one CTF patch ({2 * self.settings.ctf.window} px); "
+                f"expected ≥ {2 * self.settings.ctf.window} px per side (or a smaller ctf.window)"
+            )
         if not bool(torch.isfinite(frames).all()):
             raise ItemError("frames hold NaN or infinite values")
         self.frames = frames.to(self.device)
@@ -222,31 +258,49 @@ class _ItemState:
     # ---------------------------------------------------------------- stages
     def run_motion(self, _corrections: Any) -> None:
         from cryowarp.io.mrc import write_mrc
-        from cryowarp.motion import average_frames, fit_motion
-
-        from cryowarp.motion import MotionModel
+        from cryowarp.motion import MotionModel, average_frames, fit_motion
 
         exposure = self.settings.input.exposure_per_frame_e_per_a2
         if self.settings.do_motion:
             model = fit_motion(self.frames, self.pixel_size_a, exposure, self.settings.motion)
         else:
-            model = MotionModel.zeros(tuple(self.frames.shape[-2:]), self.pixel_size_a, int(self.frames.shape[0]),
-                                      skipped_reason="motion correction turned off (do_motion = false)")
-        aligned = average_frames(self.frames, model, pixel_size_a=self.pixel_size_a,
-                                 exposure_per_frame_e_per_a2=exposure, dose_weighted=True, also_unweighted=True)
+            model = MotionModel.zeros(
+                tuple(self.frames.shape[-2:]),
+                self.pixel_size_a,
+                int(self.frames.shape[0]),
+                skipped_reason="motion correction turned off (do_motion = false)",
+            )
+        aligned = average_frames(
+            self.frames,
+            model,
+            pixel_size_a=self.pixel_size_a,
+            exposure_per_frame_e_per_a2=exposure,
+            dose_weighted=True,
+            also_unweighted=True,
+        )
         self.motion_model, self.average, self.average_no_dw = model, aligned.average, aligned.average_no_dw
         average_path = write_mrc(self.folder / "average.mrc", aligned.average, self.pixel_size_a)
         write_mrc(self.folder / "average_nodw.mrc", aligned.average_no_dw, self.pixel_size_a)
         tracks = model.patch_tracks_a_yx()
-        motion = {**model.to_dict(), "tracks_a_yx": model.global_displacement_a_yx().tolist(),
-                  "patch_tracks_a_yx": tracks.tolist()}
+        motion = {
+            **model.to_dict(),
+            "tracks_a_yx": model.global_displacement_a_yx().tolist(),
+            "patch_tracks_a_yx": tracks.tolist(),
+        }
         motion_path = _write_json(self.folder / "motion.json", motion)
         thumb, scale = _images().write_thumbnail(self.folder / "thumb.png", aligned.average)
-        tracks_png = _images().write_tracks_png(self.folder / "tracks.png", tracks.cpu().numpy(),
-                                                model.patch_centers_px_yx.cpu().numpy(), model.shape_yx)
+        tracks_png = _images().write_tracks_png(
+            self.folder / "tracks.png",
+            tracks.cpu().numpy(),
+            model.patch_centers_px_yx.cpu().numpy(),
+            model.shape_yx,
+        )
         self.out["artifacts"].update(
-            average=_relative(self.project_dir, average_path), motion_json=_relative(self.project_dir, motion_path),
-            thumbnail=_relative(self.project_dir, thumb), tracks_png=_relative(self.project_dir, tracks_png))
+            average=_relative(self.project_dir, average_path),
+            motion_json=_relative(self.project_dir, motion_path),
+            thumbnail=_relative(self.project_dir, thumb),
+            tracks_png=_relative(self.project_dir, tracks_png),
+        )
         self.out["mean_motion_a"] = float(model.mean_frame_movement_a)
         _write_json(self.folder / "thumb.json", {"scale": scale})
 
@@ -284,19 +338,31 @@ class _ItemState:
         model = fit_ctf(image, self.pixel_size_a, self.settings.ctf)
         self.ctf_model = model
         ctf_path = _write_json(self.folder / "ctf.json", model.to_dict())
-        spectrum = {"freq_per_a": model.frequencies_1d_per_a().tolist(), "ps_1d": list(model.spectrum_1d),
-                    "ctf_fit_1d": list(model.simulated_1d), "background_1d": list(model.background_1d),
-                    "quality_1d": list(model.quality_1d), "resolution_a": model.resolution_a,
-                    "fit_range_a": list(model.fit_range_a)}
+        spectrum = {
+            "freq_per_a": model.frequencies_1d_per_a().tolist(),
+            "ps_1d": list(model.spectrum_1d),
+            "ctf_fit_1d": list(model.simulated_1d),
+            "background_1d": list(model.background_1d),
+            "quality_1d": list(model.quality_1d),
+            "resolution_a": model.resolution_a,
+            "fit_range_a": list(model.fit_range_a),
+        }
         spec_path = _write_json(self.folder / "spectrum.json", spectrum)
-        png = _images().write_spectrum_png(self.folder / "ps.png", image, model, self.pixel_size_a,
-                                           window=self.settings.ctf.window)
-        self.out["artifacts"].update(ctf_json=_relative(self.project_dir, ctf_path),
-                                     spectrum_json=_relative(self.project_dir, spec_path),
-                                     spectrum_png=_relative(self.project_dir, png))
-        self.out.update(defocus_um=float(model.defocus_um), defocus_delta_um=float(model.defocus_delta_um),
-                        astigmatism_angle_deg=float(model.astigmatism_angle_deg),
-                        phase_shift_deg=float(model.phase_shift_deg), resolution_a=_finite(model.resolution_a))
+        png = _images().write_spectrum_png(
+            self.folder / "ps.png", image, model, self.pixel_size_a, window=self.settings.ctf.window
+        )
+        self.out["artifacts"].update(
+            ctf_json=_relative(self.project_dir, ctf_path),
+            spectrum_json=_relative(self.project_dir, spec_path),
+            spectrum_png=_relative(self.project_dir, png),
+        )
+        self.out.update(
+            defocus_um=float(model.defocus_um),
+            defocus_delta_um=float(model.defocus_delta_um),
+            astigmatism_angle_deg=float(model.astigmatism_angle_deg),
+            phase_shift_deg=float(model.phase_shift_deg),
+            resolution_a=_finite(model.resolution_a),
+        )
 
     def _need_ctf(self) -> None:
         if self.ctf_model is None and self.settings.do_ctf:
@@ -319,10 +385,14 @@ class _ItemState:
             xy = picks.coords_px_xy.detach().cpu().double().numpy().reshape(-1, 2)
             scores = picks.scores.detach().cpu().double().numpy().reshape(-1)
             mask_percentage = float(picks.mask_percentage)
-        self.out["picks_px_xy_score"] = [[float(x), float(y), float(s)] for (x, y), s in zip(xy, scores, strict=True)]
+        self.out["picks_px_xy_score"] = [
+            [float(x), float(y), float(s)] for (x, y), s in zip(xy, scores, strict=True)
+        ]
         self.out["mask_percentage"] = mask_percentage
-        picks_path = _write_json(self.folder / "picks.json", {"coords_px_xy": xy.tolist(), "scores": scores.tolist(),
-                                                               "mask_percentage": mask_percentage})
+        picks_path = _write_json(
+            self.folder / "picks.json",
+            {"coords_px_xy": xy.tolist(), "scores": scores.tolist(), "mask_percentage": mask_percentage},
+        )
         self.out["artifacts"]["picks_json"] = _relative(self.project_dir, picks_path)
         self.picks = _apply_corrections(xy, scores, corrections)
         if "export" not in self.settings.enabled_stages():
@@ -335,10 +405,16 @@ class _ItemState:
         candidates = sorted(folder.glob(f"{self.name}*.star"))
         if not candidates:
             raise ItemError(f"no coordinate file {folder}/{self.name}*.star (picks_star_dir is set)")
-        tables = read_star(candidates[0])
-        table = next((t for t in tables.values() if "rlnCoordinateX" in t.columns), None)
+        table = None
+        for candidate in candidates:  # e.g. <name>_motion.star and <name>_particles.star side by side
+            table = next((t for t in read_star(candidate).values() if "rlnCoordinateX" in t.columns), None)
+            if table is not None:
+                break
         if table is None:
-            raise ItemError(f"{candidates[0]}: expected a table with rlnCoordinateX/Y, found blocks {list(tables)}")
+            raise ItemError(
+                f"{', '.join(c.name for c in candidates)}: expected a table with rlnCoordinateX/Y "
+                f"in {folder}, found none"
+            )
         xy = table[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(dtype=np.float64)
         if "rlnAutopickFigureOfMerit" in table.columns:
             scores = table["rlnAutopickFigureOfMerit"].to_numpy(dtype=np.float64)
@@ -370,21 +446,42 @@ class _ItemState:
         export = self.settings.export
         if len(xy) == 0:
             stack_path.unlink(missing_ok=True)
-            self.out.update(particles=[], particle_stack=None, n_particles=0, particle_box_px=export.box_size_px)
+            self.out.update(
+                particles=[], particle_stack=None, n_particles=0, particle_box_px=export.box_size_px
+            )
             return
-        stack = extract_particles_2d(self.frames, self.motion_model, self.ctf_model,
-                                     torch.as_tensor(xy, dtype=torch.float32), pixel_size_a=self.pixel_size_a,
-                                     exposure_per_frame_e_per_a2=self.settings.input.exposure_per_frame_e_per_a2,
-                                     settings=export)
+        stack = extract_particles_2d(
+            self.frames,
+            self.motion_model,
+            self.ctf_model,
+            torch.as_tensor(xy, dtype=torch.float32),
+            pixel_size_a=self.pixel_size_a,
+            exposure_per_frame_e_per_a2=self.settings.input.exposure_per_frame_e_per_a2,
+            settings=export,
+        )
         write_mrc(stack_path, stack.images, stack.pixel_size_a, float16=export.float16, stack=True)
         u = stack.defocus_u_um.cpu().tolist() if stack.defocus_u_um is not None else [None] * len(xy)
         v = stack.defocus_v_um.cpu().tolist() if stack.defocus_v_um is not None else [None] * len(xy)
-        particles = [{"x_px": float(x), "y_px": float(y), "defocus_u_um": du, "defocus_v_um": dv,
-                      "astigmatism_angle_deg": stack.astigmatism_angle_deg, "phase_shift_deg": stack.phase_shift_deg,
-                      "score": None if math.isnan(s) else float(s), "source": src}
-                     for (x, y), s, src, du, dv in zip(xy, scores, sources, u, v, strict=True)]
-        self.out.update(particles=particles, particle_stack=stack_rel, n_particles=len(particles),
-                        particle_pixel_size_a=float(stack.pixel_size_a), particle_box_px=int(stack.box_size_px))
+        particles = [
+            {
+                "x_px": float(x),
+                "y_px": float(y),
+                "defocus_u_um": du,
+                "defocus_v_um": dv,
+                "astigmatism_angle_deg": stack.astigmatism_angle_deg,
+                "phase_shift_deg": stack.phase_shift_deg,
+                "score": None if math.isnan(s) else float(s),
+                "source": src,
+            }
+            for (x, y), s, src, du, dv in zip(xy, scores, sources, u, v, strict=True)
+        ]
+        self.out.update(
+            particles=particles,
+            particle_stack=stack_rel,
+            n_particles=len(particles),
+            particle_pixel_size_a=float(stack.pixel_size_a),
+            particle_box_px=int(stack.box_size_px),
+        )
         self.out["artifacts"]["particles"] = stack_rel
 
     def fill_missing_scalars(self, enabled: tuple[str, ...]) -> None:

@@ -77,7 +77,9 @@ class _LocalExecutor:
         from concurrent.futures.process import BrokenProcessPool
 
         if isinstance(exc, BrokenProcessPool):
-            if getattr(self._pool, "_broken", False):  # futures of an older, already replaced pool: no new pool
+            if getattr(
+                self._pool, "_broken", False
+            ):  # futures of an older, already replaced pool: no new pool
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
             return True
@@ -127,8 +129,13 @@ class _DaskExecutor:
             if scheduler_address:
                 self._client = Client(scheduler_address)
             else:
-                self._cluster = LocalCluster(n_workers=n_workers or 1, threads_per_worker=1, processes=True,
-                                             host="127.0.0.1", dashboard_address=None)
+                self._cluster = LocalCluster(
+                    n_workers=n_workers or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
                 self._client = Client(self._cluster)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -176,10 +183,19 @@ class Coordinator:
         ``on_update(coordinator)`` after every change (for a live display).
     """
 
-    def __init__(self, project_dir: str | Path, settings: ProcessingSettings | None = None, *,
-                 n_workers: int | None = None, n_threads: int | None = None, scheduler_address: str | None = None,
-                 dask_workers: int | None = None, device: str = "auto", max_attempts: int = 3,
-                 on_update: Callable[[Coordinator], None] | None = None):
+    def __init__(
+        self,
+        project_dir: str | Path,
+        settings: ProcessingSettings | None = None,
+        *,
+        n_workers: int | None = None,
+        n_threads: int | None = None,
+        scheduler_address: str | None = None,
+        dask_workers: int | None = None,
+        device: str = "auto",
+        max_attempts: int = 3,
+        on_update: Callable[[Coordinator], None] | None = None,
+    ):
         self.project_dir = Path(project_dir)
         self.store = ProjectStore(self.project_dir)
         if settings is not None and settings != self.store.get_settings():
@@ -257,9 +273,17 @@ class Coordinator:
                 continue
             corrections = self.store.pick_corrections(name)
             self.store.mark_running(name)
-            future = self.executor.submit(process_movie, row["path"], self.settings, str(self.project_dir),
-                                          stages=stages, pick_corrections=corrections,
-                                          expected_shape_fyx=expected, device=self.device, n_threads=self.n_threads)
+            future = self.executor.submit(
+                process_movie,
+                row["path"],
+                self.settings,
+                str(self.project_dir),
+                stages=stages,
+                pick_corrections=corrections,
+                expected_shape_fyx=expected,
+                device=self.device,
+                n_threads=self.n_threads,
+            )
             item = self.store.get_item(name)
             self.running[future] = (name, item["readable_at"] or time.time())
         self._update()
@@ -302,15 +326,29 @@ class Coordinator:
         if attempts < self.max_attempts:
             self.store.mark_queued(name)
             self.stats.retried += 1
-            self._say(f"{name}: its worker died ({type(exc).__name__}); retrying ({attempts}/{self.max_attempts})")
+            self._say(
+                f"{name}: its worker died ({type(exc).__name__}); retrying ({attempts}/{self.max_attempts})"
+            )
         else:
-            self.store.record_failure(name, f"worker: the worker processing it died {attempts} times "
-                                            f"({type(exc).__name__}: {exc}); not retried again")
+            self.store.record_failure(
+                name,
+                f"worker: the worker processing it died {attempts} times "
+                f"({type(exc).__name__}: {exc}); not retried again",
+            )
             self.stats.failed_now += 1
 
     # ------------------------------------------------------------------ loops
-    def run(self, input_dir: str | Path | None, *, watch: bool = False, use_polling: bool = False,
-            stable_s: float = 1.0, stop: Callable[[], bool] | None = None, idle_sleep_s: float = 0.2) -> dict[str, int]:
+    def run(
+        self,
+        input_dir: str | Path | None,
+        *,
+        watch: bool = False,
+        use_polling: bool = False,
+        stable_s: float = 1.0,
+        stop: Callable[[], bool] | None = None,
+        stop_when_idle: Callable[[], bool] | None = None,
+        idle_sleep_s: float = 0.2,
+    ) -> dict[str, int]:
         """Process ``input_dir``: once (until nothing is queued or running) or forever with ``watch``.
 
         Parameters
@@ -324,7 +362,10 @@ class Coordinator:
         stable_s : float
             Ripeness time (Warp: 1 s).
         stop : callable, optional
-            Checked every loop iteration.
+            Checked every loop iteration; True ends the run (running items are still collected).
+        stop_when_idle : callable, optional
+            With ``watch``: end once it returns True and nothing is queued, running or incubating
+            (e.g. "the acquisition has finished").
 
         Returns
         -------
@@ -334,8 +375,14 @@ class Coordinator:
         watcher = None
         if input_dir is not None:
             inp = self.settings.input
-            watcher = FolderWatcher(input_dir, inp.patterns, recursive=inp.recursive, stable_s=stable_s,
-                                    use_polling=use_polling, exclude=[p for p in (inp.gain_path, inp.defects_path) if p])
+            watcher = FolderWatcher(
+                input_dir,
+                inp.patterns,
+                recursive=inp.recursive,
+                stable_s=stable_s,
+                use_polling=use_polling,
+                exclude=[p for p in (inp.gain_path, inp.defects_path) if p],
+            )
         write_star_files(self.store)
         try:
             while True:
@@ -347,17 +394,29 @@ class Coordinator:
                 idle = not self.running and not self.store.queued_items()
                 if not watch and idle:
                     if watcher is not None and watcher.n_incubating:
-                        if self.add_files(watcher.poll(flush=time.time() - self.stats.started_at > 5 * stable_s)):
+                        if self.add_files(
+                            watcher.poll(flush=time.time() - self.stats.started_at > 5 * stable_s)
+                        ):
                             continue
                         time.sleep(idle_sleep_s)
                         continue
                     break
                 if stop is not None and stop():
                     break
+                if (
+                    stop_when_idle is not None
+                    and idle
+                    and stop_when_idle()
+                    and (watcher is None or (not watcher.n_incubating and not self.add_files(watcher.poll())))
+                ):
+                    break
                 if watcher is not None and idle:
                     watcher.wait(idle_sleep_s)
                 else:
                     time.sleep(idle_sleep_s if not self.running else 0.05)
+            while self.running:  # a stop request still records what the workers are finishing
+                self.collect()
+                time.sleep(0.05)
         finally:
             if watcher is not None:
                 watcher.close()

@@ -77,7 +77,8 @@ class InputSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pixel_size_a: float | None = Field(
-        None, gt=0, description="movie pixel size in Å/px; None = read it from the file header")
+        None, gt=0, description="movie pixel size in Å/px; None = read it from the file header"
+    )
     exposure_per_frame_e_per_a2: float = Field(1.0, gt=0, description="exposure per frame in e⁻/Å²")
     gain_path: str | None = Field(None, description="gain reference (MRC/TIFF), multiplied into every frame")
     gain_flip_x: bool = Field(False, description="flip the gain reference along x")
@@ -86,10 +87,13 @@ class InputSettings(BaseModel):
     defects_path: str | None = Field(None, description="defect map (nonzero = bad pixel)")
     eer_upsampling: int = Field(1, ge=1, le=4, description="EER super-resolution factor (1, 2 or 4)")
     eer_group: int | None = Field(
-        None, description="Warp's signed EERGroupFrames: > 0 raw frames per frame, < 0 minus the number of "
-                          "frames; None = 40 frames (WarpTools)")
+        None,
+        description="Warp's signed EERGroupFrames: > 0 raw frames per frame, < 0 minus the number of "
+        "frames; None = 40 frames (WarpTools)",
+    )
     patterns: tuple[str, ...] = Field(
-        ("*.mrc", "*.mrcs", "*.tif", "*.tiff", "*.eer"), description="file name patterns taken as movies")
+        ("*.mrc", "*.mrcs", "*.tif", "*.tiff", "*.eer"), description="file name patterns taken as movies"
+    )
     recursive: bool = Field(False, description="also look in sub-folders")
 
 
@@ -104,8 +108,13 @@ class FilterSettings(BaseModel):
     defocus_min_um: float = Field(0.0, description="minimum mean defocus in µm (Warp 0)")
     defocus_max_um: float = Field(5.0, description="maximum mean defocus in µm (Warp 5)")
     astigmatism_max_sigma: float = Field(
-        3.0, ge=0, description="max distance of (ΔD cos 2φ, ΔD sin 2φ) from the dataset mean, in s.d. (Warp 3)")
-    resolution_max_a: float = Field(5.0, gt=0, description="worst accepted CTF resolution estimate in Å (Warp 5)")
+        3.0,
+        ge=0,
+        description="max distance of (ΔD cos 2φ, ΔD sin 2φ) from the dataset mean, in s.d. (Warp 3)",
+    )
+    resolution_max_a: float = Field(
+        5.0, gt=0, description="worst accepted CTF resolution estimate in Å (Warp 5)"
+    )
     phase_min_deg: float = Field(0.0, description="minimum phase shift in degrees (Warp 0·π)")
     phase_max_deg: float = Field(180.0, description="maximum phase shift in degrees (Warp 1·π)")
     filter_phase: bool = Field(False, description="apply the phase range (Warp: only when phase is fitted)")
@@ -123,7 +132,8 @@ class ProcessingSettings(BaseModel):
         Schema version (:data:`SETTINGS_VERSION`).
     input : InputSettings
         Pixel size, exposure per frame, gain, file patterns.
-    motion, ctf, pick, export : stage settings (``ctf`` also holds the optics: voltage, Cs, amplitude contrast)
+    motion, ctf, pick, export : stage settings
+        ``ctf`` also holds the optics (voltage, Cs, amplitude contrast).
         ``cryowarp.motion.MotionSettings``, ``cryowarp.ctf.CTFSettings``,
         ``cryowarp.picking.PickSettings``, ``cryowarp.export.ExportSettings``.
     filter : FilterSettings
@@ -147,12 +157,17 @@ class ProcessingSettings(BaseModel):
     export: ExportSettings = Field(default_factory=ExportSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     boxnet_model_path: str | None = Field(
-        None, description="BoxNet weights (.pt) to pick with; None = the general model shipped with cryowarp")
+        None, description="BoxNet weights (.pt) to pick with; None = the general model shipped with cryowarp"
+    )
     picks_star_dir: str | None = Field(
-        None, description="folder of RELION coordinate STAR files <movie stem>*.star (rlnCoordinateX/Y in px "
-                          "of the movie); when set, the pick stage reads these instead of running BoxNet")
-    do_motion: bool = Field(True, description="fit motion (off: frames are averaged as they are, as Warp's "
-                                              "ProcessMovement = false)")
+        None,
+        description="folder of RELION coordinate STAR files <movie stem>*.star (rlnCoordinateX/Y in px "
+        "of the movie); when set, the pick stage reads these instead of running BoxNet",
+    )
+    do_motion: bool = Field(
+        True,
+        description="fit motion (off: frames are averaged as they are, as Warp's ProcessMovement = false)",
+    )
     do_ctf: bool = True
     do_pick: bool = True
     do_export: bool = True
@@ -166,8 +181,10 @@ class ProcessingSettings(BaseModel):
         """Validate a plain dict (e.g. from settings.json or the UI); raises ``ValueError`` on bad input."""
         version = d.get("version", SETTINGS_VERSION)
         if version > SETTINGS_VERSION:
-            raise ValueError(f"settings version {version} is newer than this cryowarp understands "
-                             f"({SETTINGS_VERSION}); upgrade cryowarp")
+            raise ValueError(
+                f"settings version {version} is newer than this cryowarp understands "
+                f"({SETTINGS_VERSION}); upgrade cryowarp"
+            )
         return cls.model_validate(d)
 
     def updated(self, changes: dict[str, Any]) -> ProcessingSettings:
@@ -176,7 +193,12 @@ class ProcessingSettings(BaseModel):
 
     def enabled_stages(self) -> tuple[str, ...]:
         """The stages that run under these settings, in order."""
-        on = {"motion": True, "ctf": self.do_ctf, "pick": self.do_pick, "export": self.do_export and self.do_pick}
+        on = {
+            "motion": True,
+            "ctf": self.do_ctf,
+            "pick": self.do_pick,
+            "export": self.do_export and self.do_pick,
+        }
         return tuple(s for s in STAGES if on[s])
 
 
@@ -211,14 +233,19 @@ def stage_hashes(settings: ProcessingSettings) -> dict[str, str]:
     own: dict[str, Any] = {
         "motion": {"input": settings.input, "motion": settings.motion, "do_motion": settings.do_motion},
         "ctf": settings.ctf,
-        "pick": {"pick": settings.pick, "boxnet_model_path": settings.boxnet_model_path,
-                 "picks_star_dir": settings.picks_star_dir},
+        "pick": {
+            "pick": settings.pick,
+            "boxnet_model_path": settings.boxnet_model_path,
+            "picks_star_dir": settings.picks_star_dir,
+        },
         "export": settings.export,
     }
     hashes: dict[str, str] = {}
     for stage in STAGES:
-        parts = {"own": canonical_json(own[stage]),
-                 "upstream": {up: hashes[up] for up in STAGE_DEPENDS_ON[stage]}}
+        parts = {
+            "own": canonical_json(own[stage]),
+            "upstream": {up: hashes[up] for up in STAGE_DEPENDS_ON[stage]},
+        }
         hashes[stage] = settings_hash(parts)
     return hashes
 

@@ -69,16 +69,25 @@ def write_star_files(store: ProjectStore) -> dict[str, Path]:
         mics = sorted((it for it in items if it["artifacts"].get("average")), key=lambda it: it["name"])
         path = project_dir / MICROGRAPHS_STAR
         if mics:
-            ctf = [{"defocus_um": it["defocus_um"] or 0.0, "defocus_delta_um": it["defocus_delta_um"] or 0.0,
+            ctf = [
+                {
+                    "defocus_um": it["defocus_um"] or 0.0,
+                    "defocus_delta_um": it["defocus_delta_um"] or 0.0,
                     "astigmatism_angle_deg": it["astigmatism_angle_deg"] or 0.0,
                     "phase_shift_deg": it["phase_shift_deg"] or 0.0,
-                    **({"resolution_a": it["resolution_a"]} if it["resolution_a"] is not None else {})}
-                   for it in mics]
+                    **({"resolution_a": it["resolution_a"]} if it["resolution_a"] is not None else {}),
+                }
+                for it in mics
+            ]
             pixel_size_a = mics[0]["pixel_size_a"] or settings.input.pixel_size_a or 1.0
             tables = micrographs_star_tables(
-                [it["artifacts"]["average"] for it in mics], pixel_size_a=pixel_size_a,
-                voltage_kv=optics.voltage_kv, cs_mm=optics.cs_mm, amplitude_contrast=optics.amplitude_contrast,
-                ctf=ctf if all(it["defocus_um"] is not None for it in mics) else None)
+                [it["artifacts"]["average"] for it in mics],
+                pixel_size_a=pixel_size_a,
+                voltage_kv=optics.voltage_kv,
+                cs_mm=optics.cs_mm,
+                amplitude_contrast=optics.amplitude_contrast,
+                ctf=ctf if all(it["defocus_um"] is not None for it in mics) else None,
+            )
             out["micrographs"] = write_star(path, tables)
         else:
             path.unlink(missing_ok=True)
@@ -103,8 +112,11 @@ def write_star_files(store: ProjectStore) -> dict[str, Path]:
                 image_names=[relion_image_name(r["idx"] - 1, r["particle_stack"]) for r in rows],
                 micrograph_names=[by_name[r["name"]]["artifacts"].get("average", r["name"]) for r in rows],
                 coords_px_xy=[[r["x_px"], r["y_px"]] for r in rows],
-                pixel_size_a=pixel_size_a, box_size_px=int(box_px), voltage_kv=optics.voltage_kv,
-                cs_mm=optics.cs_mm, amplitude_contrast=optics.amplitude_contrast,
+                pixel_size_a=pixel_size_a,
+                box_size_px=int(box_px),
+                voltage_kv=optics.voltage_kv,
+                cs_mm=optics.cs_mm,
+                amplitude_contrast=optics.amplitude_contrast,
                 defocus_u_um=[r["defocus_u_um"] or 0.0 for r in rows],
                 defocus_v_um=[r["defocus_v_um"] or 0.0 for r in rows],
                 astigmatism_angle_deg=[r["astigmatism_angle_deg"] or 0.0 for r in rows],

@@ -112,10 +112,31 @@ CREATE TABLE IF NOT EXISTS particles (
 """
 
 _ITEM_COLUMNS = (
-    "id", "name", "path", "size_bytes", "status", "error", "attempts", "discovered_at", "readable_at",
-    "started_at", "finished_at", "done_seq", "manual", "filter_passes", "filter_reasons", "n_frames", "height",
-    "width", "pixel_size_a", *SCALAR_FIELDS, "particle_stack", "particle_pixel_size_a", "particle_box_px",
-    "artifacts", "timings",
+    "id",
+    "name",
+    "path",
+    "size_bytes",
+    "status",
+    "error",
+    "attempts",
+    "discovered_at",
+    "readable_at",
+    "started_at",
+    "finished_at",
+    "done_seq",
+    "manual",
+    "filter_passes",
+    "filter_reasons",
+    "n_frames",
+    "height",
+    "width",
+    "pixel_size_a",
+    *SCALAR_FIELDS,
+    "particle_stack",
+    "particle_pixel_size_a",
+    "particle_box_px",
+    "artifacts",
+    "timings",
 )
 
 
@@ -153,8 +174,9 @@ class ProjectStore:
         else:
             self.project_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.db_path, timeout=timeout_s, isolation_level=None,
-                                     check_same_thread=False)
+        self._conn = sqlite3.connect(
+            self.db_path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA foreign_keys=ON")
         if not read_only:
@@ -164,12 +186,17 @@ class ProjectStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         c.execute(statement)
-                c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                c.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
                 c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('revision', '0')")
                 c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('done_seq', '0')")
             found = int(self._meta("schema_version"))
             if found != SCHEMA_VERSION:
-                raise ValueError(f"{self.db_path}: database schema {found}, this cryowarp expects {SCHEMA_VERSION}")
+                raise ValueError(
+                    f"{self.db_path}: database schema {found}, this cryowarp expects {SCHEMA_VERSION}"
+                )
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -209,7 +236,9 @@ class ProjectStore:
         if isinstance(item, int):
             rows = (conn or self._conn).execute("SELECT id FROM items WHERE id = ?", (item,)).fetchall()
         else:
-            rows = (conn or self._conn).execute("SELECT id FROM items WHERE name = ?", (str(item),)).fetchall()
+            rows = (
+                (conn or self._conn).execute("SELECT id FROM items WHERE name = ?", (str(item),)).fetchall()
+            )
         if not rows:
             raise ItemNotFoundError(f"{self.db_path.parent.name}: no item {item!r} in the project")
         return int(rows[0][0])
@@ -245,8 +274,10 @@ class ProjectStore:
             settings = ProcessingSettings.from_dict(dict(settings))
         old = self.get_settings()
         with self._write() as c:
-            c.execute("INSERT INTO settings(json, created_at) VALUES (?, ?)",
-                      (json.dumps(settings.to_dict(), sort_keys=True), time.time()))
+            c.execute(
+                "INSERT INTO settings(json, created_at) VALUES (?, ?)",
+                (json.dumps(settings.to_dict(), sort_keys=True), time.time()),
+            )
         save_settings(self.project_dir / SETTINGS_NAME, settings)
         changed = outdated_stages(old, settings)
         self.requeue_outdated(settings)
@@ -260,12 +291,16 @@ class ProjectStore:
         self.put_settings(self.get_settings().model_copy(update={"filter": filters}))
 
     # ------------------------------------------------------------------ items: coordinator side
-    def add_item(self, name: str, path: str | Path, *, size_bytes: int | None = None,
-                 readable_at: float | None = None) -> bool:
+    def add_item(
+        self, name: str, path: str | Path, *, size_bytes: int | None = None, readable_at: float | None = None
+    ) -> bool:
         """Register a movie (idempotent). Returns True if it was new."""
         with self._write() as c:
-            cur = c.execute("INSERT OR IGNORE INTO items(name, path, size_bytes, discovered_at, readable_at) "
-                            "VALUES (?, ?, ?, ?, ?)", (name, str(path), size_bytes, time.time(), readable_at))
+            cur = c.execute(
+                "INSERT OR IGNORE INTO items(name, path, size_bytes, discovered_at, readable_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, str(path), size_bytes, time.time(), readable_at),
+            )
             return cur.rowcount == 1
 
     def reset_running(self) -> int:
@@ -277,26 +312,37 @@ class ProjectStore:
         """The coordinator handed the item to a worker."""
         with self._write() as c:
             item_id = self._item_id(item, c)
-            c.execute("UPDATE items SET status = 'running', started_at = ?, attempts = attempts + 1 "
-                      "WHERE id = ?", (time.time(), item_id))
+            c.execute(
+                "UPDATE items SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (time.time(), item_id),
+            )
 
     def mark_queued(self, item: str | int) -> None:
         """Put an item (back) into the queue, e.g. to retry after a worker died."""
         with self._write() as c:
-            c.execute("UPDATE items SET status = 'queued', error = NULL WHERE id = ?", (self._item_id(item, c),))
+            c.execute(
+                "UPDATE items SET status = 'queued', error = NULL WHERE id = ?", (self._item_id(item, c),)
+            )
 
     def record_failure(self, item: str | int, message: str, *, stage: str | None = None) -> None:
         """Mark an item failed with a readable message (never silent)."""
         with self._write() as c:
             item_id = self._item_id(item, c)
-            c.execute("UPDATE items SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                      (message, time.time(), item_id))
+            c.execute(
+                "UPDATE items SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                (message, time.time(), item_id),
+            )
             if stage is not None:
-                c.execute("INSERT OR REPLACE INTO stages(item_id, stage, status, settings_hash, error, updated_at) "
-                          "VALUES (?, ?, 'failed', NULL, ?, ?)", (item_id, stage, message, time.time()))
+                c.execute(
+                    "INSERT OR REPLACE INTO stages(item_id, stage, status, settings_hash, error, updated_at) "
+                    "VALUES (?, ?, 'failed', NULL, ?, ?)",
+                    (item_id, stage, message, time.time()),
+                )
 
     def record_result(self, result: ItemResult) -> None:
-        """Record a worker's :class:`ItemResult` in one transaction (status, stages, scalars, picks, particles).
+        """Record a worker's :class:`ItemResult` in one transaction.
+
+        Status, stage hashes, scalars, picks and particles are written together.
 
         A failed result (``ok`` False) records its error and keeps earlier successful stages.
         """
@@ -305,17 +351,38 @@ class ProjectStore:
             item_id = self._item_id(result.name, c)
             for stage in result.stages_run:
                 if stage in result.stage_hashes:
-                    c.execute("INSERT OR REPLACE INTO stages(item_id, stage, status, settings_hash, error, "
-                              "updated_at) VALUES (?, ?, 'done', ?, NULL, ?)",
-                              (item_id, stage, result.stage_hashes[stage], now))
+                    c.execute(
+                        "INSERT OR REPLACE INTO stages(item_id, stage, status, settings_hash, error, "
+                        "updated_at) VALUES (?, ?, 'done', ?, NULL, ?)",
+                        (item_id, stage, result.stage_hashes[stage], now),
+                    )
             if not result.ok:
                 failed_stage = (result.error or "").split(":", 1)[0]
                 if failed_stage in STAGES:
-                    c.execute("INSERT OR REPLACE INTO stages(item_id, stage, status, settings_hash, error, "
-                              "updated_at) VALUES (?, ?, 'failed', NULL, ?, ?)",
-                              (item_id, failed_stage, result.error, now))
-                c.execute("UPDATE items SET status = 'failed', error = ?, finished_at = ?, timings = ? WHERE id = ?",
-                          (result.error or "failed without a message", now, json.dumps(result.timings_s), item_id))
+                    c.execute(
+                        "INSERT OR REPLACE INTO stages(item_id, stage, status, settings_hash, error, "
+                        "updated_at) VALUES (?, ?, 'failed', NULL, ?, ?)",
+                        (item_id, failed_stage, result.error, now),
+                    )
+                old = c.execute("SELECT artifacts FROM items WHERE id = ?", (item_id,)).fetchone()[0]
+                partial = {k: v for k, v in result.scalars().items() if v is not None and k != "n_particles"}
+                assignments = {
+                    "status": "failed",
+                    "error": result.error or "failed without a message",
+                    "finished_at": now,
+                    "timings": json.dumps(result.timings_s),
+                    "artifacts": json.dumps({**json.loads(old or "{}"), **result.artifacts}),
+                    **partial,
+                }
+                if result.shape_yx:
+                    assignments.update(
+                        n_frames=result.n_frames,
+                        height=result.shape_yx[0],
+                        width=result.shape_yx[1],
+                        pixel_size_a=result.pixel_size_a,
+                    )
+                sets = ", ".join(f"{k} = ?" for k in assignments)
+                c.execute(f"UPDATE items SET {sets} WHERE id = ?", (*assignments.values(), item_id))
                 return
             seq = int(c.execute("SELECT value FROM meta WHERE key = 'done_seq'").fetchone()[0]) + 1
             c.execute("UPDATE meta SET value = ? WHERE key = 'done_seq'", (str(seq),))
@@ -323,31 +390,54 @@ class ProjectStore:
             old = c.execute("SELECT artifacts FROM items WHERE id = ?", (item_id,)).fetchone()[0]
             artifacts = {**json.loads(old or "{}"), **result.artifacts}
             assignments = {
-                "status": "done", "error": None, "finished_at": now, "done_seq": seq,
-                "n_frames": result.n_frames, "pixel_size_a": result.pixel_size_a,
+                "status": "done",
+                "error": None,
+                "finished_at": now,
+                "done_seq": seq,
+                "n_frames": result.n_frames,
+                "pixel_size_a": result.pixel_size_a,
                 "height": result.shape_yx[0] if result.shape_yx else None,
                 "width": result.shape_yx[1] if result.shape_yx else None,
-                "artifacts": json.dumps(artifacts), "timings": json.dumps(result.timings_s),
+                "artifacts": json.dumps(artifacts),
+                "timings": json.dumps(result.timings_s),
                 **{k: v for k, v in scalars.items() if v is not None},
             }
             if "export" in result.stages_run or result.particle_stack is not None:
-                assignments.update(particle_stack=result.particle_stack,
-                                   particle_pixel_size_a=result.particle_pixel_size_a,
-                                   particle_box_px=result.particle_box_px)
+                assignments.update(
+                    particle_stack=result.particle_stack,
+                    particle_pixel_size_a=result.particle_pixel_size_a,
+                    particle_box_px=result.particle_box_px,
+                )
             sets = ", ".join(f"{k} = ?" for k in assignments)
             c.execute(f"UPDATE items SET {sets} WHERE id = ?", (*assignments.values(), item_id))
             if "pick" in result.stages_run:
                 c.execute("DELETE FROM picks WHERE item_id = ? AND source = 'auto'", (item_id,))
-                c.executemany("INSERT INTO picks(item_id, x_px, y_px, score, source) VALUES (?, ?, ?, ?, 'auto')",
-                              [(item_id, float(x), float(y), float(s)) for x, y, s in result.picks_px_xy_score])
+                c.executemany(
+                    "INSERT INTO picks(item_id, x_px, y_px, score, source) VALUES (?, ?, ?, ?, 'auto')",
+                    [(item_id, float(x), float(y), float(s)) for x, y, s in result.picks_px_xy_score],
+                )
             if "export" in result.stages_run:
                 c.execute("DELETE FROM particles WHERE item_id = ?", (item_id,))
                 c.executemany(
                     "INSERT INTO particles(item_id, idx, x_px, y_px, defocus_u_um, defocus_v_um, "
-                    "astigmatism_angle_deg, phase_shift_deg, score, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(item_id, i + 1, p["x_px"], p["y_px"], p.get("defocus_u_um"), p.get("defocus_v_um"),
-                      p.get("astigmatism_angle_deg"), p.get("phase_shift_deg"), p.get("score"), p.get("source"))
-                     for i, p in enumerate(result.particles)])
+                    "astigmatism_angle_deg, phase_shift_deg, score, source) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            item_id,
+                            i + 1,
+                            p["x_px"],
+                            p["y_px"],
+                            p.get("defocus_u_um"),
+                            p.get("defocus_v_um"),
+                            p.get("astigmatism_angle_deg"),
+                            p.get("phase_shift_deg"),
+                            p.get("score"),
+                            p.get("source"),
+                        )
+                        for i, p in enumerate(result.particles)
+                    ],
+                )
                 c.execute("UPDATE items SET n_particles = ? WHERE id = ?", (len(result.particles), item_id))
         self.apply_filters()
 
@@ -356,10 +446,17 @@ class ProjectStore:
         settings = settings or self.get_settings()
         current = stage_hashes(settings)
         item_id = self._item_id(item)
-        stored = {r["stage"]: (r["status"], r["settings_hash"])
-                  for r in self._query("SELECT stage, status, settings_hash FROM stages WHERE item_id = ?", (item_id,))}
-        return [s for s in settings.enabled_stages()
-                if stored.get(s, (None, None))[0] != "done" or stored[s][1] != current[s]]
+        stored = {
+            r["stage"]: (r["status"], r["settings_hash"])
+            for r in self._query(
+                "SELECT stage, status, settings_hash FROM stages WHERE item_id = ?", (item_id,)
+            )
+        }
+        return [
+            s
+            for s in settings.enabled_stages()
+            if stored.get(s, (None, None))[0] != "done" or stored[s][1] != current[s]
+        ]
 
     def requeue_outdated(self, settings: ProcessingSettings | None = None) -> list[str]:
         """Set ``done``/``failed`` items with outdated stages back to ``queued``; returns their names."""
@@ -368,39 +465,64 @@ class ProjectStore:
         outdated = [n for n in names if self.stages_to_run(n, settings)]
         if outdated:
             with self._write() as c:
-                c.executemany("UPDATE items SET status = 'queued', error = NULL WHERE name = ? "
-                              "AND status IN ('done', 'failed')", [(n,) for n in outdated])
+                c.executemany(
+                    "UPDATE items SET status = 'queued', error = NULL WHERE name = ? "
+                    "AND status IN ('done', 'failed')",
+                    [(n,) for n in outdated],
+                )
         return outdated
 
     def queued_items(self) -> list[dict[str, Any]]:
         """Items with status ``queued`` in discovery order (``name``, ``path``)."""
-        return [dict(r) for r in self._query("SELECT id, name, path FROM items WHERE status = 'queued' ORDER BY id")]
+        return [
+            dict(r)
+            for r in self._query("SELECT id, name, path FROM items WHERE status = 'queued' ORDER BY id")
+        ]
 
     def stored_picks_for_export(self, item: str | int) -> list[tuple[float, float, float, str]]:
         """The effective picks ``(x_px, y_px, score, source)`` that export should extract."""
-        return [(p["x_px"], p["y_px"], p["score"] if p["score"] is not None else math.nan, p["source"])
-                for p in self.get_picks(item)]
+        return [
+            (p["x_px"], p["y_px"], p["score"] if p["score"] is not None else math.nan, p["source"])
+            for p in self.get_picks(item)
+        ]
 
     def pick_corrections(self, item: str | int) -> dict[str, list[list[float]]]:
         """Manual corrections to hand to a worker that re-picks: ``{"added": [[x, y], ...],
         "removed": [[x, y, radius_px], ...]}`` in px of the full micrograph."""
         item_id = self._item_id(item)
-        added = [[r["x_px"], r["y_px"]] for r in self._query(
-            "SELECT x_px, y_px FROM picks WHERE item_id = ? AND source = 'manual' ORDER BY id", (item_id,))]
-        removed = [[r["x_px"], r["y_px"], r["radius_px"]] for r in self._query(
-            "SELECT x_px, y_px, radius_px FROM pick_removals WHERE item_id = ? ORDER BY id", (item_id,))]
+        added = [
+            [r["x_px"], r["y_px"]]
+            for r in self._query(
+                "SELECT x_px, y_px FROM picks WHERE item_id = ? AND source = 'manual' ORDER BY id", (item_id,)
+            )
+        ]
+        removed = [
+            [r["x_px"], r["y_px"], r["radius_px"]]
+            for r in self._query(
+                "SELECT x_px, y_px, radius_px FROM pick_removals WHERE item_id = ? ORDER BY id", (item_id,)
+            )
+        ]
         return {"added": added, "removed": removed}
 
     def apply_filters(self, filters: FilterSettings | None = None) -> None:
         """Re-evaluate the quality filter over all done items (astigmatism is relative to the dataset)."""
         filters = filters or self.get_settings().filter
-        rows = [dict(r) for r in self._query(
-            f"SELECT id, {', '.join(SCALAR_FIELDS)} FROM items WHERE status = 'done' ORDER BY id")]
+        rows = [
+            dict(r)
+            for r in self._query(
+                f"SELECT id, {', '.join(SCALAR_FIELDS)} FROM items WHERE status = 'done' ORDER BY id"
+            )
+        ]
         verdicts = evaluate_filters(rows, filters)
-        current = {r["id"]: (r["filter_passes"], r["filter_reasons"])
-                   for r in self._query("SELECT id, filter_passes, filter_reasons FROM items WHERE status = 'done'")}
-        updates = [(int(v.passes), json.dumps(list(v.reasons)), r["id"]) for r, v in zip(rows, verdicts, strict=True)
-                   if current.get(r["id"]) != (int(v.passes), json.dumps(list(v.reasons)))]
+        current = {
+            r["id"]: (r["filter_passes"], r["filter_reasons"])
+            for r in self._query("SELECT id, filter_passes, filter_reasons FROM items WHERE status = 'done'")
+        }
+        updates = [
+            (int(v.passes), json.dumps(list(v.reasons)), r["id"])
+            for r, v in zip(rows, verdicts, strict=True)
+            if current.get(r["id"]) != (int(v.passes), json.dumps(list(v.reasons)))
+        ]
         if updates:
             with self._write() as c:
                 c.executemany("UPDATE items SET filter_passes = ?, filter_reasons = ? WHERE id = ?", updates)
@@ -442,10 +564,16 @@ class ProjectStore:
         d = self._item_dict(row)
         current = stage_hashes(self.get_settings())
         d["stages"] = {
-            r["stage"]: {"status": r["status"], "settings_hash": r["settings_hash"], "error": r["error"],
-                         "is_outdated": r["settings_hash"] != current.get(r["stage"])}
-            for r in self._query("SELECT stage, status, settings_hash, error FROM stages WHERE item_id = ?",
-                                 (item_id,))}
+            r["stage"]: {
+                "status": r["status"],
+                "settings_hash": r["settings_hash"],
+                "error": r["error"],
+                "is_outdated": r["settings_hash"] != current.get(r["stage"]),
+            }
+            for r in self._query(
+                "SELECT stage, status, settings_hash, error FROM stages WHERE item_id = ?", (item_id,)
+            )
+        }
         return d
 
     def get_picks(self, item: str | int) -> list[dict[str, Any]]:
@@ -458,23 +586,42 @@ class ProjectStore:
             of the full-size micrograph.
         """
         item_id = self._item_id(item)
-        picks = [dict(r) for r in self._query(
-            "SELECT id, x_px, y_px, score, source FROM picks WHERE item_id = ? ORDER BY id", (item_id,))]
-        removals = self._query("SELECT x_px, y_px, radius_px FROM pick_removals WHERE item_id = ?", (item_id,))
-        return [p for p in picks if p["source"] == "manual"
-                or not any(math.hypot(p["x_px"] - r["x_px"], p["y_px"] - r["y_px"]) <= r["radius_px"]
-                           for r in removals)]
+        picks = [
+            dict(r)
+            for r in self._query(
+                "SELECT id, x_px, y_px, score, source FROM picks WHERE item_id = ? ORDER BY id", (item_id,)
+            )
+        ]
+        removals = self._query(
+            "SELECT x_px, y_px, radius_px FROM pick_removals WHERE item_id = ?", (item_id,)
+        )
+        return [
+            p
+            for p in picks
+            if p["source"] == "manual"
+            or not any(
+                math.hypot(p["x_px"] - r["x_px"], p["y_px"] - r["y_px"]) <= r["radius_px"] for r in removals
+            )
+        ]
 
-    def get_particles(self, item: str | int | None = None, *, selected_only: bool = False) -> list[dict[str, Any]]:
+    def get_particles(
+        self, item: str | int | None = None, *, selected_only: bool = False
+    ) -> list[dict[str, Any]]:
         """Exported particle rows (stack order), with ``name`` and ``particle_stack`` of their item."""
-        sql = ("SELECT i.name, i.particle_stack, i.manual, i.filter_passes, i.status, p.* FROM particles p "
-               "JOIN items i ON i.id = p.item_id")
+        sql = (
+            "SELECT i.name, i.particle_stack, i.manual, i.filter_passes, i.status, p.* FROM particles p "
+            "JOIN items i ON i.id = p.item_id"
+        )
         params: tuple[Any, ...] = ()
         if item is not None:
             sql, params = sql + " WHERE p.item_id = ?", (self._item_id(item),)
         rows = [dict(r) for r in self._query(sql + " ORDER BY i.done_seq, i.id, p.idx", params)]
         if selected_only:
-            rows = [r for r in rows if r["status"] == "done" and is_selected(bool(r["filter_passes"]), r["manual"])]
+            rows = [
+                r
+                for r in rows
+                if r["status"] == "done" and is_selected(bool(r["filter_passes"]), r["manual"])
+            ]
         return rows
 
     def counts(self) -> dict[str, int]:
@@ -506,8 +653,10 @@ class ProjectStore:
             raise ValueError(f"pick coordinates must be finite, got ({x_px}, {y_px})")
         with self._write() as c:
             item_id = self._item_id(item, c)
-            pick_id = c.execute("INSERT INTO picks(item_id, x_px, y_px, score, source) VALUES (?, ?, ?, NULL, "
-                                "'manual')", (item_id, float(x_px), float(y_px))).lastrowid
+            pick_id = c.execute(
+                "INSERT INTO picks(item_id, x_px, y_px, score, source) VALUES (?, ?, ?, NULL, 'manual')",
+                (item_id, float(x_px), float(y_px)),
+            ).lastrowid
             self._invalidate_export(c, item_id)
         return int(pick_id)
 
@@ -516,20 +665,25 @@ class ProjectStore:
         survives re-picking (any BoxNet pick within ``radius_px`` of it stays hidden). Re-queues export."""
         with self._write() as c:
             item_id = self._item_id(item, c)
-            row = c.execute("SELECT x_px, y_px, source FROM picks WHERE id = ? AND item_id = ?",
-                            (int(pick_id), item_id)).fetchone()
+            row = c.execute(
+                "SELECT x_px, y_px, source FROM picks WHERE id = ? AND item_id = ?", (int(pick_id), item_id)
+            ).fetchone()
             if row is None:
                 raise ItemNotFoundError(f"item {item!r} has no pick with id {pick_id}")
             if row["source"] == "manual":
                 c.execute("DELETE FROM picks WHERE id = ?", (int(pick_id),))
             else:
-                c.execute("INSERT INTO pick_removals(item_id, x_px, y_px, radius_px) VALUES (?, ?, ?, ?)",
-                          (item_id, row["x_px"], row["y_px"], float(radius_px)))
+                c.execute(
+                    "INSERT INTO pick_removals(item_id, x_px, y_px, radius_px) VALUES (?, ?, ?, ?)",
+                    (item_id, row["x_px"], row["y_px"], float(radius_px)),
+                )
             self._invalidate_export(c, item_id)
 
     def _invalidate_export(self, c: Any, item_id: int) -> None:
         c.execute("UPDATE stages SET settings_hash = NULL WHERE item_id = ? AND stage = 'export'", (item_id,))
-        c.execute("UPDATE items SET status = 'queued' WHERE id = ? AND status IN ('done', 'failed')", (item_id,))
+        c.execute(
+            "UPDATE items SET status = 'queued' WHERE id = ? AND status IN ('done', 'failed')", (item_id,)
+        )
 
 
 class _Cursor:

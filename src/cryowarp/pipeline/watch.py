@@ -68,9 +68,18 @@ class FolderWatcher:
         Files never taken (e.g. the gain reference if it sits in the folder).
     """
 
-    def __init__(self, folder: str | Path, patterns: tuple[str, ...] | list[str], *, recursive: bool = False,
-                 stable_s: float = 1.0, use_polling: bool = False, poll_interval_s: float = 2.0,
-                 give_up_s: float = 60.0, exclude: tuple[str | Path, ...] | list[str | Path] = ()):
+    def __init__(
+        self,
+        folder: str | Path,
+        patterns: tuple[str, ...] | list[str],
+        *,
+        recursive: bool = False,
+        stable_s: float = 1.0,
+        use_polling: bool = False,
+        poll_interval_s: float = 2.0,
+        give_up_s: float = 60.0,
+        exclude: tuple[str | Path, ...] | list[str | Path] = (),
+    ):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: input folder does not exist")
@@ -80,7 +89,9 @@ class FolderWatcher:
         self.poll_interval_s = poll_interval_s
         self.give_up_s = give_up_s
         self.exclude = {os.path.abspath(p) for p in exclude if p}
-        self._incubator: dict[Path, tuple[tuple[int, float] | None, float, float]] = {}  # sig, since, first seen
+        self._incubator: dict[
+            Path, tuple[tuple[int, float] | None, float, float]
+        ] = {}  # sig, since, first seen
         self._taken: dict[Path, tuple[int, float] | None] = {}
         self._wake = threading.Event()
         self._last_scan = 0.0
@@ -131,8 +142,11 @@ class FolderWatcher:
 
     # ------------------------------------------------------------------ scanning
     def _matches(self, path: Path) -> bool:
-        return (not path.name.startswith(".") and any(fnmatch.fnmatch(path.name, p) for p in self.patterns)
-                and os.path.abspath(path) not in self.exclude)
+        return (
+            not path.name.startswith(".")
+            and any(fnmatch.fnmatch(path.name, p) for p in self.patterns)
+            and os.path.abspath(path) not in self.exclude
+        )
 
     def _candidates(self) -> list[Path]:
         walker = self.folder.rglob("*") if self.recursive else self.folder.iterdir()
@@ -191,15 +205,20 @@ class FolderWatcher:
                 ok = True  # an empty file that stays empty: hand it over so it is reported
             problem = None
             if not ok and (flush or now - first_seen > self.give_up_s):
-                problem = ("cannot be opened for reading" if sig is not None else "cannot be stat'ed "
-                           "(dangling link or no permission)")
+                problem = (
+                    "cannot be opened for reading"
+                    if sig is not None
+                    else "cannot be stat'ed (dangling link or no permission)"
+                )
                 if sig is not None and sig[0] == 0:
                     problem = None  # empty: the reader names it
                 ok = True
             if ok:
                 del self._incubator[path]
                 self._taken[path] = sig
-                ripe.append(RipeFile(path=path, size_bytes=sig[0] if sig else None, readable_at=now, problem=problem))
+                ripe.append(
+                    RipeFile(path=path, size_bytes=sig[0] if sig else None, readable_at=now, problem=problem)
+                )
         return ripe
 
     @property

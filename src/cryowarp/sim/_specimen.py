@@ -185,8 +185,12 @@ def load_species(s) -> list[AtomCloud]:
 
 
 def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: torch.device,
-                   species: list[AtomCloud] | None = None) -> Specimen:
-    """Place particles, ice and artifacts; return the canvas contrast spectrum and the truth."""
+                   species: list[AtomCloud] | None = None, placement: Placement | None = None) -> Specimen:
+    """Place particles, ice and artifacts; return the canvas contrast spectrum and the truth.
+
+    A given ``placement`` (e.g. the projections of 3D positions in a tilt series) is used as is:
+    its coordinates, orientations and defocus values are taken literally.
+    """
     h, w = s.shape_yx
     canvas = (nice_fft_size(h + 2 * margin_px), nice_fft_size(w + 2 * margin_px))
     ch, cw = canvas
@@ -200,10 +204,8 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
     artifact_canvas = (thickness > 1.0) if thickness is not None else torch.zeros(canvas, dtype=torch.bool, device=device)
     artifact_mask = artifact_canvas[margin_px:margin_px + h, margin_px:margin_px + w]
     blocked = artifact_mask.cpu() if thickness is not None else None
-    placement = _place_particles(s, species, blocked, generator) if species else Placement(
-        torch.zeros(0, 2, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64),
-        torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64),
-        torch.zeros(0, dtype=torch.long), (), torch.zeros(0, dtype=torch.float64))
+    if placement is None:
+        placement = _place_particles(s, species, blocked, generator) if species else _no_particles()
 
     # ice: a random phase field in the slab + a smooth thickness variation
     phase = torch.zeros(canvas, device=device)
@@ -267,6 +269,11 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
         transmission = torch.fft.rfft2(t)
     return Specimen(contrast, transmission, phase_total[margin_px:margin_px + h, margin_px:margin_px + w].clone(),
                     artifact_mask.clone(), placement, canvas, margin_px)
+
+
+def _no_particles() -> Placement:
+    z = torch.zeros(0, dtype=torch.float64)
+    return Placement(z.reshape(0, 2), z.reshape(0, 3), z, z, torch.zeros(0, dtype=torch.long), (), z)
 
 
 def _paste(canvas: torch.Tensor, box: torch.Tensor, y0: int, x0: int) -> None:

@@ -141,3 +141,46 @@ def write_micrograph_files(micrograph, directory: str | Path, *, stem: str = "mi
                                        particle_star_tables(micrograph.truth, f"{stem}.mrc"))
     out["truth_json"] = write_json(directory / f"{stem}_truth.json", micrograph.truth.to_dict())
     return out
+
+
+def write_tilt_series_files(series, directory: str | Path, *, stem: str = "tilt_series") -> dict[str, Path]:
+    """Write a :class:`SimulatedTiltSeries`.
+
+    ``<stem>.mrc`` (angle-sorted stack, float32 counts), ``<stem>.tlt`` (one angle per line, same order),
+    ``<stem>.mdoc`` (SerialEM-style, acquisition order in DateTime/PriorRecordDose), ``<stem>_clean.mrc``,
+    ``<stem>_volume.mrc`` (true potential, V, voxel = binning × pixel size), ``<stem>_particles.star``
+    (RELION 4/5 tomography style: rlnCoordinateX/Y/Z in voxels of the true volume, from its corner; angles),
+    ``<stem>_truth.json``.
+    """
+    from cryowarp.sim.tilt_series import mdoc_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    truth = series.truth
+    settings = truth.settings
+    out = {
+        "stack": write_mrc(directory / f"{stem}.mrc", series.images, truth.pixel_size_a, stack=True),
+        "clean": write_mrc(directory / f"{stem}_clean.mrc", series.clean_images, truth.pixel_size_a, stack=True),
+        "volume": write_mrc(directory / f"{stem}_volume.mrc", series.volume_v, truth.volume_pixel_size_a),
+    }
+    tlt = directory / f"{stem}.tlt"
+    with atomic_path(tlt, suffix=".tlt") as tmp:
+        tmp.write_text("".join(f"{float(a):.2f}\n" for a in truth.tilt_angles_deg))
+    out["tlt"] = tlt
+    mdoc = directory / f"{stem}.mrc.mdoc"
+    with atomic_path(mdoc, suffix=".mdoc") as tmp:
+        tmp.write_text(mdoc_text(truth, out["stack"].name, voltage_kv=settings.get("voltage_kv", 300.0),
+                                 exposure_per_tilt_e_per_a2=settings.get("exposure_per_tilt_e_per_a2", 0.0)))
+    out["mdoc"] = mdoc
+    d, h, w = truth.volume_shape_zyx
+    voxel = truth.volume_pixel_size_a
+    xyz = truth.particles_xyz_a.numpy() / voxel + np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
+    particles = pd.DataFrame({
+        "rlnTomoName": [stem] * len(xyz),
+        "rlnCoordinateX": xyz[:, 0], "rlnCoordinateY": xyz[:, 1], "rlnCoordinateZ": xyz[:, 2],
+        "rlnAngleRot": truth.euler_deg[:, 0].numpy(), "rlnAngleTilt": truth.euler_deg[:, 1].numpy(),
+        "rlnAnglePsi": truth.euler_deg[:, 2].numpy(), "rlnClassNumber": truth.species.numpy() + 1,
+    })
+    out["particles_star"] = write_star(directory / f"{stem}_particles.star", {"particles": particles})
+    out["truth_json"] = write_json(directory / f"{stem}_truth.json", truth.to_dict())
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,19 +115,32 @@ class ProjectView:
                 "(create one with `cryowarp watch INPUT --project P` or `cryowarp process`)"
             )
         self.store = ProjectStore(self.project_dir)
+        self._items_cache: tuple[int, list[dict[str, Any]]] | None = None
+        self._cache_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the store."""
         self.store.close()
 
     # ------------------------------------------------------------------ reads
+    def list_items(self) -> list[dict[str, Any]]:
+        """``store.list_items()``, cached until the store's revision changes (do not modify the dicts)."""
+        revision = self.store.revision()  # read first: a write in between only makes the cache refresh later
+        with self._cache_lock:
+            if self._items_cache is not None and self._items_cache[0] == revision:
+                return self._items_cache[1]
+        items = self.store.list_items()
+        with self._cache_lock:
+            self._items_cache = (revision, items)
+        return items
+
     def revision(self) -> int:
         """Store revision (grows with every write)."""
         return self.store.revision()
 
     def summary(self) -> dict[str, Any]:
         """Counts for the header bar, and the STAR files' state."""
-        items = self.store.list_items()
+        items = self.list_items()
         counts = {s: 0 for s in UI_STATUSES}
         for it in items:
             counts[ui_status(it)] += 1
@@ -158,7 +172,7 @@ class ProjectView:
 
     def items_table(self) -> dict[str, Any]:
         """All items, columnar (compact JSON for thousands of items), in acquisition order."""
-        items = self.store.list_items()
+        items = self.list_items()
         sig = astigmatism_sigmas(items)
         metrics: dict[str, list[Any]] = {m.key: [] for m in METRICS}
         for it, s in zip(items, sig, strict=True):
@@ -207,7 +221,7 @@ class ProjectView:
 
     def names(self) -> list[str]:
         """Item names in acquisition order."""
-        return [it["name"] for it in self.store.list_items()]
+        return [it["name"] for it in self.list_items()]
 
     def n_pick_removals(self, name: str) -> int:
         """How many BoxNet picks the user removed on an item."""

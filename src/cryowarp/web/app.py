@@ -487,7 +487,7 @@ def _item_detail(view: ProjectView, it: dict[str, Any]) -> dict[str, Any]:
 
     metrics = {m.key: it.get(m.key) for m in METRICS if m.key in it}
     if it["status"] == "done":
-        all_items = view.store.list_items()
+        all_items = view.list_items()
         sig = astigmatism_sigmas(all_items)
         metrics["astigmatism_sigma"] = next(
             (s for x, s in zip(all_items, sig, strict=True) if x["name"] == name), None

@@ -117,12 +117,12 @@ function metricCard(m) {
   const card = document.createElement("div");
   card.className = "card";
   card.id = `card-${m.key}`;
+  card.dataset.key = m.key;
   const unit = m.unit ? ` (${m.unit})` : "";
-  const minIn = m.min_filter ? `<label>min <input type="number" step="any" id="fmin-${m.key}" data-key="${m.key}" data-side="min"></label>` : "";
-  const maxIn = m.max_filter ? `<label>max <input type="number" step="any" id="fmax-${m.key}" data-key="${m.key}" data-side="max"></label>` : "";
+  const minIn = m.min_filter ? `<label>min <input type="number" step="any" id="fmin-${m.key}" data-side="min"></label>` : "";
+  const maxIn = m.max_filter ? `<label>max <input type="number" step="any" id="fmax-${m.key}" data-side="max"></label>` : "";
   card.innerHTML = `<h3>${m.label}${unit}<span class="range">${minIn} ${maxIn}
-      <span id="fcount-${m.key}"></span></span></h3>
-    <div class="plots"><div class="plot" id="scatter-${m.key}"></div><div class="plot" id="hist-${m.key}"></div></div>`;
+      <span id="fcount-${m.key}"></span></span></h3><div class="plot" id="plot-${m.key}"></div>`;
   card.querySelectorAll("input[type=number]").forEach((inp) => {
     inp.addEventListener("change", () => {
       const v = inp.value === "" ? null : Number(inp.value);
@@ -132,18 +132,19 @@ function metricCard(m) {
   return card;
 }
 
-function limitShapes(m, axis) {
-  // dashed lines at the filter limits; axis "y" for the scatter, "x" for the histogram
+function limitShapes(m) {
+  // dashed lines at the filter limits: horizontal on the scatter (left), vertical on the histogram (right)
   const r = filterRange(m);
-  const shapes = [];
+  const shapes = [], meta = [];
   for (const side of ["min", "max"]) {
     if (r[side] === null || r[side] === undefined) continue;
-    const line = { type: "line", line: { color: "#d62728", width: 2, dash: "dash" }, name: side };
-    if (axis === "y") Object.assign(line, { xref: "paper", x0: 0, x1: 1, yref: "y", y0: r[side], y1: r[side] });
-    else Object.assign(line, { yref: "paper", y0: 0, y1: 1, xref: "x", x0: r[side], x1: r[side] });
-    shapes.push(line);
+    const line = { color: "#d62728", width: 2, dash: "dash" };
+    shapes.push({ type: "line", line, xref: "x domain", x0: 0, x1: 1, yref: "y", y0: r[side], y1: r[side] });
+    meta.push({ side, coord: "y0" });
+    shapes.push({ type: "line", line, yref: "y2 domain", y0: 0, y1: 1, xref: "x2", x0: r[side], x1: r[side] });
+    meta.push({ side, coord: "x0" });
   }
-  return shapes;
+  return { shapes, meta };
 }
 
 function overviewTraces(m) {
@@ -158,14 +159,43 @@ function overviewTraces(m) {
     const g = it.manual[i] === false ? "excluded" : (it.passes[i] ? "pass" : "fail");
     groups[g].x.push(i); groups[g].y.push(v); groups[g].text.push(it.names[i]);
   }
-  const scatter = Object.entries(groups).map(([g, d]) => ({
-    type: "scatter", mode: "markers", name: g, x: d.x, y: d.y, text: d.text,
+  const traces = Object.entries(groups).map(([g, d]) => ({
+    type: "scatter", mode: "markers", name: g, x: d.x, y: d.y, text: d.text, xaxis: "x", yaxis: "y",
     hovertemplate: "%{text}<br>%{y}<extra></extra>",
     marker: { size: 5, color: COLORS[g], symbol: g === "excluded" ? "x" : "circle" },
   }));
-  const hist = [{ type: "histogram", x: histVals, marker: { color: "#6a8fc7" }, nbinsx: 40,
-    hovertemplate: "%{x}: %{y}<extra></extra>" }];
-  return { scatter, hist };
+  traces.push({ type: "histogram", x: histVals, xaxis: "x2", yaxis: "y2", marker: { color: "#6a8fc7" },
+    nbinsx: 40, hovertemplate: "%{x}: %{y}<extra></extra>", name: "histogram" });
+  return traces;
+}
+
+const drawn = {};          // metric key -> items revision drawn
+const visibleCards = new Set();
+const cardObserver = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const key = e.target.dataset.key;
+    if (e.isIntersecting) { visibleCards.add(key); drawMetric(key); } else visibleCards.delete(key);
+  }
+}, { rootMargin: "200px" });
+
+function drawMetric(key) {
+  // plots are drawn when (nearly) on screen, so a long overview becomes interactive quickly
+  const m = state.metrics.find((x) => x.key === key);
+  if (!m || !state.items || state.view !== "overview") return;
+  const version = `${state.items.revision}:${JSON.stringify(filterRange(m))}`;
+  if (drawn[key] === version) return;
+  const div = $(`plot-${key}`);
+  const { shapes, meta } = limitShapes(m);
+  div._limitMeta = meta;
+  Plotly.react(div, overviewTraces(m), {
+    margin: { l: 44, r: 6, t: 4, b: 30 }, showlegend: false, hovermode: "closest", dragmode: "select",
+    xaxis: { domain: [0, 0.58], title: { text: "acquisition order", standoff: 2 } },
+    yaxis: { anchor: "x" },
+    xaxis2: { domain: [0.66, 1], anchor: "y2" }, yaxis2: { anchor: "x2" },
+    shapes, selections: [], bargap: 0.05, uirevision: key,
+  }, { ...PLOT_CONFIG, edits: { shapePosition: true } });
+  if (drawn[key] === undefined) bindLimitDrags(m, div);
+  drawn[key] = version;
 }
 
 function renderOverview() {
@@ -173,48 +203,52 @@ function renderOverview() {
   if (!state.items) return;
   for (const m of state.metrics) {
     if (!state.plotted.has(m.key)) {
-      cards.appendChild(metricCard(m));
+      const card = metricCard(m);
+      cards.appendChild(card);
+      state.plotted.add(m.key);
+      cardObserver.observe(card);
     }
-    const { scatter, hist } = overviewTraces(m);
     const r = filterRange(m);
     const minIn = $(`fmin-${m.key}`), maxIn = $(`fmax-${m.key}`);
     if (minIn && document.activeElement !== minIn) minIn.value = r.min ?? "";
     if (maxIn && document.activeElement !== maxIn) maxIn.value = r.max ?? "";
     const failing = state.filters && state.filters.n_failing ? state.filters.n_failing[m.key] : null;
     $(`fcount-${m.key}`).textContent = failing !== null && failing !== undefined ? `${failing} outside` : "";
-    const common = { margin: { l: 44, r: 6, t: 4, b: 28 }, showlegend: false, hovermode: "closest" };
-    Plotly.react(`scatter-${m.key}`, scatter, {
-      ...common, shapes: limitShapes(m, "y"), xaxis: { title: { text: "acquisition order" } }, dragmode: "zoom",
-      uirevision: m.key,
-    }, { ...PLOT_CONFIG, edits: { shapePosition: true } });
-    Plotly.react(`hist-${m.key}`, hist, {
-      ...common, shapes: limitShapes(m, "x"), dragmode: "select", selectdirection: "h", bargap: 0.05,
-      uirevision: m.key,
-    }, { ...PLOT_CONFIG, edits: { shapePosition: true } });
-    if (!state.plotted.has(m.key)) {
-      bindLimitDrags(m);
-      state.plotted.add(m.key);
-    }
+    const bb = $(`card-${m.key}`).getBoundingClientRect();
+    if (bb.bottom > -200 && bb.top < window.innerHeight + 200 && !$("view-overview").hidden) visibleCards.add(m.key);
+    if (visibleCards.has(m.key)) drawMetric(m.key);
   }
+  scheduleOffscreenDraws();
 }
 
-function bindLimitDrags(m) {
-  const onRelayout = (axis) => (ev) => {
-    // an edited shape reports e.g. {"shapes[0].y0": 1.2, "shapes[0].y1": 1.2}
-    const r = filterRange(m);
-    const sides = ["min", "max"].filter((s) => r[s] !== null && r[s] !== undefined);
+function scheduleOffscreenDraws() {
+  // after the first screen is up, draw the other plots one per idle period
+  const idle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
+  idle(() => {
+    if (state.view !== "overview") return;
+    const next = state.metrics.find((m) => drawn[m.key] !== `${state.items.revision}:${JSON.stringify(filterRange(m))}`);
+    if (!next) { if (!document.body.dataset.allDrawnMs) document.body.dataset.allDrawnMs = String(Math.round(performance.now())); return; }
+    drawMetric(next.key);
+    scheduleOffscreenDraws();
+  });
+}
+
+function bindLimitDrags(m, div) {
+  div.on("plotly_relayout", (ev) => {
+    // a dragged limit line reports e.g. {"shapes[0].y0": 1.2, "shapes[0].y1": 1.2}
     for (const k of Object.keys(ev)) {
       const mt = k.match(/^shapes\[(\d+)\]\.(x0|y0)$/);
-      if (!mt || mt[2][0] !== axis) continue;
-      const side = sides[Number(mt[1])];
-      if (side) setFilter(m.key, side, Number(ev[k]));
+      if (!mt) continue;
+      const meta = (div._limitMeta || [])[Number(mt[1])];
+      if (meta && meta.coord === mt[2]) { setFilter(m.key, meta.side, Number(ev[k])); return; }
     }
-  };
-  $(`scatter-${m.key}`).on("plotly_relayout", onRelayout("y"));
-  $(`hist-${m.key}`).on("plotly_relayout", onRelayout("x"));
-  $(`hist-${m.key}`).on("plotly_selected", (ev) => {
-    if (!ev || !ev.range || !ev.range.x) return;
-    const [lo, hi] = ev.range.x;
+  });
+  div.on("plotly_selected", (ev) => {
+    // box-select an interval: along x on the histogram, along y on the scatter
+    if (!ev || !ev.range) return;
+    const span = ev.range.x2 || ev.range.y;
+    if (!span) return;
+    const lo = Math.min(...span), hi = Math.max(...span);
     const patch = {};
     if (m.min_filter) patch.min = lo;
     if (m.max_filter) patch.max = hi;
@@ -553,10 +587,8 @@ function route() {
     state.current = null; renderNavbar(); loadSettings();
   } else {
     state.current = null; renderNavbar(); renderOverview();
-    // plots created while hidden have zero width
-    for (const m of state.metrics) {
-      for (const p of [`scatter-${m.key}`, `hist-${m.key}`]) if ($(p) && $(p).data) Plotly.Plots.resize(p);
-    }
+    // plots drawn while hidden have zero width
+    for (const m of state.metrics) if ($(`plot-${m.key}`) && $(`plot-${m.key}`).data) Plotly.Plots.resize(`plot-${m.key}`);
   }
 }
 window.addEventListener("hashchange", route);
@@ -587,9 +619,18 @@ function connectEvents() {
 
 (async function main() {
   const t0 = performance.now();
-  await refreshAll();
+  try {
+    const [project, items, filters] = await Promise.all(window.cwPrefetch);
+    state.project = project; state.items = items; state.metrics = items.metric_info; state.filters = filters;
+    renderCounts(); renderNavbar();
+  } catch (e) {
+    await Promise.all([loadProject(), loadItems(), loadFilters()]);
+  }
+  const t1 = performance.now();
   route();
   connectEvents();
   document.body.dataset.ready = "1";
-  document.body.dataset.loadMs = String(Math.round(performance.now() - t0));
+  // timings for benchmarks: script start (after Plotly parsed), data fetched, plots drawn
+  Object.assign(document.body.dataset, { readyMs: String(Math.round(performance.now())), scriptStartMs: String(Math.round(t0)),
+    fetchMs: String(Math.round(t1 - t0)), renderMs: String(Math.round(performance.now() - t1)) });
 })();
