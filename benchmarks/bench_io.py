@@ -167,10 +167,14 @@ def main() -> None:
         "| file | reader | seconds (median) | peak RSS GB | RSS − output − imports, GB | time vs peer |",
         "|---|---|---|---|---|---|",
     ]
+
+    def size(kind: str) -> str:
+        return f"{paths[kind].stat().st_size / 1e9:.2f} GB on disk"
+
     labels = {
-        "mrc": "MRC uint16 (1.34 GB)",
-        "tiff": "TIFF LZW uint8",
-        "eer": f"EER {N_RAW_EER} raw → 40 groups",
+        "mrc": f"MRC uint16 ({size('mrc')})",
+        "tiff": f"TIFF LZW uint8 ({size('tiff')})",
+        "eer": f"EER {N_RAW_EER} raw → 40 groups ({size('eer')})",
     }
     for kind in ("mrc", "tiff", "eer"):
         peer_t = statistics.median(r["seconds"] for r in results[("peer", kind)])

@@ -47,8 +47,13 @@ from cryowarp.pipeline.store import ProjectStore  # noqa: E402
 from cryowarp.web.app import create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("CRYOWARP_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def start_server(project: Path):
@@ -58,8 +63,9 @@ def start_server(project: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -84,8 +90,9 @@ def bench_browser(url: str, repeats: int) -> tuple[list[float], list[float]]:
                 page.goto(url) if i == 0 else page.reload()
                 page.wait_for_selector("body[data-ready='1']", timeout=60_000)
                 page.wait_for_selector("body[data-all-drawn-ms]", timeout=60_000)
-                ready, drawn = page.evaluate("[+document.body.dataset.readyMs, "
-                                             "+document.body.dataset.allDrawnMs]")
+                ready, drawn = page.evaluate(
+                    "[+document.body.dataset.readyMs, +document.body.dataset.allDrawnMs]"
+                )
                 out.append((ready / 1000, drawn / 1000))
             n_plots = page.evaluate("document.querySelectorAll('#metric-cards .plot .main-svg').length")
             n_cells = page.evaluate("document.querySelectorAll('#navbar .cell').length")

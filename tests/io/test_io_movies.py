@@ -368,3 +368,15 @@ def test_real_epu_micrograph_binned_on_read(shared_data):
     full = read_movie(path).frames
     # Fourier cropping keeps the zero frequency: the mean is unchanged (float32 sums: 1e-5 relative)
     assert movie.frames.mean().item() == pytest.approx(full.mean().item(), rel=1e-5)
+
+
+def test_gain_then_binning_equals_binning_the_corrected_frames(tmp_path):
+    from cryowarp.base.fourier import fourier_rescale_2d
+
+    rng = np.random.default_rng(7)
+    raw = rng.poisson(4.0, size=(5, 48, 64)).astype(np.float32)
+    gain = rng.uniform(0.8, 1.2, size=(48, 64)).astype(np.float32)
+    path = write_mrc(tmp_path / "m.mrcs", raw, 1.0, stack=True)
+    movie = read_movie(path, gain=gain, bin_factor=2, chunk_frames=2)
+    expected = fourier_rescale_2d(torch.from_numpy(raw * (gain / gain.mean())), (24, 32))
+    torch.testing.assert_close(movie.frames, expected, rtol=1e-5, atol=1e-5)

@@ -12,11 +12,38 @@ from cryowarp.cli.main import app
 
 
 def test_simulate_movie_command_writes_valid_files(tmp_path):
-    result = CliRunner().invoke(app, [
-        "simulate", "movie", "-o", str(tmp_path), "--shape-yx", "128", "160", "--n-frames", "3",
-        "--particle-models", "none", "--protein-kinds", "ring", "--protein-masses-kda", "120",
-        "--exposure-per-frame-e-per-a2", "1.5", "--pixel-size-a", "1.3", "--seed", "4", "--device", "cpu",
-        "--stem", "m", "--formats", "mrc"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "movie",
+            "-o",
+            str(tmp_path),
+            "--shape-yx",
+            "128",
+            "160",
+            "--n-frames",
+            "3",
+            "--particle-models",
+            "none",
+            "--protein-kinds",
+            "ring",
+            "--protein-masses-kda",
+            "120",
+            "--exposure-per-frame-e-per-a2",
+            "1.5",
+            "--pixel-size-a",
+            "1.3",
+            "--seed",
+            "4",
+            "--device",
+            "cpu",
+            "--stem",
+            "m",
+            "--formats",
+            "mrc",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with mrcfile.open(tmp_path / "m.mrc") as mrc:
         assert mrc.data.shape == (3, 128, 160)
@@ -35,9 +62,26 @@ def test_simulate_movie_command_writes_valid_files(tmp_path):
 
 def test_simulate_micrograph_and_bad_option(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["simulate", "micrograph", "-o", str(tmp_path), "--shape-yx", "192", "192",
-                                 "--particle-models", "none", "--protein-kinds", "rod", "--carbon-edge",
-                                 "--no-plots", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "micrograph",
+            "-o",
+            str(tmp_path),
+            "--shape-yx",
+            "192",
+            "192",
+            "--particle-models",
+            "none",
+            "--protein-kinds",
+            "rod",
+            "--carbon-edge",
+            "--no-plots",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     particles = starfile.read(tmp_path / "micrograph_particles.star")
     assert set(particles) == {"optics", "particles"}

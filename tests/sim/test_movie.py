@@ -16,8 +16,13 @@ from cryowarp.base.fourier import fourier_shift_2d
 from cryowarp.sim import MovieSimSettings, MovieTruth, simulate_movie
 
 # a small, fast specimen: two generated proteins (no β-galactosidase) in a 256² field
-SMALL = dict(shape_yx=(256, 256), particle_models=(), protein_kinds=("globule", "dumbbell"),
-             protein_masses_kda=(150.0,), particle_area_fraction=0.2)
+SMALL = dict(
+    shape_yx=(256, 256),
+    particle_models=(),
+    protein_kinds=("globule", "dumbbell"),
+    protein_masses_kda=(150.0,),
+    particle_area_fraction=0.2,
+)
 
 
 def _parabola_vertex(values: list[float], step: float) -> float:
@@ -28,8 +33,15 @@ def _parabola_vertex(values: list[float], step: float) -> float:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_global_motion_is_an_exact_shift_of_the_clean_image(device):
-    s = MovieSimSettings(**SMALL, n_frames=6, local_amplitude_a=0.0, radiation_damage=False, shot_noise=False,
-                         initial_motion_a=5.0, drift_a_per_frame=0.7)
+    s = MovieSimSettings(
+        **SMALL,
+        n_frames=6,
+        local_amplitude_a=0.0,
+        radiation_damage=False,
+        shot_noise=False,
+        initial_motion_a=5.0,
+        drift_a_per_frame=0.7,
+    )
     movie = simulate_movie(s, seed=3, device=device)
     counts = s.exposure_per_frame_e_per_a2 * s.pixel_size_a**2
     shifts = movie.truth.global_shifts_px_yx
@@ -42,20 +54,33 @@ def test_global_motion_is_an_exact_shift_of_the_clean_image(device):
             for delta in (-0.1, 0.0, 0.1):
                 trial = shifts[f].clone().float()
                 trial[axis] += delta
-                res.append(float(((fourier_shift_2d(movie.clean_image.cpu(), trial) - frame)[inner] ** 2).sum()))
+                res.append(
+                    float(((fourier_shift_2d(movie.clean_image.cpu(), trial) - frame)[inner] ** 2).sum())
+                )
             errors.append(_parabola_vertex(res, 0.1))
         # noise-free, Fourier-shifted on a padded canvas: the planted shift is the best one to 0.005 px
         assert max(abs(e) for e in errors) < 0.005, errors
         # and frame f really differs from the clean image by that shift (not by nothing)
-        assert float(((movie.clean_image.cpu() - frame)[inner] ** 2).mean()) > 100 * res[1] / frame[inner].numel()
+        assert (
+            float(((movie.clean_image.cpu() - frame)[inner] ** 2).mean())
+            > 100 * res[1] / frame[inner].numel()
+        )
 
 
 def test_local_motion_matches_the_truth_field_everywhere():
-    s = MovieSimSettings(**SMALL, n_frames=4, local_amplitude_a=3.0, initial_motion_a=2.0, radiation_damage=False,
-                         shot_noise=False)
+    s = MovieSimSettings(
+        **SMALL,
+        n_frames=4,
+        local_amplitude_a=3.0,
+        initial_motion_a=2.0,
+        radiation_damage=False,
+        shot_noise=False,
+    )
     movie = simulate_movie(s, seed=5)
     h, w = s.shape_yx
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     coords = torch.stack([yy, xx], -1).reshape(-1, 2)
     clean = movie.clean_image.double().numpy()
     inner = (slice(20, -20), slice(20, -20))
@@ -67,8 +92,12 @@ def test_local_motion_matches_the_truth_field_everywhere():
         res = []
         for scale in (0.9, 1.0, 1.1):
             # an independent interpolator (quintic spline) evaluates clean(x − s·d(x))
-            sample = scipy.ndimage.map_coordinates(clean, [yy.numpy() - scale * d_px[..., 0],
-                                                           xx.numpy() - scale * d_px[..., 1]], order=5, mode="nearest")
+            sample = scipy.ndimage.map_coordinates(
+                clean,
+                [yy.numpy() - scale * d_px[..., 0], xx.numpy() - scale * d_px[..., 1]],
+                order=5,
+                mode="nearest",
+            )
             res.append(float(((sample - frame)[inner] ** 2).sum()))
         # the truth's displacement is the best-fitting scale to 3 % (≤ 0.1 Å of ≤ 3 Å, well under the 0.3 Å
         # motion grading); the remaining ~1 % is bicubic resampling error of the local warp
@@ -92,7 +121,7 @@ def test_displacement_gauge_and_truth_json_round_trip(tmp_path):
     frames = torch.tensor([0, 3, 7])
     d = movie.truth.displacement_a_yx(coords, frames)
     for i in range(3):
-        torch.testing.assert_close(d[i], movie.truth.displacement_a_yx(coords[i:i + 1], int(frames[i]))[0])
+        torch.testing.assert_close(d[i], movie.truth.displacement_a_yx(coords[i : i + 1], int(frames[i]))[0])
     restored = MovieTruth.from_dict(json.loads(json.dumps(movie.truth.to_dict())))
     torch.testing.assert_close(restored.displacement_a_yx(coords, frames), d)
     with pytest.raises(IndexError, match="frame_index out of range: expected 0..7, found 0..8"):
@@ -105,7 +134,9 @@ def test_exposure_adds_up():
     expected_per_frame = 0.8 * 1.5**2 * float(movie.clean_image.mean())
     per_frame = movie.frames.mean((1, 2))
     # Poisson: s.d. of a frame mean is sqrt(λ/N) ≈ 0.004; 5 s.d. (+ ≤1 % damage/motion edge effects)
-    torch.testing.assert_close(per_frame, torch.full_like(per_frame, expected_per_frame), atol=0.02, rtol=0.01)
+    torch.testing.assert_close(
+        per_frame, torch.full_like(per_frame, expected_per_frame), atol=0.02, rtol=0.01
+    )
     total = float(movie.frames.sum()) / (256 * 256 * 1.5**2)
     assert total == pytest.approx(10 * 0.8 * float(movie.clean_image.mean()), rel=0.005)
     assert torch.equal(movie.frames, movie.frames.round())  # counts are integers
@@ -121,8 +152,9 @@ def test_same_seed_same_movie_different_seed_different_movie():
 
 
 def test_gain_defects_and_files(tmp_path):
-    s = MovieSimSettings(**SMALL, n_frames=30, gain_sd=0.1, n_hot_pixels=5, n_dead_columns=2,
-                         exposure_per_frame_e_per_a2=2.0)
+    s = MovieSimSettings(
+        **SMALL, n_frames=30, gain_sd=0.1, n_hot_pixels=5, n_dead_columns=2, exposure_per_frame_e_per_a2=2.0
+    )
     movie = simulate_movie(s, seed=4)
     assert float(movie.gain.mean()) == pytest.approx(1.0, abs=1e-5)
     dead = movie.defect_mask.all(0)
@@ -147,15 +179,28 @@ def test_gain_defects_and_files(tmp_path):
     with mrcfile.open(paths["gain"]) as mrc:
         np.testing.assert_allclose(mrc.data, movie.gain.numpy())
     motion = starfile.read(paths["motion_star"])
-    np.testing.assert_allclose(motion["global_shift"]["rlnMicrographShiftX"],
-                               -movie.truth.global_displacement_a_yx[:, 1].numpy() / s.pixel_size_a, atol=1e-9)
+    np.testing.assert_allclose(
+        motion["global_shift"]["rlnMicrographShiftX"],
+        -movie.truth.global_displacement_a_yx[:, 1].numpy() / s.pixel_size_a,
+        atol=1e-9,
+    )
     assert motion["general"]["rlnMicrographDoseRate"] == 2.0
     particles = starfile.read(paths["particles_star"])["particles"]
-    assert {"rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnDefocusU",
-            "rlnDefocusV", "rlnDefocusAngle", "rlnMicrographName"} <= set(particles.columns)
+    assert {
+        "rlnCoordinateX",
+        "rlnCoordinateY",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+        "rlnDefocusU",
+        "rlnDefocusV",
+        "rlnDefocusAngle",
+        "rlnMicrographName",
+    } <= set(particles.columns)
     np.testing.assert_allclose(particles["rlnCoordinateX"], movie.truth.particles.coords_px_xy[:, 0].numpy())
-    np.testing.assert_allclose((particles["rlnDefocusU"] + particles["rlnDefocusV"]) / 2e4,
-                               movie.truth.particles.defocus_um.numpy())
+    np.testing.assert_allclose(
+        (particles["rlnDefocusU"] + particles["rlnDefocusV"]) / 2e4, movie.truth.particles.defocus_um.numpy()
+    )
     truth = MovieTruth.from_dict(json.loads(paths["truth_json"].read_text()))
     assert truth.to_dict() == movie.truth.to_dict()
 

@@ -39,10 +39,13 @@ def test_one_carbon_atom_integrates_to_its_scattering_factor():
     import gemmi
 
     f0 = sum(gemmi.Element("C").c4322.get_coefs()[:5]) + sum(gemmi.Element("H").c4322.get_coefs()[:5])
-    phase = project_atoms(_cloud([[0.0, 0.0, 0.0]], ["C"]), torch.eye(3), pixel_size_a=0.8, box_px=64,
-                          solvent=False)
+    phase = project_atoms(
+        _cloud([[0.0, 0.0, 0.0]], ["C"]), torch.eye(3), pixel_size_a=0.8, box_px=64, solvent=False
+    )
     # ∫φ d²r = σ · 47.878 V·Å² · f(0) (one C with its implicit H), exactly the k = 0 Fourier coefficient
-    assert float(phase.sum()) * 0.8**2 == pytest.approx(interaction_constant_rad_per_v_a(300) * 47.878 * f0, rel=1e-4)
+    assert float(phase.sum()) * 0.8**2 == pytest.approx(
+        interaction_constant_rad_per_v_a(300) * 47.878 * f0, rel=1e-4
+    )
     # the atom sits on pixel (32, 32) and is round
     assert divmod(int(phase.argmax()), 64) == (32, 32)
     torch.testing.assert_close(phase, phase.T, atol=1e-6, rtol=0)
@@ -51,6 +54,7 @@ def test_one_carbon_atom_integrates_to_its_scattering_factor():
 def test_projection_follows_relion_euler_convention():
     # atoms at x = +20 Å and z = +30 Å. RELION: a point r appears at A·r, projected along z.
     cloud = _cloud([[20.0, 0.0, 0.0], [0.0, 0.0, 30.0]], ["O", "S"])
+
     def peaks(euler):
         a = euler_zyz_to_matrix(*euler)
         img = project_atoms(cloud, a, pixel_size_a=1.0, box_px=96, solvent=False)
@@ -62,6 +66,7 @@ def test_projection_follows_relion_euler_convention():
                 found.append((y, x, float(img[y, x])))
             if len(found) == 2:
                 return found
+
     # identity: O at (x=68, y=48), S projected onto the centre (48, 48); S is the stronger scatterer
     (y1, x1, _), (y2, x2, _) = peaks((0.0, 0.0, 0.0))
     assert {(y1, x1), (y2, x2)} == {(48, 68), (48, 48)}
@@ -124,13 +129,23 @@ def _zero_contrast(profile, pixel_size_a, n_px, defocus_um, k_min, k_max):
     """Mean of PS at the CTF zeros divided by the mean PS half-way between zeros, within [k_min, k_max]."""
     zeros = [k for k in _ctf_zero_radii_per_a(defocus_um, 40) if k_min < k < k_max]
     mids = [(a + b) / 2 for a, b in zip(zeros[:-1], zeros[1:], strict=False)]
-    at = lambda ks: np.mean([np.interp(k * pixel_size_a * n_px, np.arange(len(profile)), profile) for k in ks])  # noqa: E731
+
+    def at(ks):
+        return np.mean([np.interp(k * pixel_size_a * n_px, np.arange(len(profile)), profile) for k in ks])
+
     return at(zeros) / at(mids)
 
 
 def test_thon_ring_zeros_sit_at_the_true_defocus():
-    s = MicrographSimSettings(shape_yx=(1024, 1024), pixel_size_a=1.2, defocus_um=1.8, defocus_delta_um=0.0,
-                              particle_models=(), protein_kinds=("globule",), protein_masses_kda=(200.0,))
+    s = MicrographSimSettings(
+        shape_yx=(1024, 1024),
+        pixel_size_a=1.2,
+        defocus_um=1.8,
+        defocus_delta_um=0.0,
+        particle_models=(),
+        protein_kinds=("globule",),
+        protein_masses_kda=(200.0,),
+    )
     mic = simulate_micrograph(s, seed=0)
     image = mic.image - mic.image.mean()
     ps = torch.fft.rfft2(image).abs() ** 2
@@ -144,25 +159,42 @@ def test_thon_ring_zeros_sit_at_the_true_defocus():
 
 
 def test_tilted_plane_defocus_gradient():
-    s = MicrographSimSettings(shape_yx=(512, 512), pixel_size_a=1.0, defocus_um=2.0, specimen_tilt_deg=20.0,
-                              tilt_axis_deg=90.0, particle_models=(), protein_kinds=("globule",),
-                              protein_masses_kda=(150.0,), particle_area_fraction=0.3)
+    s = MicrographSimSettings(
+        shape_yx=(512, 512),
+        pixel_size_a=1.0,
+        defocus_um=2.0,
+        specimen_tilt_deg=20.0,
+        tilt_axis_deg=90.0,
+        particle_models=(),
+        protein_kinds=("globule",),
+        protein_masses_kda=(150.0,),
+        particle_area_fraction=0.3,
+    )
     mic = simulate_micrograph(s, seed=1)
     t = mic.truth
     gx, gy = t.defocus_gradient_um_per_px_xy
     # axis along +y, positive tilt: +x side higher → more underfocused (Warp), tan(20°)·1 Å per px
-    assert gx == pytest.approx(math.tan(math.radians(20.0)) * 1e-4, rel=1e-9) and gy == pytest.approx(0.0, abs=1e-15)
+    assert gx == pytest.approx(math.tan(math.radians(20.0)) * 1e-4, rel=1e-9) and gy == pytest.approx(
+        0.0, abs=1e-15
+    )
     assert float(t.local_defocus_um(torch.tensor([[255.5, 255.5]]))[0]) == pytest.approx(2.0)
     p = t.particles
     assert len(p.defocus_um) >= 5
     torch.testing.assert_close(p.defocus_um, t.local_defocus_um(p.coords_px_xy) + p.height_a * 1e-4)
     # heights keep particles inside the 300 Å slab
-    assert float((p.height_a.abs() + p.radius_a).max()) <= 150.0 + 1e-6 or float(p.height_a.abs().max()) == 0.0
+    assert (
+        float((p.height_a.abs() + p.radius_a).max()) <= 150.0 + 1e-6 or float(p.height_a.abs().max()) == 0.0
+    )
 
 
 def test_coordinates_land_on_particles():
-    s = MicrographSimSettings(shape_yx=(768, 768), particle_models=("5a1a",), particle_area_fraction=0.3,
-                              n_contamination_blobs=1, carbon_edge=True)
+    s = MicrographSimSettings(
+        shape_yx=(768, 768),
+        particle_models=("5a1a",),
+        particle_area_fraction=0.3,
+        n_contamination_blobs=1,
+        carbon_edge=True,
+    )
     mic = simulate_micrograph(s, seed=2)
     coords = mic.coords_px_xy.round().long()
     assert len(coords) >= 4
@@ -175,9 +207,16 @@ def test_coordinates_land_on_particles():
     ref = []
     while len(ref) < 40:
         x, y = rng.integers(50, 718, size=2)
-        if bool(mic.artifact_mask[max(0, y - 50):y + 50, max(0, x - 50):x + 50].any()):
+        if bool(mic.artifact_mask[max(0, y - 50) : y + 50, max(0, x - 50) : x + 50].any()):
             continue
-        if float(torch.linalg.vector_norm(mic.coords_px_xy - torch.tensor([x, y], dtype=torch.float64), dim=1).min()) > 150:
+        if (
+            float(
+                torch.linalg.vector_norm(
+                    mic.coords_px_xy - torch.tensor([x, y], dtype=torch.float64), dim=1
+                ).min()
+            )
+            > 150
+        ):
             ref.append((x, y))
     ref = torch.tensor(ref)
     phase_ref = disc(mic.phase_image_rad, ref, 50)
@@ -191,7 +230,7 @@ def test_coordinates_land_on_particles():
     assert 0.02 < float(mic.artifact_mask.float().mean()) < 0.9
     # and the projected phase peaks near the centres (within the particle radius)
     for x, y in coords[:5].tolist():
-        window = mic.phase_image_rad[max(0, y - 90):y + 91, max(0, x - 90):x + 91]
+        window = mic.phase_image_rad[max(0, y - 90) : y + 91, max(0, x - 90) : x + 91]
         assert float(window.mean()) > float(mic.phase_image_rad.mean())
 
 
@@ -206,8 +245,13 @@ def _disc_means(image, coords_xy, radius_px):
 
 
 def test_particles_do_not_overlap():
-    s = MicrographSimSettings(shape_yx=(1024, 1024), particle_models=(), protein_kinds=("ring", "rod", "globule"),
-                              protein_masses_kda=(100.0, 400.0), particle_area_fraction=0.4)
+    s = MicrographSimSettings(
+        shape_yx=(1024, 1024),
+        particle_models=(),
+        protein_kinds=("ring", "rod", "globule"),
+        protein_masses_kda=(100.0, 400.0),
+        particle_area_fraction=0.4,
+    )
     mic = simulate_micrograph(s, seed=3)
     p = mic.truth.particles
     d = torch.cdist(p.coords_px_xy, p.coords_px_xy) + torch.eye(len(p.coords_px_xy)) * 1e9
@@ -218,25 +262,44 @@ def test_particles_do_not_overlap():
 def _frc(a, b, n_rings):
     fa, fb = torch.fft.rfft2(a - a.mean()), torch.fft.rfft2(b - b.mean())
     num = radial_average_2d((fa * fb.conj()).real, n_bins=n_rings)
-    den = torch.sqrt(radial_average_2d(fa.abs() ** 2, n_bins=n_rings) * radial_average_2d(fb.abs() ** 2, n_bins=n_rings))
+    den = torch.sqrt(
+        radial_average_2d(fa.abs() ** 2, n_bins=n_rings) * radial_average_2d(fb.abs() ** 2, n_bins=n_rings)
+    )
     return num / den
 
 
 def test_aligning_with_the_true_motion_sharpens_the_sum():
-    s = MovieSimSettings(shape_yx=(384, 384), n_frames=12, exposure_per_frame_e_per_a2=3.0, initial_motion_a=8.0,
-                         drift_a_per_frame=0.5, local_amplitude_a=3.0, particle_models=(),
-                         protein_kinds=("globule", "ring"), protein_masses_kda=(300.0,))
+    s = MovieSimSettings(
+        shape_yx=(384, 384),
+        n_frames=12,
+        exposure_per_frame_e_per_a2=3.0,
+        initial_motion_a=8.0,
+        drift_a_per_frame=0.5,
+        local_amplitude_a=3.0,
+        particle_models=(),
+        protein_kinds=("globule", "ring"),
+        protein_masses_kda=(300.0,),
+    )
     movie = simulate_movie(s, seed=6)
     h, w = s.shape_yx
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     coords = torch.stack([yy, xx], -1).reshape(-1, 2)
     aligned = torch.zeros(h, w)
     for f in range(s.n_frames):
         d = (movie.truth.displacement_a_yx(coords, f) / s.pixel_size_a).reshape(h, w, 2).float()
         # frame_f(x) = S(x − d(x)) ⇒ S(y) ≈ frame_f(y + d(y)) (d is smooth)
-        grid = torch.stack([(xx.float() + d[..., 1] + 0.5) * 2 / w - 1, (yy.float() + d[..., 0] + 0.5) * 2 / h - 1], -1)
-        aligned += torch.nn.functional.grid_sample(movie.frames[f][None, None], grid[None], mode="bicubic",
-                                                   padding_mode="border", align_corners=False)[0, 0]
+        grid = torch.stack(
+            [(xx.float() + d[..., 1] + 0.5) * 2 / w - 1, (yy.float() + d[..., 0] + 0.5) * 2 / h - 1], -1
+        )
+        aligned += torch.nn.functional.grid_sample(
+            movie.frames[f][None, None],
+            grid[None],
+            mode="bicubic",
+            padding_mode="border",
+            align_corners=False,
+        )[0, 0]
     plain = movie.frames.sum(0)
     inner = (slice(24, -24), slice(24, -24))
     frc_aligned = _frc(aligned[inner], movie.clean_image[inner], 168)
@@ -245,3 +308,59 @@ def test_aligning_with_the_true_motion_sharpens_the_sum():
     # the plain sum is blurred by ~10 Å of motion: aligned is better in ≥ 90 % of rings and 1.4× on average
     assert float((frc_aligned[band] > frc_plain[band]).float().mean()) >= 0.9
     assert float(frc_aligned[band].mean()) > 1.4 * float(frc_plain[band].mean())
+
+
+def _sector_profile(image, angle_deg, half_width_deg=12.0):
+    """Radial power profile (bins of 1/N) of ``image`` within ±half_width of the direction ``angle_deg``."""
+    n = image.shape[-1]
+    ps = torch.fft.rfft2(image - image.mean()).abs() ** 2
+    ky = torch.fft.fftfreq(n)[:, None].expand(n, n // 2 + 1)
+    kx = torch.fft.rfftfreq(n)[None, :].expand(n, n // 2 + 1)
+    azimuth = torch.rad2deg(torch.atan2(ky, kx))
+    diff = (azimuth - angle_deg + 90.0) % 180.0 - 90.0  # the spectrum is symmetric under k → −k
+    sector = diff.abs() <= half_width_deg
+    radius = torch.round(torch.sqrt(kx**2 + ky**2) * n).long()
+    sums = torch.zeros(n).index_add_(0, radius[sector].clamp_max(n - 1), ps[sector])
+    counts = torch.zeros(n).index_add_(0, radius[sector].clamp_max(n - 1), torch.ones(int(sector.sum())))
+    return (sums / counts.clamp_min(1)).numpy()[: n // 2]
+
+
+def _best_defocus(profile, pixel_size_a, n_px, trial_um):
+    ratios = [_zero_contrast(profile, pixel_size_a, n_px, d, 1 / 20, 1 / 5) for d in trial_um]
+    return float(trial_um[int(np.argmin(ratios))])
+
+
+def test_astigmatism_puts_defocus_u_along_its_angle():
+    # U = 2.0 µm at 30° from +x towards +y, V = 1.4 µm at 120°
+    s = MicrographSimSettings(shape_yx=(1024, 1024), pixel_size_a=1.2, defocus_um=1.7, defocus_delta_um=0.6,
+                              astigmatism_angle_deg=30.0, total_exposure_e_per_a2=60.0, particle_models=(),
+                              protein_kinds=("globule",), protein_masses_kda=(200.0,))
+    image = simulate_micrograph(s, seed=4).image
+    trial = np.arange(1.2, 2.2001, 0.02)
+    along_u = _best_defocus(_sector_profile(image, 30.0), 1.2, 1024, trial)
+    along_v = _best_defocus(_sector_profile(image, 120.0), 1.2, 1024, trial)
+    # sectors ±12° wide average defoci within 0.6·(1 − cos 24°)/2 ≈ 0.03 µm of the extremes
+    assert along_u == pytest.approx(2.0, abs=0.05), along_u
+    assert along_v == pytest.approx(1.4, abs=0.05), along_v
+
+
+def test_tilted_specimen_changes_defocus_across_the_image():
+    # 50° about the y axis: the +x half is more underfocused; at 3 Å/px the half-images' centres
+    # (x = 256 and 768) differ by tan 50° · 512 · 3 Å = 0.18 µm
+    s = MicrographSimSettings(shape_yx=(1024, 1024), pixel_size_a=3.0, defocus_um=2.0, defocus_delta_um=0.0,
+                              specimen_tilt_deg=50.0, tilt_axis_deg=90.0, total_exposure_e_per_a2=80.0,
+                              particle_models=(), protein_kinds=("globule",), protein_masses_kda=(200.0,))
+    mic = simulate_micrograph(s, seed=5)
+    gx = mic.truth.defocus_gradient_um_per_px_xy[0]
+    trial = np.arange(1.7, 2.3001, 0.01)
+    found = []
+    for x0 in (0, 512):
+        half = mic.image[256:768, x0:x0 + 512]
+        profile = radial_average_2d(torch.fft.rfft2(half - half.mean()).abs() ** 2).numpy()
+        ratios = [_zero_contrast(profile, 3.0, 512, d, 1 / 40, 1 / 8) for d in trial]
+        found.append(float(trial[int(np.argmin(ratios))]))
+    expected = [float(mic.truth.local_defocus_um(torch.tensor([[x0 + 255.5, 511.5]]))[0]) for x0 in (0, 512)]
+    assert expected[1] - expected[0] == pytest.approx(512 * gx) and expected[1] - expected[0] > 0.15
+    # each half's Thon rings sit at its own defocus (±0.03 µm: ring-minimum scan on a 512² half)
+    assert found[0] == pytest.approx(expected[0], abs=0.03), (found, expected)
+    assert found[1] == pytest.approx(expected[1], abs=0.03), (found, expected)

@@ -12,18 +12,31 @@ from cryowarp.sim import MovieSimSettings, read_session, simulate_session
 
 
 def test_session_writes_complete_movies_with_one_gain(tmp_path):
-    s = MovieSimSettings(shape_yx=(96, 128), n_frames=4, particle_models=(), protein_kinds=("globule",),
-                         protein_masses_kda=(80.0,), gain_sd=0.2, exposure_per_frame_e_per_a2=4.0)
+    s = MovieSimSettings(
+        shape_yx=(96, 128),
+        n_frames=4,
+        particle_models=(),
+        protein_kinds=("globule",),
+        protein_masses_kda=(80.0,),
+        gain_sd=0.2,
+        exposure_per_frame_e_per_a2=4.0,
+    )
     seen = []
-    paths = simulate_session(tmp_path, 3, s, seed=11, defocus_range_um=(1.0, 2.0),
-                             progress=lambda done, total, path: seen.append((done, path.name)))
+    paths = simulate_session(
+        tmp_path,
+        3,
+        s,
+        seed=11,
+        defocus_range_um=(1.0, 2.0),
+        progress=lambda done, total, path: seen.append((done, path.name)),
+    )
     assert [p.name for p in paths] == ["movie_0000.tif", "movie_0001.tif", "movie_0002.tif"]
     assert seen == [(1, "movie_0000.tif"), (2, "movie_0001.tif"), (3, "movie_0002.tif")]
     assert not (tmp_path / ".incoming").exists()  # nothing half-written is left behind
     record = read_session(tmp_path)
     defoci = [m["defocus_um"] for m in record["movies"]]
     assert all(1.0 <= d <= 2.0 for d in defoci) and len(set(defoci)) == 3
-    for i, path in enumerate(paths):
+    for i in range(len(paths)):
         truth = json.loads((tmp_path / "truth" / f"movie_{i:04d}_truth.json").read_text())
         assert truth["defocus_um"] == pytest.approx(defoci[i])
         assert truth["seed"] == 11 + i

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from cryowarp.base.optics import ctf_1d, ctf_2d
+from cryowarp.ctf.model import CTFModel, SpecimenPlane
 from cryowarp.io.mrc import write_mrc
 from cryowarp.motion.model import MotionModel
 from cryowarp.pipeline.results import ItemResult
@@ -148,6 +149,33 @@ def _motion(item: FakeItem, rng: np.random.Generator, n_frames: int = 10) -> Mot
     )
 
 
+#: Defocus rises by this much (µm) from the left to the right edge in every item's CTF grid.
+DEFOCUS_GRADIENT_X_UM = 0.2
+
+
+def _ctf_model(item: FakeItem, settings: ProcessingSettings) -> CTFModel:
+    """A CTFModel whose 3×3 defocus grid tilts along x by DEFOCUS_GRADIENT_X_UM (truth for the overlay)."""
+    row = [item.defocus_um + DEFOCUS_GRADIENT_X_UM * f for f in (-0.5, 0.0, 0.5)]
+    return CTFModel(
+        defocus_um=item.defocus_um,
+        defocus_delta_um=item.defocus_delta_um,
+        astigmatism_angle_deg=item.astigmatism_angle_deg % 180,
+        phase_shift_deg=0.0,
+        resolution_a=item.resolution_a,
+        figure_of_merit=0.5,
+        voltage_kv=settings.ctf.voltage_kv,
+        cs_mm=settings.ctf.cs_mm,
+        amplitude_contrast=settings.ctf.amplitude_contrast,
+        pixel_size_a=PIXEL_SIZE_A,
+        image_shape_yx=SHAPE_YX,
+        defocus_grid_um=[[row, row, row]],
+        phase_grid_deg=[0.0],
+        fit_range_a=(30.0, 4.0),
+        window=256,
+        plane=SpecimenPlane(0.0, 90.0, 0.0, (0.0, 0.0)),
+    )
+
+
 def build_project(
     project_dir: Path, items: list[FakeItem], *, with_files: bool = True, seed: int = 0
 ) -> Path:
@@ -194,6 +222,7 @@ def build_project(
                 _png(folder / "ps.png", ps)
                 (folder / "spectrum.json").write_text(json.dumps(spectrum))
                 (folder / "motion.json").write_text(json.dumps(motion.to_dict()))
+                (folder / "ctf.json").write_text(json.dumps(_ctf_model(item, settings).to_dict()))
                 stack = project_dir / "particles" / f"{item.name}.mrcs"
                 stack.parent.mkdir(exist_ok=True)
                 write_mrc(
@@ -208,6 +237,7 @@ def build_project(
                     "spectrum_png": str(rel / "ps.png"),
                     "spectrum_json": str(rel / "spectrum.json"),
                     "motion_json": str(rel / "motion.json"),
+                    "ctf_json": str(rel / "ctf.json"),
                     "particles": f"particles/{item.name}.mrcs",
                 }
             u = item.defocus_um + item.defocus_delta_um / 2

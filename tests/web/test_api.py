@@ -498,3 +498,32 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
 def test_retraining_rejects_bad_settings(client):
     r = client.post("/api/boxnet/retrain", json={"epochs": 0})
     assert r.status_code == 422 and "epochs" in r.json()["detail"]
+
+
+def test_local_defocus_overlay_recovers_the_planted_tilt(client, truth):
+    """The fixture's CTF grid rises by DEFOCUS_GRADIENT_X_UM from left to right and is flat along y."""
+    from project_factory import DEFOCUS_GRADIENT_X_UM, SHAPE_YX
+
+    name = "movie_0002"
+    d = client.get(f"/api/items/{name}").json()["local_defocus"]
+    z = np.array(d["defocus_um"])
+    assert z.shape == (len(d["y_px"]), len(d["x_px"]))
+    np.testing.assert_allclose(z, np.broadcast_to(z[:1], z.shape), atol=1e-5)  # no change along y
+    # a linear grid is reproduced exactly by the cubic interpolation: slope and centre as planted
+    x = np.array(d["x_px"]) / (SHAPE_YX[1] - 1)
+    slope, intercept = np.polyfit(x, z[0], 1)
+    assert slope == pytest.approx(DEFOCUS_GRADIENT_X_UM, abs=2e-3)
+    assert intercept + 0.5 * slope == pytest.approx(truth[name].defocus_um, abs=1e-3)
+
+
+def test_unreadable_stored_settings_give_a_clear_error(client, project):
+    """A project written by another version (unknown settings key) is reported, not a bare 500."""
+    with ProjectStore(project) as store:
+        with store._write() as c:
+            row = c.execute("SELECT id, json FROM settings ORDER BY id DESC LIMIT 1").fetchone()
+            data = json.loads(row["json"])
+            data["input"]["from_the_future"] = 1
+            c.execute("UPDATE settings SET json = ? WHERE id = ?", (json.dumps(data), row["id"]))
+    r = client.get("/api/filters")
+    assert r.status_code == 500
+    assert "stored settings do not match" in r.json()["detail"] and "from_the_future" in r.json()["detail"]

@@ -97,6 +97,26 @@ def test_overview_filter_range_updates_count_and_particles_star(page, live_serve
         assert all(it["mean_motion_a"] <= limit for it in store.list_items(status="done") if it["selected"])
     expect(page.locator("#count-particles")).to_have_text(str(selected_particles(project)))
     assert star_particle_rows(project) == selected_particles(project)
+    # drag the dashed resolution limit on the scatter plot down to 3.5 Å
+    page.evaluate("document.getElementById('card-resolution_a').scrollIntoView({block: 'center'})")
+    current = float(page.input_value("#fmax-resolution_a"))
+    x, y_from = data_to_page_xy(page, "plot-resolution_a", 500.0, current)
+    x = page.evaluate("""() => { const gd = document.getElementById('plot-resolution_a'), fl = gd._fullLayout;
+        return gd.getBoundingClientRect().left + fl.xaxis._offset + fl.xaxis._length / 2; }""")
+    _, y_to = data_to_page_xy(page, "plot-resolution_a", 0.0, 3.5)
+    page.mouse.move(x, y_from)
+    page.mouse.down()
+    page.mouse.move(x, (y_from + y_to) / 2, steps=4)
+    page.mouse.move(x, y_to, steps=4)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => Math.abs(Number(document.getElementById('fmax-resolution_a').value) - 3.5) < 0.1"
+    )
+    with ProjectStore(project) as store:
+        # one screen pixel is ~0.03 Å on this axis; allow a few
+        assert store.get_settings().filter.resolution_max_a == pytest.approx(3.5, abs=0.1)
+    expect(page.locator("#count-particles")).to_have_text(str(selected_particles(project)))
+    assert star_particle_rows(project) == selected_particles(project)
     page.screenshot(path=artifacts_dir / "overview_filtered.png", full_page=True)
     assert page._cw_errors == []
 
@@ -137,6 +157,11 @@ def test_item_view_overlays_deconvolution_and_pick_editing(page, live_server, ar
     assert any(n.startswith("motion ×") for n in trace_names(page, "average"))
     page.uncheck("#show-tracks")
     assert not any(n.startswith("motion ×") for n in trace_names(page, "average"))
+    page.check("#show-defocus")
+    assert "local defocus" in trace_names(page, "average")
+    page.screenshot(path=artifacts_dir / "item_overlays.png", full_page=True)
+    page.uncheck("#show-defocus")
+    assert "local defocus" not in trace_names(page, "average")
 
     # deconvolution with sliders
     page.check("#deconv")
@@ -208,4 +233,29 @@ def test_settings_change_requeues_items(page, live_server, artifacts_dir):
     with ProjectStore(project) as store:
         assert store.get_settings().pick.threshold == 0.7
     page.screenshot(path=artifacts_dir / "settings_saved.png", full_page=True)
+    assert page._cw_errors == []
+
+
+@pytest.mark.slow  # trains BoxNet for 2 iterations; the API test covers the job itself
+def test_retrain_button_shows_the_accuracy_figures(page, live_server, artifacts_dir):
+    url, project, _ = live_server
+    with ProjectStore(project) as store:
+        store.add_pick("movie_0003", 100.0, 100.0)  # one correction to train on
+    open_page(page, url + "#/item/movie_0003")
+    page.fill("#retrain-epochs", "2")
+    page.click("#retrain-start")
+    expect(page.locator("#retrain-status")).to_contain_text("done", timeout=120_000)
+    # one point per epoch for the two figures that exist without a general corpus
+    ys = page.evaluate("document.getElementById('retrain-plot').data.map(t => t.y)")
+    assert [len(y) for y in ys] == [2, 2, 2, 2]
+    assert all(v is None for y in (ys[1], ys[3]) for v in y)
+    assert all(0 <= v <= 1 for y in (ys[0], ys[2]) for v in y)
+    assert (project / "boxnet" / "boxnet_retrained.pt").is_file()
+    page.screenshot(path=artifacts_dir / "item_retrained.png", full_page=True)
+    # adopting the model re-picks every processed item with it
+    page.click("#retrain-use")
+    expect(page.locator("#retrain-status")).to_contain_text("items requeued")
+    with ProjectStore(project) as store:
+        assert store.get_settings().boxnet_model_path == str(project / "boxnet" / "boxnet_retrained.pt")
+        assert all(it["status"] == "queued" for it in store.list_items() if it["name"] != "movie_0006")
     assert page._cw_errors == []

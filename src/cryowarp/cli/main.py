@@ -50,3 +50,7 @@ def version() -> None:
     from cryowarp.device import resolve_device
 
     typer.echo(f"cryowarp {cryowarp.__version__}, torch {torch.__version__}, device auto -> {resolve_device('auto')}")
+
+
+if __name__ == "__main__":
+    app()

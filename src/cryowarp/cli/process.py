@@ -132,10 +132,12 @@ def run_pipeline(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: finished items are recorded; rerun to resume")
         counts = coordinator.store.counts()
-    finally:
-        summary = summary_table(coordinator)
-        failed = coordinator.store.list_items(status="failed")
-        coordinator.close()
+        interrupted = True
+    else:
+        interrupted = False
+    summary = summary_table(coordinator)
+    failed = coordinator.store.list_items(status="failed")
+    coordinator.close(wait=not interrupted)
     console.print(summary)
     for item in failed[:20]:
         console.print(f"[red]failed[/red] {item['name']}: {item['error']}")

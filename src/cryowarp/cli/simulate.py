@@ -1,7 +1,8 @@
 """Simulate cryo-EM data with exact ground truth: movies, micrographs, whole sessions, tilt series.
 
 Every simulator setting is an option (``--shape-yx 4096 4096``, ``--particle-models 5a1a
---particle-models globule:300``, ``--particle-models none``, ``--no-radiation-damage`` ...); the defaults are those of the
+--particle-models globule:300``, ``--particle-models none``, ``--no-radiation-damage`` ...); the
+defaults are those of the
 settings classes in ``cryowarp.sim``. Besides the data and the truth (STAR + JSON), each command writes
 PNG previews: the clean image, the frame sum, its power spectrum and the true motion tracks.
 
@@ -24,8 +25,10 @@ from typing import Any
 import typer
 from pydantic import BaseModel
 
-app = typer.Typer(help="Simulate movies, micrographs, sessions and tilt series with exact ground truth.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Simulate movies, micrographs, sessions and tilt series with exact ground truth.",
+    no_args_is_help=True,
+)
 
 
 def _option_annotation(annotation: Any) -> Any:
@@ -50,8 +53,14 @@ def _settings_parameters(model: type[BaseModel], skip: tuple[str, ...] = ()) -> 
         if isinstance(default, tuple) and typing.get_origin(annotation) is list:
             default = list(default)
         help_text = field.description or ""
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                        default=typer.Option(default, help=help_text, rich_help_panel="Simulation")))
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=annotation,
+                default=typer.Option(default, help=help_text, rich_help_panel="Simulation"),
+            )
+        )
     return params
 
 
@@ -71,23 +80,41 @@ def _settings_from_kwargs(model: type[BaseModel], kwargs: dict) -> BaseModel:
 
 def _with_settings(model: type[BaseModel], base: inspect.Signature, skip: tuple[str, ...] = ()):
     """Decorator: give a command the options of ``model`` in addition to its own."""
+
     def wrap(func):
         params = list(base.parameters.values()) + _settings_parameters(model, skip)
         func.__signature__ = base.replace(parameters=params)
         return func
+
     return wrap
 
 
 def _common_signature(extra: list[inspect.Parameter] | None = None) -> inspect.Signature:
     params = [
-        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
-                          default=typer.Option(Path("sim"), "--output", "-o", help="output folder")),
-        inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, annotation=int,
-                          default=typer.Option(0, help="random seed (same seed, same data)")),
-        inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Option("auto", help="cpu, cuda, cuda:1 or auto")),
-        inspect.Parameter("plots", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                          default=typer.Option(True, help="write PNG previews")),
+        inspect.Parameter(
+            "output",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Path,
+            default=typer.Option(Path("sim"), "--output", "-o", help="output folder"),
+        ),
+        inspect.Parameter(
+            "seed",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=int,
+            default=typer.Option(0, help="random seed (same seed, same data)"),
+        ),
+        inspect.Parameter(
+            "device",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=str,
+            default=typer.Option("auto", help="cpu, cuda, cuda:1 or auto"),
+        ),
+        inspect.Parameter(
+            "plots",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(True, help="write PNG previews"),
+        ),
     ]
     return inspect.Signature(params + (extra or []))
 
@@ -98,8 +125,9 @@ def _progress():
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
-def plot_image_and_spectrum(image, path: Path, *, title: str = "", coords_px_xy=None, pixel_size_a: float = 1.0,
-                            artifact_mask=None) -> Path:
+def plot_image_and_spectrum(
+    image, path: Path, *, title: str = "", coords_px_xy=None, pixel_size_a: float = 1.0, artifact_mask=None
+) -> Path:
     """PNG: the image (binned for display, true particle centres as circles) and its power spectrum."""
     import matplotlib
 
@@ -111,9 +139,11 @@ def plot_image_and_spectrum(image, path: Path, *, title: str = "", coords_px_xy=
     img = image.detach().float().cpu()
     h, w = img.shape
     factor = max(1, max(h, w) // 1024)
-    shown = torch.nn.functional.avg_pool2d(img[None, None], factor)[0, 0].numpy() if factor > 1 else img.numpy()
+    shown = (
+        torch.nn.functional.avg_pool2d(img[None, None], factor)[0, 0].numpy() if factor > 1 else img.numpy()
+    )
     crop = min(h, w, 1024)
-    tile = img[(h - crop) // 2:(h + crop) // 2, (w - crop) // 2:(w + crop) // 2]
+    tile = img[(h - crop) // 2 : (h + crop) // 2, (w - crop) // 2 : (w + crop) // 2]
     ps = torch.fft.fftshift(torch.fft.fft2(tile - tile.mean()).abs() ** 2).numpy()
     ps = np.log(ps + ps.mean() * 1e-3)
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 6), dpi=100)
@@ -123,8 +153,14 @@ def plot_image_and_spectrum(image, path: Path, *, title: str = "", coords_px_xy=
         c = np.asarray(coords_px_xy)
         a.scatter(c[:, 0], c[:, 1], s=60, facecolors="none", edgecolors="tab:red", linewidths=0.8)
     if artifact_mask is not None and bool(artifact_mask.any()):
-        a.contour(np.asarray(artifact_mask.cpu(), dtype=float), levels=[0.5], colors="tab:orange",
-                  extent=(0, w, 0, h), origin="upper", linewidths=0.8)
+        a.contour(
+            np.asarray(artifact_mask.cpu(), dtype=float),
+            levels=[0.5],
+            colors="tab:orange",
+            extent=(0, w, 0, h),
+            origin="upper",
+            linewidths=0.8,
+        )
     a.set_title(title or "image")
     lo, hi = np.percentile(ps, [5, 99.5])
     nyq = 0.5 / pixel_size_a
@@ -159,11 +195,17 @@ def plot_true_motion(truth, path: Path) -> Path:
     a.set_title("true global track")
     fig.colorbar(sc, ax=a, label="frame", shrink=0.8)
     ys, xs = np.linspace(0.1 * h, 0.9 * h, 5), np.linspace(0.1 * w, 0.9 * w, 5)
-    scale = 0.08 * min(h, w) / max(1e-6, max(float(np.abs(np.array(truth.motion.mode_amplitude_a_yx)).sum()), 1e-6))
+    scale = (
+        0.08
+        * min(h, w)
+        / max(1e-6, max(float(np.abs(np.array(truth.motion.mode_amplitude_a_yx)).sum()), 1e-6))
+    )
     for y in ys:
         for x in xs:
             pts = torch.tensor([[y, x]], dtype=torch.float64)
-            tr = torch.stack([truth.motion.local_displacement_a_yx(pts, f)[0] for f in range(truth.n_frames)]).numpy()
+            tr = torch.stack(
+                [truth.motion.local_displacement_a_yx(pts, f)[0] for f in range(truth.n_frames)]
+            ).numpy()
             b.plot(x + scale * tr[:, 1], y + scale * tr[:, 0], "-", color="tab:blue", lw=1)
             b.plot(x + scale * tr[-1, 1], y + scale * tr[-1, 0], ".", color="tab:red", ms=4)
     b.set_xlim(0, w)
@@ -179,12 +221,25 @@ def plot_true_motion(truth, path: Path) -> Path:
 def _movie_command():
     from cryowarp.sim.movie import MovieSimSettings
 
-    @_with_settings(MovieSimSettings, _common_signature([
-        inspect.Parameter("stem", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Option("movie", help="file name stem")),
-        inspect.Parameter("formats", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
-                          default=typer.Option(["mrc", "tiff"], help="movie formats: mrc and/or tiff")),
-    ]))
+    @_with_settings(
+        MovieSimSettings,
+        _common_signature(
+            [
+                inspect.Parameter(
+                    "stem",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=str,
+                    default=typer.Option("movie", help="file name stem"),
+                ),
+                inspect.Parameter(
+                    "formats",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=list[str],
+                    default=typer.Option(["mrc", "tiff"], help="movie formats: mrc and/or tiff"),
+                ),
+            ]
+        ),
+    )
     def movie(**kwargs) -> None:
         """Simulate one dose-fractionated movie (frames, gain, clean image, truth STAR + JSON, previews)."""
         from cryowarp.device import resolve_device
@@ -194,20 +249,34 @@ def _movie_command():
         out: Path = kwargs["output"]
         with _progress() as bar:
             task = bar.add_task("frames", total=settings.n_frames)
-            result = simulate_movie(settings, seed=kwargs["seed"], device=resolve_device(kwargs["device"]),
-                                    progress=lambda done, total: bar.update(task, completed=done))
+            result = simulate_movie(
+                settings,
+                seed=kwargs["seed"],
+                device=resolve_device(kwargs["device"]),
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
         paths = result.to_files(out, stem=kwargs["stem"], formats=tuple(kwargs["formats"]))
         if kwargs["plots"]:
             paths["preview"] = plot_image_and_spectrum(
-                result.frames.sum(0) * result.gain, out / f"{kwargs['stem']}_sum.png", title="frame sum (gain-corrected)",
-                coords_px_xy=result.truth.particles.coords_px_xy, pixel_size_a=settings.pixel_size_a,
-                artifact_mask=result.artifact_mask)
+                result.frames.sum(0) * result.gain,
+                out / f"{kwargs['stem']}_sum.png",
+                title="frame sum (gain-corrected)",
+                coords_px_xy=result.truth.particles.coords_px_xy,
+                pixel_size_a=settings.pixel_size_a,
+                artifact_mask=result.artifact_mask,
+            )
             paths["clean_preview"] = plot_image_and_spectrum(
-                result.clean_image, out / f"{kwargs['stem']}_clean.png", title="clean image (no noise, no motion)",
-                coords_px_xy=result.truth.particles.coords_px_xy, pixel_size_a=settings.pixel_size_a)
+                result.clean_image,
+                out / f"{kwargs['stem']}_clean.png",
+                title="clean image (no noise, no motion)",
+                coords_px_xy=result.truth.particles.coords_px_xy,
+                pixel_size_a=settings.pixel_size_a,
+            )
             paths["motion_preview"] = plot_true_motion(result.truth, out / f"{kwargs['stem']}_motion.png")
         n = len(result.truth.particles.coords_px_xy)
-        typer.echo(f"{settings.n_frames} frames of {settings.shape_yx[0]}×{settings.shape_yx[1]}, {n} particles")
+        typer.echo(
+            f"{settings.n_frames} frames of {settings.shape_yx[0]}×{settings.shape_yx[1]}, {n} particles"
+        )
         for role, p in paths.items():
             typer.echo(f"  {role:15s} {p}")
 
@@ -217,10 +286,19 @@ def _movie_command():
 def _micrograph_command():
     from cryowarp.sim.micrograph import MicrographSimSettings
 
-    @_with_settings(MicrographSimSettings, _common_signature([
-        inspect.Parameter("stem", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Option("micrograph", help="file name stem")),
-    ]))
+    @_with_settings(
+        MicrographSimSettings,
+        _common_signature(
+            [
+                inspect.Parameter(
+                    "stem",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=str,
+                    default=typer.Option("micrograph", help="file name stem"),
+                ),
+            ]
+        ),
+    )
     def micrograph(**kwargs) -> None:
         """Simulate one motion-corrected micrograph with true particle centres and an artifact mask."""
         from cryowarp.device import resolve_device
@@ -232,10 +310,18 @@ def _micrograph_command():
         paths = result.to_files(out, stem=kwargs["stem"])
         if kwargs["plots"]:
             paths["preview"] = plot_image_and_spectrum(
-                result.image, out / f"{kwargs['stem']}.png", title="micrograph", coords_px_xy=result.coords_px_xy,
-                pixel_size_a=settings.pixel_size_a, artifact_mask=result.artifact_mask)
-        typer.echo(f"{settings.shape_yx[0]}×{settings.shape_yx[1]} micrograph, {len(result.coords_px_xy)} particles, "
-                   f"{100 * float(result.artifact_mask.float().mean()):.1f} % masked")
+                result.image,
+                out / f"{kwargs['stem']}.png",
+                title="micrograph",
+                coords_px_xy=result.coords_px_xy,
+                pixel_size_a=settings.pixel_size_a,
+                artifact_mask=result.artifact_mask,
+            )
+        typer.echo(
+            f"{settings.shape_yx[0]}×{settings.shape_yx[1]} micrograph, "
+            f"{len(result.coords_px_xy)} particles, "
+            f"{100 * float(result.artifact_mask.float().mean()):.1f} % masked"
+        )
         for role, p in paths.items():
             typer.echo(f"  {role:15s} {p}")
 
@@ -245,18 +331,44 @@ def _micrograph_command():
 def _session_command():
     from cryowarp.sim.movie import MovieSimSettings
 
-    @_with_settings(MovieSimSettings, _common_signature([
-        inspect.Parameter("n_movies", inspect.Parameter.KEYWORD_ONLY, annotation=int,
-                          default=typer.Option(5, help="number of movies")),
-        inspect.Parameter("interval_s", inspect.Parameter.KEYWORD_ONLY, annotation=float,
-                          default=typer.Option(0.0, help="seconds between movies (collection rate)")),
-        inspect.Parameter("defocus_min_um", inspect.Parameter.KEYWORD_ONLY, annotation=float,
-                          default=typer.Option(0.8, help="lowest defocus of the session, µm")),
-        inspect.Parameter("defocus_max_um", inspect.Parameter.KEYWORD_ONLY, annotation=float,
-                          default=typer.Option(2.5, help="highest defocus of the session, µm")),
-        inspect.Parameter("movie_format", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Option("tiff", help="tiff or mrc")),
-    ]), skip=("defocus_um",))
+    @_with_settings(
+        MovieSimSettings,
+        _common_signature(
+            [
+                inspect.Parameter(
+                    "n_movies",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=int,
+                    default=typer.Option(5, help="number of movies"),
+                ),
+                inspect.Parameter(
+                    "interval_s",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=float,
+                    default=typer.Option(0.0, help="seconds between movies (collection rate)"),
+                ),
+                inspect.Parameter(
+                    "defocus_min_um",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=float,
+                    default=typer.Option(0.8, help="lowest defocus of the session, µm"),
+                ),
+                inspect.Parameter(
+                    "defocus_max_um",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=float,
+                    default=typer.Option(2.5, help="highest defocus of the session, µm"),
+                ),
+                inspect.Parameter(
+                    "movie_format",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=str,
+                    default=typer.Option("tiff", help="tiff or mrc"),
+                ),
+            ]
+        ),
+        skip=("defocus_um",),
+    )
     def session(**kwargs) -> None:
         """Write movies into a folder over time (atomic renames), like a microscope during collection."""
         from cryowarp.device import resolve_device
@@ -266,11 +378,17 @@ def _session_command():
         out: Path = kwargs["output"]
         with _progress() as bar:
             task = bar.add_task("movies", total=kwargs["n_movies"])
-            paths = simulate_session(out, kwargs["n_movies"], settings, seed=kwargs["seed"],
-                                     interval_s=kwargs["interval_s"],
-                                     defocus_range_um=(kwargs["defocus_min_um"], kwargs["defocus_max_um"]),
-                                     movie_format=kwargs["movie_format"], device=resolve_device(kwargs["device"]),
-                                     progress=lambda done, total, path: bar.update(task, completed=done))
+            paths = simulate_session(
+                out,
+                kwargs["n_movies"],
+                settings,
+                seed=kwargs["seed"],
+                interval_s=kwargs["interval_s"],
+                defocus_range_um=(kwargs["defocus_min_um"], kwargs["defocus_max_um"]),
+                movie_format=kwargs["movie_format"],
+                device=resolve_device(kwargs["device"]),
+                progress=lambda done, total, path: bar.update(task, completed=done),
+            )
         typer.echo(f"{len(paths)} movies in {out} (gain.mrc, truth/, session.json)")
 
     return session
@@ -279,10 +397,19 @@ def _session_command():
 def _tilt_series_command():
     from cryowarp.sim.tilt_series import TiltSeriesSimSettings
 
-    @_with_settings(TiltSeriesSimSettings, _common_signature([
-        inspect.Parameter("stem", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Option("tilt_series", help="file name stem")),
-    ]))
+    @_with_settings(
+        TiltSeriesSimSettings,
+        _common_signature(
+            [
+                inspect.Parameter(
+                    "stem",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=str,
+                    default=typer.Option("tilt_series", help="file name stem"),
+                ),
+            ]
+        ),
+    )
     def tilt_series(**kwargs) -> None:
         """Simulate a dose-symmetric tilt series (stack, .tlt, .mdoc, true volume and particles)."""
         from cryowarp.device import resolve_device
@@ -292,14 +419,21 @@ def _tilt_series_command():
         out: Path = kwargs["output"]
         with _progress() as bar:
             task = bar.add_task("tilts", total=len(settings.tilt_angles_deg()))
-            result = simulate_tilt_series(settings, seed=kwargs["seed"], device=resolve_device(kwargs["device"]),
-                                          progress=lambda done, total: bar.update(task, completed=done))
+            result = simulate_tilt_series(
+                settings,
+                seed=kwargs["seed"],
+                device=resolve_device(kwargs["device"]),
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
         paths = result.to_files(out, stem=kwargs["stem"])
         if kwargs["plots"]:
             zero = int(result.tilt_angles_deg.abs().argmin())
             paths["preview"] = plot_image_and_spectrum(
-                result.images[zero], out / f"{kwargs['stem']}_0deg.png", title="0° tilt",
-                pixel_size_a=settings.pixel_size_a)
+                result.images[zero],
+                out / f"{kwargs['stem']}_0deg.png",
+                title="0° tilt",
+                pixel_size_a=settings.pixel_size_a,
+            )
         typer.echo(f"{len(result.tilt_angles_deg)} tilts, {len(result.truth.particles_xyz_a)} particles")
         for role, p in paths.items():
             typer.echo(f"  {role:15s} {p}")

@@ -40,7 +40,7 @@ from cryowarp.ctf.quality import (
     rescaled_frequency_sq,
     resolution_from_quality,
 )
-from cryowarp.ctf.search import pearson_last_dim, search_defocus_1d
+from cryowarp.ctf.search import alias_limit_per_a, pearson_last_dim, search_defocus_1d
 from cryowarp.ctf.settings import CTFSettings
 from cryowarp.ctf.spectra import (
     PatchSpectra,
@@ -232,14 +232,26 @@ def fit_ctf_detailed(
     phase_candidates = (torch.arange(0.0, 180.0 - 1e-6, settings.phase_step_deg, device=device)
                         if settings.fit_phase else torch.zeros(1, device=device))
     fit = slice(bin_min, bin_max)
+    bin_width = 1.0 / (window * pixel_size_a)
     optics = {"voltage_kv": settings.voltage_kv, "cs_mm": settings.cs_mm,
               "amplitude_contrast": settings.amplitude_contrast}
     envelope = None
     defocus_um = phase_deg = 0.0
-    for _ in range(2):
-        d, p, _ = search_defocus_1d((ps1d - background)[None, fit], freq[fit], defocus_candidates,
+    def alias_freq(defocus: float) -> float:
+        return float(alias_limit_per_a(defocus, voltage_kv=settings.voltage_kv, bin_width_per_a=bin_width))
+
+    for stage in range(2):
+        # first over the whole defocus range on the bins where even its largest defocus has resolved
+        # rings, then ±0.3 µm around the best value, on the bins resolved at that defocus
+        if stage == 0:
+            candidates, cap = defocus_candidates, alias_freq(settings.defocus_max_um)
+        else:
+            candidates = (defocus_um + torch.arange(-0.3, 0.3 + 1e-6, settings.defocus_step_um, device=device))
+            candidates = candidates[candidates > 0.05]
+            cap = alias_freq(defocus_um + 0.3)
+        d, p, _ = search_defocus_1d((ps1d - background)[None, fit], freq[fit], candidates,
                                     phase_candidates, envelope=None if envelope is None else envelope[fit],
-                                    **optics)
+                                    max_freq_per_a=cap, **optics)
         defocus_um, phase_deg = float(d[0]), float(p[0])
         zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, defocus_um,
                                            phase_shift_deg=phase_deg, device=device, **optics)
@@ -260,7 +272,7 @@ def fit_ctf_detailed(
         candidates = (defocus_um + offsets).clamp_min(0.05)
         local, _, _ = search_defocus_1d((ps1d_each - backgrounds)[:, fit], freq[fit], candidates,
                                         torch.tensor([phase_deg], device=device), envelope=envelope[fit],
-                                        **optics)
+                                        max_freq_per_a=alias_freq(defocus_um + settings.local_search_um), **optics)
         columns = [torch.ones(n_spectra, dtype=torch.float64)]
         if grid_x > 1:
             columns.append(coord_x.double().cpu() - 0.5)
@@ -303,11 +315,25 @@ def fit_ctf_detailed(
     if settings.max_astigmatism_um > 0:
         coarse_angles = angles[:: max(1, n_angles // 64)]
         mean_polar = polar_common.mean(0)[:, :: max(1, n_angles // 64)]
-        reference_fit, a1, a2 = _astigmatism_search(mean_polar, freq_fit, coarse_angles, envelope[fit],
-                                                    reference_um, phase_deg, settings)
+        limit = float(alias_limit_per_a(reference_um + settings.max_astigmatism_um / 2, voltage_kv=settings.voltage_kv,
+                                        bin_width_per_a=bin_width))
+        n_r = max(8, int((freq_fit <= limit).sum()))
+        reference_fit, a1, a2 = _astigmatism_search(mean_polar[:n_r], freq_fit[:n_r], coarse_angles,
+                                                    envelope[fit][:n_r], reference_um, phase_deg, settings)
         nodes_init = nodes_init + (reference_fit - reference_um)
     else:
         a1 = a2 = 0.0
+
+    # --- 2D fit range: stop where the rings of the largest local defocus get narrower than 2.5 bins ---
+    largest_um = float(nodes_init.max()) + math.hypot(a1, a2)
+    alias_bin = int(float(alias_limit_per_a(largest_um + 0.05, voltage_kv=settings.voltage_kv,
+                                            bin_width_per_a=bin_width)) / bin_width)
+    fit_max_2d = max(bin_min + 8, min(bin_max, alias_bin))
+    if fit_max_2d < bin_max:
+        radii = radii[: fit_max_2d - bin_min]
+        freq_fit = freq_fit[: fit_max_2d - bin_min]
+        polar = polar[:, : fit_max_2d - bin_min]
+    fit2d = slice(bin_min, bin_min + radii.numel())
 
     # --- 2D refinement with L-BFGS ---------------------------------------------------------------
     nodes = nodes_init.reshape(-1).clone().requires_grad_(True)
@@ -317,7 +343,7 @@ def fit_ctf_detailed(
     score = torch.zeros(n_spectra)
     for refinement in range(2):
         report("2D fit", 0.7 + 0.1 * refinement)
-        cost = _Cost(polar - backgrounds[:, fit][:, :, None], freq_fit, angles, envelope[fit],
+        cost = _Cost(polar - backgrounds[:, fit2d][:, :, None], freq_fit, angles, envelope[fit2d],
                      weights_defocus, weights_phase, settings)
         optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.max_iterations,
                                       line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
@@ -349,7 +375,8 @@ def fit_ctf_detailed(
                     corrected, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background)
                 near = mean_defocus + torch.arange(-0.3, 0.3 + 1e-6, settings.defocus_step_um, device=device)
                 d, p, _ = search_defocus_1d((corrected - background)[None, fit], freq[fit], near.clamp_min(0.05),
-                                            phase_candidates, envelope=envelope[fit], **optics)
+                                            phase_candidates, envelope=envelope[fit],
+                                            max_freq_per_a=alias_freq(mean_defocus + 0.3), **optics)
                 nodes += float(d[0]) - mean_defocus
                 if settings.fit_phase:
                     phase_nodes += math.radians(float(p[0])) - float(phase_nodes.mean())

@@ -16,6 +16,19 @@ def pearson_last_dim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return num / den
 
 
+def alias_limit_per_a(defocus_um: torch.Tensor | float, *, voltage_kv: float, bin_width_per_a: float,
+                      min_period_bins: float = 2.5) -> torch.Tensor:
+    """Highest frequency (1/Å) at which |CTF| lobes are still ``min_period_bins`` bins wide.
+
+    Near frequency k the rings of a defocus D (Å) are 1 / (2 λ D k) apart, so the limit is
+    k = 1 / (2 λ D · min_period_bins · bin width). Cs is ignored (it only widens the lobes there).
+    """
+    from cryowarp.base.optics import electron_wavelength_a
+
+    defocus_a = torch.as_tensor(defocus_um).abs().clamp_min(1e-3) * 1e4
+    return 1.0 / (2 * electron_wavelength_a(voltage_kv) * defocus_a * min_period_bins * bin_width_per_a)
+
+
 def search_defocus_1d(
     spectrum_1d: torch.Tensor,
     freq_per_a: torch.Tensor,
@@ -26,6 +39,7 @@ def search_defocus_1d(
     cs_mm: float,
     amplitude_contrast: float,
     envelope: torch.Tensor | None = None,
+    max_freq_per_a: float | None = None,
     chunk: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Score every (defocus, phase) pair against background-subtracted 1D spectra.
@@ -44,6 +58,9 @@ def search_defocus_1d(
         Microscope.
     envelope : torch.Tensor, optional
         `(r,)` multiplies the simulated |CTF|.
+    max_freq_per_a : float, optional
+        Score only bins up to this frequency, the same for every candidate (a per-candidate limit
+        would favour candidates scored on fewer, cleaner bins). See :func:`alias_limit_per_a`.
     chunk : int
         Defocus values scored at once.
 
@@ -53,6 +70,7 @@ def search_defocus_1d(
         `(s,)` each: the arg-max of the Pearson correlation between ``spectrum_1d`` and |CTF|.
     """
     n_spectra = spectrum_1d.shape[0]
+    n_used = freq_per_a.numel() if max_freq_per_a is None else max(8, int((freq_per_a <= max_freq_per_a).sum()))
     defocus = defocus_um if defocus_um.ndim == 2 else defocus_um.expand(n_spectra, -1)
     best_score = torch.full((n_spectra,), -2.0, device=spectrum_1d.device)
     best_d = torch.zeros(n_spectra, device=spectrum_1d.device)
@@ -65,7 +83,7 @@ def search_defocus_1d(
                      phase_shift_deg=phases[None, None, :, None]).abs()  # (s, dc, p, r)
         if envelope is not None:
             sim = sim * envelope
-        score = pearson_last_dim(sim, spectrum_1d[:, None, None, :])  # (s, dc, p)
+        score = pearson_last_dim(sim[..., :n_used], spectrum_1d[:, None, None, :n_used])  # (s, dc, p)
         flat = score.reshape(n_spectra, -1)
         value, index = flat.max(-1)
         better = value > best_score

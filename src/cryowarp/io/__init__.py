@@ -4,6 +4,7 @@ The only layer (with pipeline) that touches files; every conversion to other pro
 (RELION's Å defocus, pixel shifts, FEI's SI units) happens here.
 """
 
+from cryowarp.io.eer import write_eer
 from cryowarp.io.errors import (
     CorruptFileError,
     CryowarpIOError,
@@ -13,9 +14,18 @@ from cryowarp.io.errors import (
     UnsupportedFormatError,
 )
 from cryowarp.io.gain import GainReference, GainTransform, detect_gain_orientation, load_gain
+from cryowarp.io.mdoc import mdoc_tilt_series, read_mdoc, read_tlt
 from cryowarp.io.movies import Movie, MovieInfo, movie_info, read_movie
 from cryowarp.io.mrc import read_mrc, read_mrc_header, write_mrc
-from cryowarp.io.star import micrographs_star_tables, particles_star_tables, read_star, write_star
+from cryowarp.io.star import (
+    ctf_to_star_row,
+    micrographs_star_tables,
+    motion_to_star_tables,
+    particles_star_tables,
+    read_particles,
+    read_star,
+    write_star,
+)
 
 __all__ = [
     "CorruptFileError",
@@ -24,6 +34,13 @@ __all__ = [
     "ShapeMismatchError",
     "TruncatedFileError",
     "UnsupportedFormatError",
+    "write_eer",
+    "mdoc_tilt_series",
+    "read_mdoc",
+    "read_tlt",
+    "ctf_to_star_row",
+    "motion_to_star_tables",
+    "read_particles",
     "GainReference",
     "GainTransform",
     "detect_gain_orientation",

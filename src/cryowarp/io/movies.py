@@ -306,20 +306,39 @@ def binned_shape_yx(shape_yx: tuple[int, int], bin_factor: float) -> tuple[int, 
 # ----------------------------------------------------------------------------------------------
 # chunk sources: each yields (first_output_frame, float32 tensor [c, H, W])
 # ----------------------------------------------------------------------------------------------
-def _mrc_chunks(path: Path, indices: range, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
-    from cryowarp.io.mrc import _open_data
+Target = Callable[[int, int], torch.Tensor]
 
+
+def _new_buffer(shape_yx: tuple[int, int]) -> Target:
+    return lambda start, n: torch.empty((n, *shape_yx), dtype=torch.float32)
+
+
+def _mrc_chunks(path: Path, indices: range, chunk: int, target: Target) -> Iterator[tuple[int, torch.Tensor]]:
+    """Read frames with plain file reads (not a memory map, whose pages would count as our memory)."""
     info = read_mrc_header(path)
-    with _open_data(path, info) as data:
+    _, ny, nx = info.shape_zyx
+    raw = np.empty((ny, nx), dtype=np.dtype(info.dtype).newbyteorder(info.byte_order))
+    frame_bytes = raw.nbytes
+    with open(path, "rb", buffering=0) as fh:
         for start in range(0, len(indices), chunk):
             idx = indices[start : start + chunk]
-            block = (
-                data[idx.start : idx.stop : idx.step] if idx.step > 0 else np.stack([data[i] for i in idx])
-            )
-            yield start, torch.from_numpy(np.array(block, dtype=np.float32))  # a copy: the mmap is read-only
+            dest = target(start, len(idx))
+            dest_np = dest.numpy()
+            for j, i in enumerate(idx):
+                fh.seek(info.data_offset_bytes + i * frame_bytes)
+                if fh.readinto(memoryview(raw).cast("B")) != frame_bytes:
+                    raise TruncatedFileError(
+                        path,
+                        f"frame {i}: expected {frame_bytes} bytes, file ended early — "
+                        "truncated or still being written",
+                    )
+                dest_np[j] = raw  # converts to float32 in place
+            yield start, dest
 
 
-def _tiff_chunks(path: Path, indices: range, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+def _tiff_chunks(
+    path: Path, indices: range, chunk: int, target: Target
+) -> Iterator[tuple[int, torch.Tensor]]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -328,23 +347,27 @@ def _tiff_chunks(path: Path, indices: range, chunk: int) -> Iterator[tuple[int, 
         stack = pages[0].asarray() if one_page_stack else None
         for start in range(0, len(indices), chunk):
             idx = indices[start : start + chunk]
-            out = []
-            for i in idx:
+            dest = target(start, len(idx))
+            dest_np = dest.numpy()
+            for j, i in enumerate(idx):
                 try:
-                    array = stack[i] if stack is not None else pages[i].asarray()
+                    dest_np[j] = stack[i] if stack is not None else pages[i].asarray()
                 except Exception as exc:
                     raise CorruptFileError(
                         path,
                         f"frame {i}: could not decode ({type(exc).__name__}: {exc}) — "
                         "truncated or still being written?",
                     ) from exc
-                out.append(np.asarray(array, dtype=np.float32))
-            yield start, torch.from_numpy(np.stack(out))
+            yield start, dest
 
 
-def _eer_chunks(path: Path, groups: list[range], superres: int) -> Iterator[tuple[int, torch.Tensor]]:
+def _eer_chunks(
+    path: Path, groups: list[range], superres: int, target: Target
+) -> Iterator[tuple[int, torch.Tensor]]:
     for g, counts in _eer.iter_eer_groups(path, groups, superres=superres):
-        yield g, torch.from_numpy(counts.astype(np.float32))[None]
+        dest = target(g, 1)
+        dest.numpy()[0] = counts
+        yield g, dest
 
 
 def _resolve_eer_groups(
@@ -543,14 +566,20 @@ def read_movie(
     out_pixel = file_pixel * w / out_shape[1] if file_pixel is not None else None
     header["binning"] = w / out_shape[1]
 
-    # read, chunk by chunk, into the one output buffer
+    # read, chunk by chunk, into the one output buffer: straight into it when the size stays, else via a
+    # scratch buffer of chunk_frames full-size frames
     out = torch.empty((n_out, *out_shape), dtype=torch.float32)
-    if kind == "mrc":
-        chunks = _mrc_chunks(path, indices, chunk_frames)
-    elif kind == "tiff":
-        chunks = _tiff_chunks(path, indices, chunk_frames)
+    if out_shape == (h, w):
+        target: Target = lambda start, n: out[start : start + n]  # noqa: E731
     else:
-        chunks = _eer_chunks(path, groups, superres)
+        scratch = torch.empty((chunk_frames if kind != "eer" else 1, h, w), dtype=torch.float32)
+        target = lambda start, n: scratch[:n]  # noqa: E731
+    if kind == "mrc":
+        chunks = _mrc_chunks(path, indices, chunk_frames, target)
+    elif kind == "tiff":
+        chunks = _tiff_chunks(path, indices, chunk_frames, target)
+    else:
+        chunks = _eer_chunks(path, groups, superres, target)
     n_hot = 0
     done = 0
     # integer pixels cannot be NaN/inf; for float files a sum is a cheap test (NaN and inf propagate)
@@ -573,8 +602,8 @@ def read_movie(
             _, n = remove_hot_pixels(chunk, in_place=True)
             n_hot += n
         if out_shape != (h, w):
-            chunk = fourier_rescale_2d(chunk, out_shape)
-        out[start : start + chunk.shape[0]] = chunk
+            for j in range(chunk.shape[0]):  # one frame at a time keeps the FFT scratch small
+                out[start + j] = fourier_rescale_2d(chunk[j], out_shape)
         done += chunk.shape[0]
         if progress is not None:
             progress(done, n_out)
@@ -603,14 +632,16 @@ def sum_movie_frames(
     info = movie_info(path)
     n_stored, h, w = info.shape_fyx
     indices = range(n_stored)[frames] if frames is not None else range(n_stored)
+    scale = eer_upsampling if info.format == "eer" else 1
+    target = _new_buffer((h * scale, w * scale))
     if info.format == "mrc":
-        chunks = _mrc_chunks(path, indices, chunk_frames)
+        chunks = _mrc_chunks(path, indices, chunk_frames, target)
     elif info.format == "tiff":
-        chunks = _tiff_chunks(path, indices, chunk_frames)
+        chunks = _tiff_chunks(path, indices, chunk_frames, target)
     else:
         superres = {1: 0, 2: 1, 4: 2}[eer_upsampling]
         groups = [indices[i : i + chunk_frames * 10] for i in range(0, len(indices), chunk_frames * 10)]
-        chunks = ((g * chunk_frames * 10, c) for g, c in _eer_chunks(path, groups, superres))
+        chunks = ((g * chunk_frames * 10, c) for g, c in _eer_chunks(path, groups, superres, target))
     total = None
     for start, chunk in chunks:
         part = chunk.sum(0, dtype=torch.float64)

@@ -89,8 +89,8 @@ class _LocalExecutor:
     def capacity(self) -> int:
         return self.n_workers
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class _SerialExecutor:
@@ -103,7 +103,7 @@ class _SerialExecutor:
         future: cf.Future = cf.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001
+        except Exception as exc:  # Ctrl-C (KeyboardInterrupt) propagates: the item stays queued
             future.set_exception(exc)
         return future
 
@@ -114,7 +114,7 @@ class _SerialExecutor:
     def capacity(self) -> int:
         return 1
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         pass
 
 
@@ -151,7 +151,7 @@ class _DaskExecutor:
         info = self._client.scheduler_info()
         return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
@@ -179,6 +179,9 @@ class Coordinator:
         Passed to workers (``"auto"`` resolves there).
     max_attempts : int
         Attempts per item when workers die (not for ordinary errors, which fail at once).
+    star_interval_s : float
+        Minimum time between STAR rewrites while items are running (they are always rewritten when
+        the queue drains and at the end); bounds the cost of regenerating large STAR files.
     on_update : callable, optional
         ``on_update(coordinator)`` after every change (for a live display).
     """
@@ -194,6 +197,7 @@ class Coordinator:
         dask_workers: int | None = None,
         device: str = "auto",
         max_attempts: int = 3,
+        star_interval_s: float = 2.0,
         on_update: Callable[[Coordinator], None] | None = None,
     ):
         self.project_dir = Path(project_dir)
@@ -216,6 +220,9 @@ class Coordinator:
             self.executor_name = f"local pool × {n_workers or workers}"
         self.device = device
         self.max_attempts = max_attempts
+        self.star_interval_s = star_interval_s
+        self._last_star = 0.0
+        self._star_pending: list[float] = []  # readable_at of items recorded but not yet in the STAR
         self.on_update = on_update
         self.stats = RunStats()
         self.running: dict[Any, tuple[str, float]] = {}  # future -> (name, readable_at)
@@ -295,7 +302,7 @@ class Coordinator:
             name, readable_at = self.running.pop(future)
             try:
                 result = future.result()
-            except BaseException as exc:  # noqa: BLE001 - a worker may die in many ways
+            except Exception as exc:  # a worker may die in many ways
                 if self.executor.is_worker_death(exc):
                     self._worker_died(name, exc)
                     # a broken local pool loses every running future: re-queue the others too
@@ -310,16 +317,26 @@ class Coordinator:
             self.store.record_result(result)
             if result.ok:
                 self.stats.finished += 1
-                self.stats.latencies_s.append(time.time() - readable_at)
+                self._star_pending.append(readable_at)
                 for stage, seconds in result.timings_s.items():
                     self.stats.stage_times_s.setdefault(stage, []).append(seconds)
             else:
                 self.stats.failed_now += 1
                 self._say(f"{name}: failed — {result.error}")
         if finished:
-            write_star_files(self.store)
             self._update()
+        if self._star_pending and (not self.running or time.time() - self._last_star >= self.star_interval_s):
+            self.write_star()
         return len(finished)
+
+    def write_star(self) -> None:
+        """Rewrite the STAR files now; items recorded since the last rewrite get their latency."""
+        write_star_files(self.store)
+        now = time.time()
+        self._last_star = now
+        self.stats.latencies_s.extend(now - t for t in self._star_pending)
+        self._star_pending.clear()
+        self._update()
 
     def _worker_died(self, name: str, exc: BaseException) -> None:
         attempts = self.store.get_item(name)["attempts"]
@@ -420,11 +437,10 @@ class Coordinator:
         finally:
             if watcher is not None:
                 watcher.close()
-        write_star_files(self.store)
-        self._update()
+        self.write_star()
         return self.store.counts()
 
-    def close(self) -> None:
-        """Shut the executor down and close the store."""
-        self.executor.close()
+    def close(self, *, wait: bool = True) -> None:
+        """Shut the executor down (``wait=False``: do not wait for running items) and close the store."""
+        self.executor.close(wait=wait)
         self.store.close()

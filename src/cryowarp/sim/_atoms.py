@@ -138,8 +138,11 @@ def _kind_ellipsoids(kind: str, rng: np.random.Generator) -> list[tuple[np.ndarr
     elif kind == "rod":
         e.append((np.zeros(3), np.array([0.35, 0.35, 2.6])))
     elif kind == "dumbbell":
-        e += [(np.array([0, 0, -1.0]), np.full(3, 0.75)), (np.array([0, 0, 1.0]), np.full(3, 0.75)),
-              (np.zeros(3), np.array([0.3, 0.3, 0.8]))]
+        e += [
+            (np.array([0, 0, -1.0]), np.full(3, 0.75)),
+            (np.array([0, 0, 1.0]), np.full(3, 0.75)),
+            (np.zeros(3), np.array([0.3, 0.3, 0.8])),
+        ]
     elif kind == "ring":
         for i in range(10):
             a = 2 * math.pi * i / 10
@@ -148,12 +151,19 @@ def _kind_ellipsoids(kind: str, rng: np.random.Generator) -> list[tuple[np.ndarr
         for v in ([1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]):
             e.append((0.6 * np.array(v, float), np.full(3, 0.6)))
     elif kind == "l_shape":
-        e += [(np.array([0, 0, 0.8]), np.array([0.4, 0.4, 1.1])), (np.array([0.8, 0, -0.1]), np.array([1.1, 0.4, 0.4]))]
+        e += [
+            (np.array([0, 0, 0.8]), np.array([0.4, 0.4, 1.1])),
+            (np.array([0.8, 0, -0.1]), np.array([1.1, 0.4, 0.4])),
+        ]
     elif kind == "y_shape":
         for i in range(3):
             a = 2 * math.pi * i / 3
-            e.append((np.array([0.8 * math.cos(a), 0.8 * math.sin(a), 0]),
-                      np.array([0.35 + 0.6 * abs(math.cos(a)), 0.35 + 0.6 * abs(math.sin(a)), 0.35])))
+            e.append(
+                (
+                    np.array([0.8 * math.cos(a), 0.8 * math.sin(a), 0]),
+                    np.array([0.35 + 0.6 * abs(math.cos(a)), 0.35 + 0.6 * abs(math.sin(a)), 0.35]),
+                )
+            )
     elif kind == "shell":
         for _ in range(24):
             d = rng.normal(size=3)

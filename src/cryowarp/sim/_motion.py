@@ -37,7 +37,9 @@ class MotionField:
         """`(F, 2)` float64 global displacement in Å."""
         return torch.tensor(self.global_a_yx, dtype=torch.float64).reshape(-1, 2)
 
-    def local_displacement_a_yx(self, coords_px_yx: torch.Tensor, frame_index: torch.Tensor | int) -> torch.Tensor:
+    def local_displacement_a_yx(
+        self, coords_px_yx: torch.Tensor, frame_index: torch.Tensor | int
+    ) -> torch.Tensor:
         """Local part only at ``coords_px_yx`` `(N, 2)` and frames `(N,)` or int → `(N, 2)` Å."""
         coords = torch.as_tensor(coords_px_yx, dtype=torch.float64).reshape(-1, 2)
         frames = torch.as_tensor(frame_index, dtype=torch.long).reshape(-1).expand(coords.shape[0])
@@ -49,7 +51,11 @@ class MotionField:
         phase = torch.tensor(self.mode_phase_rad, dtype=torch.float64)
         amp = torch.tensor(self.mode_amplitude_a_yx, dtype=torch.float64)
         profile = torch.tensor(self.mode_profile, dtype=torch.float64)  # (M, F)
-        arg = 2 * math.pi * (coords[:, None, 0] * cycles[None, :, 0] / h + coords[:, None, 1] * cycles[None, :, 1] / w)
+        arg = (
+            2
+            * math.pi
+            * (coords[:, None, 0] * cycles[None, :, 0] / h + coords[:, None, 1] * cycles[None, :, 1] / w)
+        )
         spatial = torch.cos(arg + phase[None, :])  # (N, M)
         temporal = profile[:, frames].T  # (N, M)
         return torch.einsum("nm,nm,mc->nc", spatial, temporal, amp)
@@ -59,12 +65,19 @@ class MotionField:
         coords = torch.as_tensor(coords_px_yx, dtype=torch.float64).reshape(-1, 2)
         frames = torch.as_tensor(frame_index, dtype=torch.long).reshape(-1).expand(coords.shape[0])
         if len(frames) and (int(frames.min()) < 0 or int(frames.max()) >= self.n_frames):
-            raise IndexError(f"frame_index out of range: expected 0..{self.n_frames - 1}, found "
-                             f"{int(frames.min())}..{int(frames.max())}")
+            raise IndexError(
+                f"frame_index out of range: expected 0..{self.n_frames - 1}, found "
+                f"{int(frames.min())}..{int(frames.max())}"
+            )
         return self.global_displacement_a_yx()[frames] + self.local_displacement_a_yx(coords, frames)
 
-    def local_field_px_yx(self, frame_index: int, pixel_size_a: float, shape_yx: tuple[int, int],
-                          device: torch.device | None = None) -> torch.Tensor:
+    def local_field_px_yx(
+        self,
+        frame_index: int,
+        pixel_size_a: float,
+        shape_yx: tuple[int, int],
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
         """Local displacement in px at every pixel of a frame, `(2, H, W)` float32, evaluated exactly.
 
         cos(a·y + b·x + θ) = cos(a·y)·cos(b·x + θ) − sin(a·y)·sin(b·x + θ), so the field of all modes is
@@ -77,7 +90,9 @@ class MotionField:
         y = torch.arange(h, dtype=torch.float64)
         x = torch.arange(w, dtype=torch.float64)
         left, right = [], []
-        for (cy, cx), theta, prof in zip(self.mode_cycles_yx, self.mode_phase_rad, self.mode_profile, strict=True):
+        for (cy, cx), theta, prof in zip(
+            self.mode_cycles_yx, self.mode_phase_rad, self.mode_profile, strict=True
+        ):
             ay, bx = 2 * math.pi * cy * y / self.shape_yx[0], 2 * math.pi * cx * x / self.shape_yx[1]
             left += [torch.cos(ay) * prof[frame_index], -torch.sin(ay) * prof[frame_index]]
             right += [torch.cos(bx + theta), torch.sin(bx + theta)]
@@ -125,7 +140,11 @@ def generate_motion(s, generator: torch.Generator) -> MotionField:
     initial = s.initial_motion_a * (1 - torch.exp(-t / tau))[:, None] * direction(angles[0])[None]
     drift = s.drift_a_per_frame * t[:, None] * direction(angles[1])[None]
     # a gentle wobble (smooth, sub-Å) so the track is not a straight line
-    wobble = 0.3 * torch.sin(2 * math.pi * t / max(n, 2) + 2 * math.pi * float(u(1)))[:, None] * direction(angles[2])[None]
+    wobble = (
+        0.3
+        * torch.sin(2 * math.pi * t / max(n, 2) + 2 * math.pi * float(u(1)))[:, None]
+        * direction(angles[2])[None]
+    )
     track = initial + drift + wobble
     for _ in range(s.n_jumps):
         at = 1 + int(float(u(1)) * max(n - 1, 1))
@@ -146,5 +165,11 @@ def generate_motion(s, generator: torch.Generator) -> MotionField:
         p = p - p.mean()
         p = p / p.abs().max().clamp_min(1e-12)
         profiles.append(tuple(p.tolist()))
-    return MotionField(tuple(s.shape_yx), tuple(tuple(v) for v in track.tolist()), tuple(cycles), tuple(phases),
-                       tuple(amps), tuple(profiles))
+    return MotionField(
+        tuple(s.shape_yx),
+        tuple(tuple(v) for v in track.tolist()),
+        tuple(cycles),
+        tuple(phases),
+        tuple(amps),
+        tuple(profiles),
+    )

@@ -68,7 +68,9 @@ def water_mean_potential_v() -> float:
 
 def atom_kernel_v_a3(symbol: str, freq_per_a: torch.Tensor, *, solvent: bool = True) -> torch.Tensor:
     """Fourier transform of one heavy atom's potential (with implicit H, minus displaced water), V·Å³."""
-    f = scattering_factor_a(symbol, freq_per_a) + _IMPLICIT_H.get(symbol, 0.0) * scattering_factor_a("H", freq_per_a)
+    f = scattering_factor_a(symbol, freq_per_a) + _IMPLICIT_H.get(symbol, 0.0) * scattering_factor_a(
+        "H", freq_per_a
+    )
     kernel = POTENTIAL_PER_SCATTERING_V_A2 * f
     if solvent:
         v = _EXCLUDED_VOLUME_A3
@@ -146,7 +148,12 @@ def project_atoms(
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
     hist = torch.zeros(n_channels * fine * fine, dtype=torch.float32, device=device)
-    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+    for dy, dx, w in (
+        (0, 0, (1 - fy) * (1 - fx)),
+        (0, 1, (1 - fy) * fx),
+        (1, 0, fy * (1 - fx)),
+        (1, 1, fy * fx),
+    ):
         yy, xx = y0 + dy, x0 + dx
         ok = (yy >= 0) & (yy < fine) & (xx >= 0) & (xx < fine)
         hist.index_add_(0, ((channel * fine + yy) * fine + xx)[ok], w[ok])
@@ -157,7 +164,9 @@ def project_atoms(
     cropped[box_px // 2, :] = 0
     cropped[:, -1] = 0
     # V_z = IFFT(H·K) / (fine pixel area); the crop keeps the fine grid's normalisation
-    potential_v_a = torch.fft.irfft2(cropped, s=(box_px, box_px)) * (box_px * box_px) / (fine * fine) / fine_px_a**2
+    potential_v_a = (
+        torch.fft.irfft2(cropped, s=(box_px, box_px)) * (box_px * box_px) / (fine * fine) / fine_px_a**2
+    )
     return potential_v_a * interaction_constant_rad_per_v_a(voltage_kv)
 
 
@@ -168,8 +177,9 @@ def _element_channels(cloud: AtomCloud) -> tuple[tuple[str, ...], torch.Tensor]:
 
 
 @lru_cache(maxsize=32)
-def _projection_kernels(symbols: tuple[str, ...], fine: int, fine_px_a: float, solvent: bool,
-                        device: str) -> torch.Tensor:
+def _projection_kernels(
+    symbols: tuple[str, ...], fine: int, fine_px_a: float, solvent: bool, device: str
+) -> torch.Tensor:
     """Per-element kernels on the fine rfft grid, divided by the bilinear splat response (sinc²)."""
     freq_yx = fftfreq_grid_2d((fine, fine), device=torch.device(device))
     freq_per_a = torch.linalg.vector_norm(freq_yx, dim=-1) / fine_px_a

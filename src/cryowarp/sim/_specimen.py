@@ -98,7 +98,9 @@ def _smooth_field(shape_yx, correlation_px: float, generator, device) -> torch.T
     h, w = shape_yx
     noise = torch.randn((h, w), generator=generator).to(device)
     freq = torch.linalg.vector_norm(fftfreq_grid_2d((h, w), device=device), dim=-1)
-    field = torch.fft.irfft2(torch.fft.rfft2(noise) * torch.exp(-2 * (math.pi * correlation_px * freq) ** 2), s=(h, w))
+    field = torch.fft.irfft2(
+        torch.fft.rfft2(noise) * torch.exp(-2 * (math.pi * correlation_px * freq) ** 2), s=(h, w)
+    )
     return (field - field.mean()) / field.std().clamp_min(1e-12)
 
 
@@ -128,7 +130,9 @@ def _artifacts(s, canvas_shape, margin, generator, device) -> tuple[torch.Tensor
         offset = (0.15 + 0.3 * u[1]) * min(fh, fw)
         d = (x - fw / 2) * math.cos(angle) + (y - fh / 2) * math.sin(angle) - (min(fh, fw) / 2 - offset)
         carbon = torch.sigmoid(d / 2.0) * s.carbon_thickness_a
-        potential = torch.where(carbon > thickness, torch.full_like(potential, _CARBON_POTENTIAL_V), potential)
+        potential = torch.where(
+            carbon > thickness, torch.full_like(potential, _CARBON_POTENTIAL_V), potential
+        )
         thickness = torch.maximum(thickness, carbon)
     return thickness, potential
 
@@ -184,8 +188,15 @@ def load_species(s) -> list[AtomCloud]:
     return species
 
 
-def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: torch.device,
-                   species: list[AtomCloud] | None = None, placement: Placement | None = None) -> Specimen:
+def build_specimen(
+    s,
+    *,
+    margin_px: int,
+    generator: torch.Generator,
+    device: torch.device,
+    species: list[AtomCloud] | None = None,
+    placement: Placement | None = None,
+) -> Specimen:
     """Place particles, ice and artifacts; return the canvas contrast spectrum and the truth.
 
     A given ``placement`` (e.g. the projections of 3D positions in a tilt series) is used as is:
@@ -201,8 +212,10 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
 
     # artifacts first, so particles avoid them
     thickness, potential = _artifacts(s, canvas, margin_px, generator, device)
-    artifact_canvas = (thickness > 1.0) if thickness is not None else torch.zeros(canvas, dtype=torch.bool, device=device)
-    artifact_mask = artifact_canvas[margin_px:margin_px + h, margin_px:margin_px + w]
+    artifact_canvas = (
+        (thickness > 1.0) if thickness is not None else torch.zeros(canvas, dtype=torch.bool, device=device)
+    )
+    artifact_mask = artifact_canvas[margin_px : margin_px + h, margin_px : margin_px + w]
     blocked = artifact_mask.cpu() if thickness is not None else None
     if placement is None:
         placement = _place_particles(s, species, blocked, generator) if species else _no_particles()
@@ -210,8 +223,17 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
     # ice: a random phase field in the slab + a smooth thickness variation
     phase = torch.zeros(canvas, device=device)
     if s.ice_thickness_a > 0:
-        phase += torch.fft.irfft2(ice_phase_spectrum(canvas, pixel_size_a=s.pixel_size_a, thickness_a=s.ice_thickness_a,
-                                                     voltage_kv=s.voltage_kv, generator=generator, device=device), s=canvas)
+        phase += torch.fft.irfft2(
+            ice_phase_spectrum(
+                canvas,
+                pixel_size_a=s.pixel_size_a,
+                thickness_a=s.ice_thickness_a,
+                voltage_kv=s.voltage_kv,
+                generator=generator,
+                device=device,
+            ),
+            s=canvas,
+        )
         if s.ice_thickness_variation > 0:
             field = _smooth_field(canvas, s.ice_thickness_correlation_a / s.pixel_size_a, generator, device)
             phase += sigma * water_mean_potential_v() * s.ice_thickness_a * s.ice_thickness_variation * field
@@ -232,15 +254,24 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
 
     # particle projections, pasted into their bins
     boxes = []
-    matrices = euler_zyz_to_matrix(placement.euler_deg[:, 0], placement.euler_deg[:, 1], placement.euler_deg[:, 2])
+    matrices = euler_zyz_to_matrix(
+        placement.euler_deg[:, 0], placement.euler_deg[:, 1], placement.euler_deg[:, 2]
+    )
     for i in range(len(placement.coords_px_xy)):
         cloud = species[int(placement.species[i])]
         box = 2 * int(math.ceil(cloud.radius_a / s.pixel_size_a + 8))
         cx, cy = (float(v) + margin_px for v in placement.coords_px_xy[i])
         ix, iy = int(math.floor(cx)), int(math.floor(cy))
-        proj = project_atoms(cloud, matrices[i], pixel_size_a=s.pixel_size_a, box_px=box,
-                             offset_px_xy=(cx - ix, cy - iy), voltage_kv=s.voltage_kv,
-                             solvent=s.solvent_contrast, device=device)
+        proj = project_atoms(
+            cloud,
+            matrices[i],
+            pixel_size_a=s.pixel_size_a,
+            box_px=box,
+            offset_px_xy=(cx - ix, cy - iy),
+            voltage_kv=s.voltage_kv,
+            solvent=s.solvent_contrast,
+            device=device,
+        )
         boxes.append((int(particle_bin[i]), iy - box // 2, ix - box // 2, proj))
 
     # contrast spectrum: Σ_bins CTF(bin) · rfft(φ_bin) (factor 2 of the weak-phase image included)
@@ -258,8 +289,14 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
             if pb == b:
                 _paste(layer, proj, y0, x0)
         defocus_b = lowest + b * bin_um
-        ctf = ctf_1d(freq_per_a, defocus_b + astig_um, voltage_kv=s.voltage_kv, cs_mm=s.cs_mm,
-                     amplitude_contrast=s.amplitude_contrast, phase_shift_deg=s.phase_shift_deg)
+        ctf = ctf_1d(
+            freq_per_a,
+            defocus_b + astig_um,
+            voltage_kv=s.voltage_kv,
+            cs_mm=s.cs_mm,
+            amplitude_contrast=s.amplitude_contrast,
+            phase_shift_deg=s.phase_shift_deg,
+        )
         contrast += torch.fft.rfft2(layer) * (2.0 * ctf * envelope)
     for _, y0, x0, proj in boxes:
         _paste(phase_total, proj, y0, x0)
@@ -267,8 +304,15 @@ def build_specimen(s, *, margin_px: int, generator: torch.Generator, device: tor
     if thickness is not None:
         t = torch.exp(-thickness / _MEAN_FREE_PATH_A)
         transmission = torch.fft.rfft2(t)
-    return Specimen(contrast, transmission, phase_total[margin_px:margin_px + h, margin_px:margin_px + w].clone(),
-                    artifact_mask.clone(), placement, canvas, margin_px)
+    return Specimen(
+        contrast,
+        transmission,
+        phase_total[margin_px : margin_px + h, margin_px : margin_px + w].clone(),
+        artifact_mask.clone(),
+        placement,
+        canvas,
+        margin_px,
+    )
 
 
 def _no_particles() -> Placement:
@@ -284,4 +328,4 @@ def _paste(canvas: torch.Tensor, box: torch.Tensor, y0: int, x0: int) -> None:
     ye, xe = min(h, y0 + bh), min(w, x0 + bw)
     if ye <= ys or xe <= xs:
         return
-    canvas[ys:ye, xs:xe] += box[ys - y0:ye - y0, xs - x0:xe - x0]
+    canvas[ys:ye, xs:xe] += box[ys - y0 : ye - y0, xs - x0 : xe - x0]

@@ -40,35 +40,52 @@ def write_json(path: str | Path, data: dict) -> Path:
 
 
 def write_tiff_stack(path: str | Path, frames: np.ndarray, pixel_size_a: float) -> Path:
-    """Multi-page TIFF, LZW-compressed, with the pixel size as resolution (pixels per cm) and in the description."""
+    """Multi-page TIFF, LZW-compressed; pixel size as resolution (pixels per cm) and in the description."""
     import tifffile
 
     path = Path(path)
     with atomic_path(path, suffix=".tif") as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=frames.nbytes > 3_900_000_000) as tif:
             for frame in frames:
-                tif.write(frame, compression="lzw", resolution=(1e8 / pixel_size_a, 1e8 / pixel_size_a),
-                          resolutionunit="CENTIMETER", description=f"pixel_size_a={pixel_size_a}",
-                          metadata=None, contiguous=False)
+                tif.write(
+                    frame,
+                    compression="lzw",
+                    resolution=(1e8 / pixel_size_a, 1e8 / pixel_size_a),
+                    resolutionunit="CENTIMETER",
+                    description=f"pixel_size_a={pixel_size_a}",
+                    metadata=None,
+                    contiguous=False,
+                )
     return path
 
 
-def motion_star_tables(truth: MovieTruth, movie_name: str, gain_name: str = "") -> dict[str, pd.DataFrame | dict]:
+def motion_star_tables(
+    truth: MovieTruth, movie_name: str, gain_name: str = ""
+) -> dict[str, pd.DataFrame | dict]:
     """RELION motion STAR (the format relion_run_motioncorr writes per micrograph), global shifts only."""
     shifts_px_xy = (-truth.global_displacement_a_yx / truth.pixel_size_a).numpy()[:, ::-1]
     h, w = truth.shape_yx
     general = {
-        "rlnImageSizeX": int(w), "rlnImageSizeY": int(h), "rlnImageSizeZ": int(truth.n_frames),
-        "rlnMicrographMovieName": movie_name, "rlnMicrographGainName": gain_name,
-        "rlnMicrographBinning": 1.0, "rlnMicrographOriginalPixelSize": float(truth.pixel_size_a),
+        "rlnImageSizeX": int(w),
+        "rlnImageSizeY": int(h),
+        "rlnImageSizeZ": int(truth.n_frames),
+        "rlnMicrographMovieName": movie_name,
+        "rlnMicrographGainName": gain_name,
+        "rlnMicrographBinning": 1.0,
+        "rlnMicrographOriginalPixelSize": float(truth.pixel_size_a),
         "rlnMicrographDoseRate": float(truth.exposure_per_frame_e_per_a2),
-        "rlnMicrographPreExposure": float(truth.pre_exposure_e_per_a2), "rlnVoltage": float(truth.voltage_kv),
-        "rlnMicrographStartFrame": 1, "rlnMotionModelVersion": 0,
+        "rlnMicrographPreExposure": float(truth.pre_exposure_e_per_a2),
+        "rlnVoltage": float(truth.voltage_kv),
+        "rlnMicrographStartFrame": 1,
+        "rlnMotionModelVersion": 0,
     }
-    shifts = pd.DataFrame({
-        "rlnMicrographFrameNumber": np.arange(1, truth.n_frames + 1),
-        "rlnMicrographShiftX": shifts_px_xy[:, 0], "rlnMicrographShiftY": shifts_px_xy[:, 1],
-    })
+    shifts = pd.DataFrame(
+        {
+            "rlnMicrographFrameNumber": np.arange(1, truth.n_frames + 1),
+            "rlnMicrographShiftX": shifts_px_xy[:, 0],
+            "rlnMicrographShiftY": shifts_px_xy[:, 1],
+        }
+    )
     return {"general": general, "global_shift": shifts}
 
 
@@ -77,27 +94,42 @@ def particle_star_tables(truth: MovieTruth, micrograph_name: str) -> dict[str, p
     p = truth.particles
     d_a = p.defocus_um.numpy() * ANGSTROM_PER_UM
     half_delta_a = 0.5 * truth.defocus_delta_um * ANGSTROM_PER_UM
-    optics = pd.DataFrame({
-        "rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
-        "rlnMicrographPixelSize": [truth.pixel_size_a], "rlnVoltage": [truth.voltage_kv],
-        "rlnSphericalAberration": [truth.cs_mm], "rlnAmplitudeContrast": [truth.amplitude_contrast],
-    })
-    particles = pd.DataFrame({
-        "rlnMicrographName": [micrograph_name] * len(d_a),
-        "rlnCoordinateX": p.coords_px_xy[:, 0].numpy(), "rlnCoordinateY": p.coords_px_xy[:, 1].numpy(),
-        "rlnAngleRot": p.euler_deg[:, 0].numpy(), "rlnAngleTilt": p.euler_deg[:, 1].numpy(),
-        "rlnAnglePsi": p.euler_deg[:, 2].numpy(),
-        "rlnDefocusU": d_a + half_delta_a, "rlnDefocusV": d_a - half_delta_a,
-        "rlnDefocusAngle": np.full(len(d_a), truth.astigmatism_angle_deg),
-        "rlnPhaseShift": np.full(len(d_a), truth.phase_shift_deg),
-        "rlnClassNumber": p.species.numpy() + 1,
-        "rlnOpticsGroup": np.ones(len(d_a), dtype=int),
-    })
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnOpticsGroup": [1],
+            "rlnMicrographPixelSize": [truth.pixel_size_a],
+            "rlnVoltage": [truth.voltage_kv],
+            "rlnSphericalAberration": [truth.cs_mm],
+            "rlnAmplitudeContrast": [truth.amplitude_contrast],
+        }
+    )
+    particles = pd.DataFrame(
+        {
+            "rlnMicrographName": [micrograph_name] * len(d_a),
+            "rlnCoordinateX": p.coords_px_xy[:, 0].numpy(),
+            "rlnCoordinateY": p.coords_px_xy[:, 1].numpy(),
+            "rlnAngleRot": p.euler_deg[:, 0].numpy(),
+            "rlnAngleTilt": p.euler_deg[:, 1].numpy(),
+            "rlnAnglePsi": p.euler_deg[:, 2].numpy(),
+            "rlnDefocusU": d_a + half_delta_a,
+            "rlnDefocusV": d_a - half_delta_a,
+            "rlnDefocusAngle": np.full(len(d_a), truth.astigmatism_angle_deg),
+            "rlnPhaseShift": np.full(len(d_a), truth.phase_shift_deg),
+            "rlnClassNumber": p.species.numpy() + 1,
+            "rlnOpticsGroup": np.ones(len(d_a), dtype=int),
+        }
+    )
     return {"optics": optics, "particles": particles}
 
 
-def write_movie_files(movie: SimulatedMovie, directory: str | Path, *, stem: str = "movie",
-                      formats: tuple[str, ...] = ("mrc", "tiff")) -> dict[str, Path]:
+def write_movie_files(
+    movie: SimulatedMovie,
+    directory: str | Path,
+    *,
+    stem: str = "movie",
+    formats: tuple[str, ...] = ("mrc", "tiff"),
+) -> dict[str, Path]:
     """Write a :class:`SimulatedMovie` (see the module docstring); returns the paths by role."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -108,21 +140,35 @@ def write_movie_files(movie: SimulatedMovie, directory: str | Path, *, stem: str
     is_counts = bool(np.all(frames == np.rint(frames))) and frames.min() >= 0 and frames.max() < 65536
     out: dict[str, Path] = {}
     if "mrc" in formats:
-        out["movie_mrc"] = write_mrc(directory / f"{stem}.mrc", frames, movie.pixel_size_a, stack=True,
-                                     dtype="uint16" if is_counts else "float32")
+        out["movie_mrc"] = write_mrc(
+            directory / f"{stem}.mrc",
+            frames,
+            movie.pixel_size_a,
+            stack=True,
+            dtype="uint16" if is_counts else "float32",
+        )
     if "tiff" in formats:
-        out["movie_tiff"] = write_tiff_stack(directory / f"{stem}.tif", frames.astype(np.uint16 if is_counts else np.float32),
-                                             movie.pixel_size_a)
+        out["movie_tiff"] = write_tiff_stack(
+            directory / f"{stem}.tif",
+            frames.astype(np.uint16 if is_counts else np.float32),
+            movie.pixel_size_a,
+        )
     out["gain"] = write_mrc(directory / f"{stem}_gain.mrc", movie.gain, movie.pixel_size_a)
     if bool(movie.defect_mask.any()):
-        out["defects"] = write_mrc(directory / f"{stem}_defects.mrc", movie.defect_mask.to(torch.uint8),
-                                   movie.pixel_size_a, dtype="int8")
+        out["defects"] = write_mrc(
+            directory / f"{stem}_defects.mrc",
+            movie.defect_mask.to(torch.uint8),
+            movie.pixel_size_a,
+            dtype="int8",
+        )
     out["clean"] = write_mrc(directory / f"{stem}_clean.mrc", movie.clean_image, movie.pixel_size_a)
     movie_name = (out.get("movie_mrc") or out["movie_tiff"]).name
-    out["motion_star"] = write_star(directory / f"{stem}_motion.star",
-                                    motion_star_tables(movie.truth, movie_name, out["gain"].name))
-    out["particles_star"] = write_star(directory / f"{stem}_particles.star",
-                                       particle_star_tables(movie.truth, f"{stem}.mrc"))
+    out["motion_star"] = write_star(
+        directory / f"{stem}_motion.star", motion_star_tables(movie.truth, movie_name, out["gain"].name)
+    )
+    out["particles_star"] = write_star(
+        directory / f"{stem}_particles.star", particle_star_tables(movie.truth, f"{stem}.mrc")
+    )
     out["truth_json"] = write_json(directory / f"{stem}_truth.json", movie.truth.to_dict())
     return out
 
@@ -134,11 +180,16 @@ def write_micrograph_files(micrograph, directory: str | Path, *, stem: str = "mi
     out = {
         "image": write_mrc(directory / f"{stem}.mrc", micrograph.image, micrograph.pixel_size_a),
         "clean": write_mrc(directory / f"{stem}_clean.mrc", micrograph.clean_image, micrograph.pixel_size_a),
-        "artifact_mask": write_mrc(directory / f"{stem}_mask.mrc", micrograph.artifact_mask.to(torch.uint8),
-                                   micrograph.pixel_size_a, dtype="int8"),
+        "artifact_mask": write_mrc(
+            directory / f"{stem}_mask.mrc",
+            micrograph.artifact_mask.to(torch.uint8),
+            micrograph.pixel_size_a,
+            dtype="int8",
+        ),
     }
-    out["particles_star"] = write_star(directory / f"{stem}_particles.star",
-                                       particle_star_tables(micrograph.truth, f"{stem}.mrc"))
+    out["particles_star"] = write_star(
+        directory / f"{stem}_particles.star", particle_star_tables(micrograph.truth, f"{stem}.mrc")
+    )
     out["truth_json"] = write_json(directory / f"{stem}_truth.json", micrograph.truth.to_dict())
     return out
 
@@ -160,7 +211,9 @@ def write_tilt_series_files(series, directory: str | Path, *, stem: str = "tilt_
     settings = truth.settings
     out = {
         "stack": write_mrc(directory / f"{stem}.mrc", series.images, truth.pixel_size_a, stack=True),
-        "clean": write_mrc(directory / f"{stem}_clean.mrc", series.clean_images, truth.pixel_size_a, stack=True),
+        "clean": write_mrc(
+            directory / f"{stem}_clean.mrc", series.clean_images, truth.pixel_size_a, stack=True
+        ),
         "volume": write_mrc(directory / f"{stem}_volume.mrc", series.volume_v, truth.volume_pixel_size_a),
     }
     tlt = directory / f"{stem}.tlt"
@@ -169,18 +222,30 @@ def write_tilt_series_files(series, directory: str | Path, *, stem: str = "tilt_
     out["tlt"] = tlt
     mdoc = directory / f"{stem}.mrc.mdoc"
     with atomic_path(mdoc, suffix=".mdoc") as tmp:
-        tmp.write_text(mdoc_text(truth, out["stack"].name, voltage_kv=settings.get("voltage_kv", 300.0),
-                                 exposure_per_tilt_e_per_a2=settings.get("exposure_per_tilt_e_per_a2", 0.0)))
+        tmp.write_text(
+            mdoc_text(
+                truth,
+                out["stack"].name,
+                voltage_kv=settings.get("voltage_kv", 300.0),
+                exposure_per_tilt_e_per_a2=settings.get("exposure_per_tilt_e_per_a2", 0.0),
+            )
+        )
     out["mdoc"] = mdoc
     d, h, w = truth.volume_shape_zyx
     voxel = truth.volume_pixel_size_a
     xyz = truth.particles_xyz_a.numpy() / voxel + np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
-    particles = pd.DataFrame({
-        "rlnTomoName": [stem] * len(xyz),
-        "rlnCoordinateX": xyz[:, 0], "rlnCoordinateY": xyz[:, 1], "rlnCoordinateZ": xyz[:, 2],
-        "rlnAngleRot": truth.euler_deg[:, 0].numpy(), "rlnAngleTilt": truth.euler_deg[:, 1].numpy(),
-        "rlnAnglePsi": truth.euler_deg[:, 2].numpy(), "rlnClassNumber": truth.species.numpy() + 1,
-    })
+    particles = pd.DataFrame(
+        {
+            "rlnTomoName": [stem] * len(xyz),
+            "rlnCoordinateX": xyz[:, 0],
+            "rlnCoordinateY": xyz[:, 1],
+            "rlnCoordinateZ": xyz[:, 2],
+            "rlnAngleRot": truth.euler_deg[:, 0].numpy(),
+            "rlnAngleTilt": truth.euler_deg[:, 1].numpy(),
+            "rlnAnglePsi": truth.euler_deg[:, 2].numpy(),
+            "rlnClassNumber": truth.species.numpy() + 1,
+        }
+    )
     out["particles_star"] = write_star(directory / f"{stem}_particles.star", {"particles": particles})
     out["truth_json"] = write_json(directory / f"{stem}_truth.json", truth.to_dict())
     return out

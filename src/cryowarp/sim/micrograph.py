@@ -18,7 +18,9 @@ from cryowarp.sim.movie import MovieTruth, SpecimenSimSettings, _truth, poisson
 class MicrographSimSettings(SpecimenSimSettings):
     """A motion-corrected micrograph: the specimen seen with ``total_exposure_e_per_a2``."""
 
-    total_exposure_e_per_a2: float = Field(40.0, gt=0, description="exposure summed over the (virtual) frames")
+    total_exposure_e_per_a2: float = Field(
+        40.0, gt=0, description="exposure summed over the (virtual) frames"
+    )
     n_frames: int = Field(40, ge=1, description="frames the exposure was fractionated into (for damage)")
     radiation_damage: bool = True
 
@@ -92,8 +94,11 @@ def simulate_micrograph(
     specimen = build_specimen(s, margin_px=margin, generator=generator, device=device)
     canvas = specimen.canvas_shape_yx
     window = (slice(margin, margin + h), slice(margin, margin + w))
-    transmission = (torch.fft.irfft2(specimen.transmission_spectrum, s=canvas)[window]
-                    if specimen.transmission_spectrum is not None else torch.ones((h, w), device=device))
+    transmission = (
+        torch.fft.irfft2(specimen.transmission_spectrum, s=canvas)[window]
+        if specimen.transmission_spectrum is not None
+        else torch.ones((h, w), device=device)
+    )
     clean = (1.0 - torch.fft.irfft2(specimen.contrast_spectrum, s=canvas)[window]) * transmission
     spectrum = specimen.contrast_spectrum
     if s.radiation_damage:
@@ -106,9 +111,19 @@ def simulate_micrograph(
         spectrum = spectrum * (damage / s.n_frames)
     expected = (1.0 - torch.fft.irfft2(spectrum, s=canvas)[window]) * transmission
     expected = expected.clamp_min(0.0) * (s.total_exposure_e_per_a2 * s.pixel_size_a**2)
-    noise_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(seed) + 1)
+    noise_generator = (
+        generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(seed) + 1)
+    )
     image = poisson(expected, noise_generator)
     motion = MotionField(tuple(s.shape_yx), ((0.0, 0.0),), (), (), (), ())
     truth = _truth(s, motion, specimen, seed)
-    return SimulatedMicrograph(image, clean.contiguous(), expected.contiguous(), specimen.phase_rad,
-                               specimen.artifact_mask, s.pixel_size_a, s.total_exposure_e_per_a2, truth)
+    return SimulatedMicrograph(
+        image,
+        clean.contiguous(),
+        expected.contiguous(),
+        specimen.phase_rad,
+        specimen.artifact_mask,
+        s.pixel_size_a,
+        s.total_exposure_e_per_a2,
+        truth,
+    )

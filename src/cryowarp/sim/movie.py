@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +42,18 @@ class SpecimenSimSettings(BaseModel):
     ice_thickness_a: float = Field(300.0, ge=0)
     ice_thickness_variation: float = Field(0.1, ge=0, description="relative s.d. of the ice thickness")
     ice_thickness_correlation_a: float = Field(800.0, gt=0, description="correlation length of thickness")
-    particle_models: tuple[str, ...] = Field(("5a1a",), description="'5a1a' (built-in), a .cif/.pdb path, or 'kind:kDa'")
-    protein_kinds: tuple[str, ...] = Field((), description="generated protein kinds (sim._atoms.PROTEIN_KINDS)")
-    protein_masses_kda: tuple[float, ...] = Field((300.0,), description="masses of the generated kinds, cycled")
-    n_particles: int | None = Field(None, ge=0, description="exact number (None: from particle_area_fraction)")
+    particle_models: tuple[str, ...] = Field(
+        ("5a1a",), description="'5a1a' (built-in), a .cif/.pdb path, or 'kind:kDa'"
+    )
+    protein_kinds: tuple[str, ...] = Field(
+        (), description="generated protein kinds (sim._atoms.PROTEIN_KINDS)"
+    )
+    protein_masses_kda: tuple[float, ...] = Field(
+        (300.0,), description="masses of the generated kinds, cycled"
+    )
+    n_particles: int | None = Field(
+        None, ge=0, description="exact number (None: from particle_area_fraction)"
+    )
     particle_area_fraction: float = Field(0.2, ge=0, le=0.6, description="area covered by particle discs")
     particle_spacing: float = Field(1.0, gt=0, description="disc radius / particle radius for non-overlap")
     solvent_contrast: bool = Field(True, description="subtract displaced water: contrast relative to ice")
@@ -91,9 +100,12 @@ class ParticleTruth:
     def to_dict(self) -> dict:
         """Plain-JSON form."""
         return {
-            "coords_px_xy": self.coords_px_xy.tolist(), "euler_deg": self.euler_deg.tolist(),
-            "defocus_um": self.defocus_um.tolist(), "height_a": self.height_a.tolist(),
-            "species": self.species.tolist(), "species_names": list(self.species_names),
+            "coords_px_xy": self.coords_px_xy.tolist(),
+            "euler_deg": self.euler_deg.tolist(),
+            "defocus_um": self.defocus_um.tolist(),
+            "height_a": self.height_a.tolist(),
+            "species": self.species.tolist(),
+            "species_names": list(self.species_names),
             "radius_a": self.radius_a.tolist(),
         }
 
@@ -101,9 +113,15 @@ class ParticleTruth:
     def from_dict(cls, d: dict) -> ParticleTruth:
         """Inverse of :meth:`to_dict`."""
         f64 = lambda k, shape: torch.tensor(d[k], dtype=torch.float64).reshape(shape)  # noqa: E731
-        return cls(f64("coords_px_xy", (-1, 2)), f64("euler_deg", (-1, 3)), f64("defocus_um", (-1,)),
-                   f64("height_a", (-1,)), torch.tensor(d["species"], dtype=torch.long).reshape(-1),
-                   tuple(d["species_names"]), f64("radius_a", (-1,)))
+        return cls(
+            f64("coords_px_xy", (-1, 2)),
+            f64("euler_deg", (-1, 3)),
+            f64("defocus_um", (-1,)),
+            f64("height_a", (-1,)),
+            torch.tensor(d["species"], dtype=torch.long).reshape(-1),
+            tuple(d["species_names"]),
+            f64("radius_a", (-1,)),
+        )
 
 
 @dataclass(frozen=True)
@@ -148,7 +166,7 @@ class MovieTruth:
         return self.global_displacement_a_yx / self.pixel_size_a
 
     def displacement_a_yx(self, coords_px_yx: torch.Tensor, frame_index: torch.Tensor | int) -> torch.Tensor:
-        """Total true displacement (global + local) at frame pixels `(N, 2)` yx for frames `(N,)`/int → `(N, 2)` Å."""
+        """Total true displacement (global + local), Å, at frame pixels `(N, 2)` yx, frames `(N,)` or int."""
         return self.motion.displacement_a_yx(coords_px_yx, frame_index)
 
     def local_defocus_um(self, coords_px_xy: torch.Tensor) -> torch.Tensor:
@@ -160,10 +178,24 @@ class MovieTruth:
 
     def to_dict(self) -> dict:
         """Plain-JSON form."""
-        out = {k: getattr(self, k) for k in (
-            "pixel_size_a", "exposure_per_frame_e_per_a2", "pre_exposure_e_per_a2", "voltage_kv", "cs_mm",
-            "amplitude_contrast", "defocus_um", "defocus_delta_um", "astigmatism_angle_deg", "phase_shift_deg",
-            "specimen_tilt_deg", "tilt_axis_deg", "seed")}
+        out = {
+            k: getattr(self, k)
+            for k in (
+                "pixel_size_a",
+                "exposure_per_frame_e_per_a2",
+                "pre_exposure_e_per_a2",
+                "voltage_kv",
+                "cs_mm",
+                "amplitude_contrast",
+                "defocus_um",
+                "defocus_delta_um",
+                "astigmatism_angle_deg",
+                "phase_shift_deg",
+                "specimen_tilt_deg",
+                "tilt_axis_deg",
+                "seed",
+            )
+        }
         out["shape_yx"] = list(self.shape_yx)
         out["defocus_gradient_um_per_px_xy"] = list(self.defocus_gradient_um_per_px_xy)
         out["motion"] = self.motion.to_dict()
@@ -174,10 +206,18 @@ class MovieTruth:
     @classmethod
     def from_dict(cls, d: dict) -> MovieTruth:
         """Inverse of :meth:`to_dict`."""
-        kw = {k: v for k, v in d.items() if k not in ("motion", "particles", "shape_yx", "defocus_gradient_um_per_px_xy")}
-        return cls(motion=MotionField.from_dict(d["motion"]), particles=ParticleTruth.from_dict(d["particles"]),
-                   shape_yx=tuple(d["shape_yx"]),
-                   defocus_gradient_um_per_px_xy=tuple(d["defocus_gradient_um_per_px_xy"]), **kw)
+        kw = {
+            k: v
+            for k, v in d.items()
+            if k not in ("motion", "particles", "shape_yx", "defocus_gradient_um_per_px_xy")
+        }
+        return cls(
+            motion=MotionField.from_dict(d["motion"]),
+            particles=ParticleTruth.from_dict(d["particles"]),
+            shape_yx=tuple(d["shape_yx"]),
+            defocus_gradient_um_per_px_xy=tuple(d["defocus_gradient_um_per_px_xy"]),
+            **kw,
+        )
 
 
 @dataclass(frozen=True)
@@ -214,31 +254,47 @@ class SimulatedMovie:
         """Number of frames."""
         return int(self.frames.shape[0])
 
-    def to_files(self, directory: str | Path, *, stem: str = "movie", formats: tuple[str, ...] = ("mrc", "tiff")) -> dict:
-        """Write movie (MRC and/or TIFF), gain, clean image, truth STAR + JSON; see :func:`sim.files.write_movie_files`."""
+    def to_files(
+        self, directory: str | Path, *, stem: str = "movie", formats: tuple[str, ...] = ("mrc", "tiff")
+    ) -> dict:
+        """Write movie (MRC/TIFF), gain, clean image, truth STAR + JSON (``sim.files.write_movie_files``)."""
         from cryowarp.sim.files import write_movie_files
 
         return write_movie_files(self, directory, stem=stem, formats=formats)
 
 
-def _truth(s: MovieSimSettings | SpecimenSimSettings, motion: MotionField, specimen: Specimen, seed: int) -> MovieTruth:
+def _truth(
+    s: MovieSimSettings | SpecimenSimSettings, motion: MotionField, specimen: Specimen, seed: int
+) -> MovieTruth:
     p = specimen.placement
     return MovieTruth(
         motion=motion,
-        particles=ParticleTruth(p.coords_px_xy, p.euler_deg, p.defocus_um, p.height_a, p.species, p.species_names, p.radius_a),
-        pixel_size_a=s.pixel_size_a, shape_yx=tuple(s.shape_yx),
+        particles=ParticleTruth(
+            p.coords_px_xy, p.euler_deg, p.defocus_um, p.height_a, p.species, p.species_names, p.radius_a
+        ),
+        pixel_size_a=s.pixel_size_a,
+        shape_yx=tuple(s.shape_yx),
         exposure_per_frame_e_per_a2=getattr(s, "exposure_per_frame_e_per_a2", 0.0),
         pre_exposure_e_per_a2=getattr(s, "pre_exposure_e_per_a2", 0.0),
-        voltage_kv=s.voltage_kv, cs_mm=s.cs_mm, amplitude_contrast=s.amplitude_contrast, defocus_um=s.defocus_um,
-        defocus_delta_um=s.defocus_delta_um, astigmatism_angle_deg=s.astigmatism_angle_deg,
-        phase_shift_deg=s.phase_shift_deg, specimen_tilt_deg=s.specimen_tilt_deg, tilt_axis_deg=s.tilt_axis_deg,
-        defocus_gradient_um_per_px_xy=defocus_gradient_um_per_px_xy(s), seed=seed, settings=s.model_dump(mode="json"),
+        voltage_kv=s.voltage_kv,
+        cs_mm=s.cs_mm,
+        amplitude_contrast=s.amplitude_contrast,
+        defocus_um=s.defocus_um,
+        defocus_delta_um=s.defocus_delta_um,
+        astigmatism_angle_deg=s.astigmatism_angle_deg,
+        phase_shift_deg=s.phase_shift_deg,
+        specimen_tilt_deg=s.specimen_tilt_deg,
+        tilt_axis_deg=s.tilt_axis_deg,
+        defocus_gradient_um_per_px_xy=defocus_gradient_um_per_px_xy(s),
+        seed=seed,
+        settings=s.model_dump(mode="json"),
     )
 
 
-def make_gain(shape_yx: tuple[int, int], gain_sd: float, generator: torch.Generator,
-              device: torch.device) -> torch.Tensor:
-    """A gain reference of mean 1: per-pixel scatter plus column and row patterns (70/20/10 % of the variance)."""
+def make_gain(
+    shape_yx: tuple[int, int], gain_sd: float, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Gain reference of mean 1: per-pixel scatter, column and row patterns (70/20/10 % of the variance)."""
     h, w = shape_yx
     if gain_sd == 0:
         return torch.ones(shape_yx, device=device)
@@ -250,7 +306,9 @@ def make_gain(shape_yx: tuple[int, int], gain_sd: float, generator: torch.Genera
     return (g / g.mean()).to(device)
 
 
-def make_defects(shape_yx, n_hot: int, n_dead_columns: int, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_defects(
+    shape_yx, n_hot: int, n_dead_columns: int, generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Indices of hot pixels (flat), dead columns, and the boolean defect mask."""
     h, w = shape_yx
     hot = torch.randperm(h * w, generator=generator)[:n_hot]
@@ -301,15 +359,19 @@ def simulate_movie(
     h, w = s.shape_yx
     motion = generate_motion(s, generator)
     max_disp_a = float(motion.global_displacement_a_yx().abs().max()) + sum(
-        math.hypot(*a) for a in motion.mode_amplitude_a_yx)
+        math.hypot(*a) for a in motion.mode_amplitude_a_yx
+    )
     margin = int(math.ceil(max_disp_a / s.pixel_size_a)) + 16
     specimen = build_specimen(s, margin_px=margin, generator=generator, device=device)
     canvas = specimen.canvas_shape_yx
     window = (slice(margin, margin + h), slice(margin, margin + w))
 
     contrast = torch.fft.irfft2(specimen.contrast_spectrum, s=canvas)
-    transmission = (torch.fft.irfft2(specimen.transmission_spectrum, s=canvas)
-                    if specimen.transmission_spectrum is not None else None)
+    transmission = (
+        torch.fft.irfft2(specimen.transmission_spectrum, s=canvas)
+        if specimen.transmission_spectrum is not None
+        else None
+    )
     clean = 1.0 - contrast[window]
     if transmission is not None:
         clean = clean * transmission[window]
@@ -319,7 +381,9 @@ def simulate_movie(
     if gain is None:
         gain = drawn_gain
     elif tuple(gain.shape) != tuple(s.shape_yx):
-        raise ValueError(f"gain: expected shape {tuple(s.shape_yx)} (the frame size), found {tuple(gain.shape)}")
+        raise ValueError(
+            f"gain: expected shape {tuple(s.shape_yx)} (the frame size), found {tuple(gain.shape)}"
+        )
     else:
         gain = gain.to(device=device, dtype=torch.float32)
     hot, dead, defect_mask = make_defects(s.shape_yx, s.n_hot_pixels, s.n_dead_columns, generator)
@@ -335,47 +399,91 @@ def simulate_movie(
     has_local = len(motion.mode_phase_rad) > 0
     if has_local:
         # sampling grid of the frame window in the canvas (align_corners=False normalisation)
-        base_y = (torch.arange(h, device=device, dtype=torch.float32) + margin + 0.5) * (2.0 / canvas[0]) - 1.0
-        base_x = (torch.arange(w, device=device, dtype=torch.float32) + margin + 0.5) * (2.0 / canvas[1]) - 1.0
-    frame_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(seed) + 1)
+        base_y = (torch.arange(h, device=device, dtype=torch.float32) + margin + 0.5) * (
+            2.0 / canvas[0]
+        ) - 1.0
+        base_x = (torch.arange(w, device=device, dtype=torch.float32) + margin + 0.5) * (
+            2.0 / canvas[1]
+        ) - 1.0
+    # shot noise runs in a worker thread (torch.poisson is serial) while the next frame is rendered;
+    # one generator used in frame order keeps the result deterministic
+    noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    frame_generator = torch.Generator(device=device).manual_seed(noise_seed)
     frames = torch.empty((s.n_frames, h, w), dtype=torch.float32, device=device)
-    for f in range(s.n_frames):
-        exposure_mid = s.pre_exposure_e_per_a2 + (f + 0.5) * s.exposure_per_frame_e_per_a2
-        spectrum = specimen.contrast_spectrum
-        if s.radiation_damage:
-            spectrum = spectrum * torch.exp(-exposure_mid / (2.0 * critical))
-        dy, dx = float(global_px[f, 0]), float(global_px[f, 1])
-        ramp = torch.exp(-2j * math.pi * ky * dy) * torch.exp(-2j * math.pi * kx * dx)
-        intensity = 1.0 - torch.fft.irfft2(spectrum * ramp, s=canvas)
-        if transmission is not None:
-            intensity = intensity * torch.fft.irfft2(specimen.transmission_spectrum * ramp, s=canvas)
-        if has_local:
-            local_px = motion.local_field_px_yx(f, s.pixel_size_a, (h, w), device=device)  # (2, h, w)
-            gy = base_y[:, None] - local_px[0] * (2.0 / canvas[0])
-            gx = base_x[None, :] - local_px[1] * (2.0 / canvas[1])
-            grid = torch.stack([gx, gy], -1)[None]
-            del local_px, gx, gy
-            frame = torch.nn.functional.grid_sample(intensity[None, None], grid, mode="bicubic",
-                                                    padding_mode="border", align_corners=False)[0, 0]
-            del grid
-        else:
-            frame = intensity[window]
-        rate = frame.clamp_min(0.0) * (counts_per_unit * sensitivity)
+    rate_scale = counts_per_unit * sensitivity
+    hot_d, dead_d = hot.to(device), dead.to(device)
+
+    def finish(f: int, frame: torch.Tensor) -> None:
+        rate = frame.clamp_min_(0.0).mul_(rate_scale)
         counts = poisson(rate, frame_generator) if s.shot_noise else rate
         if s.n_hot_pixels:
-            counts.view(-1)[hot.to(device)] += poisson(torch.full((len(hot),), s.hot_pixel_counts, device=device),
-                                                       frame_generator)
+            extra = poisson(torch.full((len(hot_d),), s.hot_pixel_counts, device=device), frame_generator)
+            counts.view(-1)[hot_d] += extra
         if s.n_dead_columns:
-            counts[:, dead.to(device)] = 0.0
+            counts[:, dead_d] = 0.0
         frames[f] = counts * gain if s.frames_gain_corrected else counts
-        if progress is not None:
-            progress(f + 1, s.n_frames)
+
+    spectrum = specimen.contrast_spectrum
+    if s.radiation_damage:
+        # N_f = pre + (f + ½)·e: the first frame's filter, then one more factor per frame
+        spectrum = spectrum * torch.exp(
+            -(s.pre_exposure_e_per_a2 + 0.5 * s.exposure_per_frame_e_per_a2) / (2.0 * critical)
+        )
+        per_frame_damage = torch.exp(-s.exposure_per_frame_e_per_a2 / (2.0 * critical))
+    del critical
+    work = torch.empty_like(spectrum)
+    grid = torch.empty((1, h, w, 2), dtype=torch.float32, device=device) if has_local else None
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for f in range(s.n_frames):
+            if f > 0 and s.radiation_damage:
+                spectrum = spectrum * per_frame_damage
+            dy, dx = float(global_px[f, 0]), float(global_px[f, 1])
+            torch.mul(spectrum, torch.exp(-2j * math.pi * ky * dy), out=work)
+            work.mul_(torch.exp(-2j * math.pi * kx * dx))
+            intensity = torch.fft.irfft2(work, s=canvas).neg_().add_(1.0)
+            if transmission is not None:
+                torch.mul(specimen.transmission_spectrum, torch.exp(-2j * math.pi * ky * dy), out=work)
+                work.mul_(torch.exp(-2j * math.pi * kx * dx))
+                intensity.mul_(torch.fft.irfft2(work, s=canvas))
+            if has_local:
+                local_px = motion.local_field_px_yx(f, s.pixel_size_a, (h, w), device=device)  # (2, h, w)
+                torch.sub(base_x[None, :], local_px[1], alpha=2.0 / canvas[1], out=grid[0, :, :, 0])
+                torch.sub(base_y[:, None], local_px[0], alpha=2.0 / canvas[0], out=grid[0, :, :, 1])
+                del local_px
+                frame = torch.nn.functional.grid_sample(
+                    intensity[None, None], grid, mode="bicubic", padding_mode="border", align_corners=False
+                )[0, 0]
+            else:
+                frame = intensity[window].clone()
+            del intensity
+            while len(pending) >= 2:  # at most two frames in flight (memory)
+                pending.pop(0).result()
+            pending.append(pool.submit(finish, f, frame))
+            del frame
+            if progress is not None:
+                progress(f + 1, s.n_frames)
+        for future in pending:
+            future.result()
     return SimulatedMovie(
-        frames=frames, gain=gain, clean_image=clean.contiguous(), phase_image_rad=specimen.phase_rad,
-        artifact_mask=specimen.artifact_mask, defect_mask=defect_mask.to(device), pixel_size_a=s.pixel_size_a,
-        exposure_per_frame_e_per_a2=s.exposure_per_frame_e_per_a2, truth=_truth(s, motion, specimen, seed),
+        frames=frames,
+        gain=gain,
+        clean_image=clean.contiguous(),
+        phase_image_rad=specimen.phase_rad,
+        artifact_mask=specimen.artifact_mask,
+        defect_mask=defect_mask.to(device),
+        pixel_size_a=s.pixel_size_a,
+        exposure_per_frame_e_per_a2=s.exposure_per_frame_e_per_a2,
+        truth=_truth(s, motion, specimen, seed),
     )
 
 
-__all__ = ["MovieSimSettings", "SpecimenSimSettings", "SimulatedMovie", "MovieTruth", "ParticleTruth",
-           "simulate_movie", "plane_defocus_um"]
+__all__ = [
+    "MovieSimSettings",
+    "SpecimenSimSettings",
+    "SimulatedMovie",
+    "MovieTruth",
+    "ParticleTruth",
+    "simulate_movie",
+    "plane_defocus_um",
+]

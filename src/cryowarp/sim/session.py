@@ -27,16 +27,19 @@ from cryowarp.sim.files import write_json
 from cryowarp.sim.movie import MovieSimSettings, SimulatedMovie, make_gain, simulate_movie
 
 
-def session_movie_settings(settings: MovieSimSettings, index: int, *, seed: int,
-                           defocus_range_um: tuple[float, float]) -> MovieSimSettings:
+def session_movie_settings(
+    settings: MovieSimSettings, index: int, *, seed: int, defocus_range_um: tuple[float, float]
+) -> MovieSimSettings:
     """Settings of movie ``index``: defocus drawn in ``defocus_range_um``, astigmatism angle at random."""
     g = torch.Generator().manual_seed(int(seed) * 100_003 + index)
     u = torch.rand(2, generator=g, dtype=torch.float64).tolist()
     lo, hi = defocus_range_um
-    return settings.model_copy(update={
-        "defocus_um": lo + (hi - lo) * u[0],
-        "astigmatism_angle_deg": 180.0 * u[1],
-    })
+    return settings.model_copy(
+        update={
+            "defocus_um": lo + (hi - lo) * u[0],
+            "astigmatism_angle_deg": 180.0 * u[1],
+        }
+    )
 
 
 def simulate_session(
@@ -89,10 +92,16 @@ def simulate_session(
     incoming = directory / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    gain = make_gain(settings.shape_yx, settings.gain_sd, torch.Generator().manual_seed(int(seed) + 7), device)
+    gain = make_gain(
+        settings.shape_yx, settings.gain_sd, torch.Generator().manual_seed(int(seed) + 7), device
+    )
     write_mrc(directory / "gain.mrc", gain, settings.pixel_size_a)
-    record = {"settings": settings.model_dump(mode="json"), "seed": seed, "defocus_range_um": list(defocus_range_um),
-              "movies": []}
+    record = {
+        "settings": settings.model_dump(mode="json"),
+        "seed": seed,
+        "defocus_range_um": list(defocus_range_um),
+        "movies": [],
+    }
     write_json(directory / "session.json", record)
     suffix = ".tif" if movie_format == "tiff" else ".mrc"
     paths = []
@@ -114,9 +123,15 @@ def simulate_session(
         os.replace(written["movie_tiff" if movie_format == "tiff" else "movie_mrc"], target)
         last = time.monotonic()
         paths.append(target)
-        record["movies"].append({"path": target.name, "seed": seed + i, "defocus_um": movie_settings.defocus_um,
-                                 "astigmatism_angle_deg": movie_settings.astigmatism_angle_deg,
-                                 "n_particles": int(len(movie.truth.particles.coords_px_xy))})
+        record["movies"].append(
+            {
+                "path": target.name,
+                "seed": seed + i,
+                "defocus_um": movie_settings.defocus_um,
+                "astigmatism_angle_deg": movie_settings.astigmatism_angle_deg,
+                "n_particles": int(len(movie.truth.particles.coords_px_xy)),
+            }
+        )
         write_json(directory / "session.json", record)
         if progress is not None:
             progress(i + 1, n_movies, target)

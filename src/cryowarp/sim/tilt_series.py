@@ -54,7 +54,9 @@ class TiltSeriesSimSettings(SpecimenSimSettings):
     tilt_max_deg: float = 60.0
     tilt_step_deg: float = Field(3.0, gt=0)
     dose_symmetric_group: int = Field(2, ge=1, description="tilts per branch before switching (Hagen)")
-    tilt_axis_angle_deg: float = Field(0.0, description="ψ: in-plane angle of the tilt axis from +y (Warp/IMOD)")
+    tilt_axis_angle_deg: float = Field(
+        0.0, description="ψ: in-plane angle of the tilt axis from +y (Warp/IMOD)"
+    )
     exposure_per_tilt_e_per_a2: float = Field(3.0, gt=0)
     radiation_damage: bool = True
     volume_binning: int = Field(2, ge=1, description="voxel size of the true volume = binning × pixel size")
@@ -64,8 +66,10 @@ class TiltSeriesSimSettings(SpecimenSimSettings):
         """Tilt angles in ascending order."""
         n = int(math.floor((self.tilt_max_deg - self.tilt_min_deg) / self.tilt_step_deg + 1e-6)) + 1
         if n < 1:
-            raise ValueError(f"tilt range: expected tilt_min_deg ≤ tilt_max_deg, found {self.tilt_min_deg} > "
-                             f"{self.tilt_max_deg}")
+            raise ValueError(
+                f"tilt range: expected tilt_min_deg ≤ tilt_max_deg, found {self.tilt_min_deg} > "
+                f"{self.tilt_max_deg}"
+            )
         return [round(self.tilt_min_deg + i * self.tilt_step_deg, 6) for i in range(n)]
 
     def acquisition_order(self) -> list[float]:
@@ -80,10 +84,10 @@ class TiltSeriesSimSettings(SpecimenSimSettings):
         branch = 0
         while i < len(positive) or j < len(negative):
             if branch == 0 and i < len(positive):
-                order += positive[i:i + g]
+                order += positive[i : i + g]
                 i += g
             elif branch == 1 and j < len(negative):
-                order += negative[j:j + g]
+                order += negative[j : j + g]
                 j += g
             branch ^= 1
         return order
@@ -111,8 +115,11 @@ class TiltSeriesTruth:
 
     def tilt_matrices(self) -> torch.Tensor:
         """`(T, 3, 3)` R_t = euler_zyz_to_matrix(0, θ_t, −ψ) acting on (x, y, z)."""
-        return euler_zyz_to_matrix(torch.zeros_like(self.tilt_angles_deg), self.tilt_angles_deg,
-                                   torch.full_like(self.tilt_angles_deg, -self.tilt_axis_angle_deg))
+        return euler_zyz_to_matrix(
+            torch.zeros_like(self.tilt_angles_deg),
+            self.tilt_angles_deg,
+            torch.full_like(self.tilt_angles_deg, -self.tilt_axis_angle_deg),
+        )
 
     def project_px_xy(self, xyz_a: torch.Tensor) -> torch.Tensor:
         """Image positions `(T, N, 2)` (x, y) px of specimen points `(N, 3)` Å in every tilt."""
@@ -137,11 +144,23 @@ class TiltSeriesTruth:
     def from_dict(cls, d: dict) -> TiltSeriesTruth:
         """Inverse of :meth:`to_dict`."""
         t = lambda k, dt=torch.float64: torch.tensor(d[k], dtype=dt)  # noqa: E731
-        return cls(t("tilt_angles_deg"), t("acquisition_index", torch.long), t("prior_exposure_e_per_a2"),
-                   t("defocus_um"), t("defocus_gradient_um_per_px_xy").reshape(-1, 2), d["tilt_axis_angle_deg"],
-                   t("particles_xyz_a").reshape(-1, 3), t("euler_deg").reshape(-1, 3), t("species", torch.long),
-                   tuple(d["species_names"]), d["pixel_size_a"], tuple(d["shape_yx"]), d["volume_pixel_size_a"],
-                   tuple(d["volume_shape_zyx"]), d["settings"])
+        return cls(
+            t("tilt_angles_deg"),
+            t("acquisition_index", torch.long),
+            t("prior_exposure_e_per_a2"),
+            t("defocus_um"),
+            t("defocus_gradient_um_per_px_xy").reshape(-1, 2),
+            d["tilt_axis_angle_deg"],
+            t("particles_xyz_a").reshape(-1, 3),
+            t("euler_deg").reshape(-1, 3),
+            t("species", torch.long),
+            tuple(d["species_names"]),
+            d["pixel_size_a"],
+            tuple(d["shape_yx"]),
+            d["volume_pixel_size_a"],
+            tuple(d["volume_shape_zyx"]),
+            d["settings"],
+        )
 
 
 @dataclass(frozen=True)
@@ -171,9 +190,18 @@ def _tilt_axis_for_plane(psi_deg: float) -> float:
     return 90.0 + psi_deg
 
 
-def render_volume(species: list[AtomCloud], placement_xyz_a: torch.Tensor, matrices: torch.Tensor,
-                  species_index: torch.Tensor, *, voxel_size_a: float, shape_zyx: tuple[int, int, int],
-                  bfactor_a2: float, solvent: bool = True, device: torch.device | None = None) -> torch.Tensor:
+def render_volume(
+    species: list[AtomCloud],
+    placement_xyz_a: torch.Tensor,
+    matrices: torch.Tensor,
+    species_index: torch.Tensor,
+    *,
+    voxel_size_a: float,
+    shape_zyx: tuple[int, int, int],
+    bfactor_a2: float,
+    solvent: bool = True,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """Coulomb potential (V, relative to ice) of the particles on a `(D, H, W)` grid centred on the origin.
 
     Atoms are splatted trilinearly with their k = 0 weight (scattering factor with implicit H, minus
@@ -254,7 +282,9 @@ def simulate_tilt_series(
     big = s.model_copy(update={"shape_yx": (int(h * stretch), int(w * stretch)), "specimen_tilt_deg": 0.0})
     placed = _place_particles(big, species, None, generator)
     bh, bw = big.shape_yx
-    xy_a = (placed.coords_px_xy - torch.tensor([(bw - 1) / 2, (bh - 1) / 2], dtype=torch.float64)) * s.pixel_size_a
+    xy_a = (
+        placed.coords_px_xy - torch.tensor([(bw - 1) / 2, (bh - 1) / 2], dtype=torch.float64)
+    ) * s.pixel_size_a
     xyz_a = torch.cat([xy_a, placed.height_a[:, None]], 1)
     matrices = euler_zyz_to_matrix(placed.euler_deg[:, 0], placed.euler_deg[:, 1], placed.euler_deg[:, 2])
 
@@ -264,9 +294,23 @@ def simulate_tilt_series(
     prior = acquisition_index.to(torch.float64) * s.exposure_per_tilt_e_per_a2
     defocus = s.defocus_um + s.defocus_sd_um * torch.randn(n_tilts, generator=generator, dtype=torch.float64)
     gradients = torch.zeros(n_tilts, 2, dtype=torch.float64)
-    truth_stub = TiltSeriesTruth(angle_t, acquisition_index, prior, defocus, gradients, s.tilt_axis_angle_deg,
-                                 xyz_a, placed.euler_deg, placed.species, placed.species_names, s.pixel_size_a,
-                                 (h, w), 0.0, (0, 0, 0), {})
+    truth_stub = TiltSeriesTruth(
+        angle_t,
+        acquisition_index,
+        prior,
+        defocus,
+        gradients,
+        s.tilt_axis_angle_deg,
+        xyz_a,
+        placed.euler_deg,
+        placed.species,
+        placed.species_names,
+        s.pixel_size_a,
+        (h, w),
+        0.0,
+        (0, 0, 0),
+        {},
+    )
     tilt_r = truth_stub.tilt_matrices()
     images = torch.empty((n_tilts, h, w), dtype=torch.float32, device=device)
     clean_images = torch.empty((n_tilts, h, w), dtype=torch.float32, device=device)
@@ -277,16 +321,32 @@ def simulate_tilt_series(
         q = xyz_a @ tilt_r[t].T  # (P, 3)
         coords = q[:, :2] / s.pixel_size_a + torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64)
         euler_t = matrix_to_euler_zyz(tilt_r[t][None] @ matrices)
-        placement = Placement(coords, euler_t, q[:, 2], float(defocus[t]) + q[:, 2] / ANGSTROM_PER_UM,
-                              placed.species, placed.species_names, placed.radius_a)
-        tilt_settings = s.model_copy(update={
-            "defocus_um": float(defocus[t]), "specimen_tilt_deg": theta,
-            "tilt_axis_deg": _tilt_axis_for_plane(s.tilt_axis_angle_deg),
-            "ice_thickness_a": s.ice_thickness_a / max(math.cos(math.radians(theta)), 0.1),
-        })
+        placement = Placement(
+            coords,
+            euler_t,
+            q[:, 2],
+            float(defocus[t]) + q[:, 2] / ANGSTROM_PER_UM,
+            placed.species,
+            placed.species_names,
+            placed.radius_a,
+        )
+        tilt_settings = s.model_copy(
+            update={
+                "defocus_um": float(defocus[t]),
+                "specimen_tilt_deg": theta,
+                "tilt_axis_deg": _tilt_axis_for_plane(s.tilt_axis_angle_deg),
+                "ice_thickness_a": s.ice_thickness_a / max(math.cos(math.radians(theta)), 0.1),
+            }
+        )
         gradients[t] = torch.tensor(defocus_gradient_um_per_px_xy(tilt_settings), dtype=torch.float64)
-        specimen = build_specimen(tilt_settings, margin_px=margin, generator=generator, device=device,
-                                  species=species, placement=placement)
+        specimen = build_specimen(
+            tilt_settings,
+            margin_px=margin,
+            generator=generator,
+            device=device,
+            species=species,
+            placement=placement,
+        )
         canvas = specimen.canvas_shape_yx
         window = (slice(margin, margin + h), slice(margin, margin + w))
         clean = 1.0 - torch.fft.irfft2(specimen.contrast_spectrum, s=canvas)[window]
@@ -294,12 +354,16 @@ def simulate_tilt_series(
         if s.radiation_damage:
             freq = torch.linalg.vector_norm(fftfreq_grid_2d(canvas, device=device), dim=-1) / s.pixel_size_a
             exposure = float(prior[t]) + 0.5 * s.exposure_per_tilt_e_per_a2
-            spectrum = spectrum * torch.exp(-exposure / (2.0 * critical_exposure_e_per_a2(freq, s.voltage_kv)))
+            spectrum = spectrum * torch.exp(
+                -exposure / (2.0 * critical_exposure_e_per_a2(freq, s.voltage_kv))
+            )
         expected = (1.0 - torch.fft.irfft2(spectrum, s=canvas)[window]).clamp_min(0.0)
         # the slab is thicker at high tilt: inelastic losses, exp(−t/λ) with λ = 3500 Å (energy filter)
         attenuation = math.exp(-tilt_settings.ice_thickness_a / 3500.0)
         rate = expected * (s.exposure_per_tilt_e_per_a2 * s.pixel_size_a**2 * attenuation)
-        images[t] = poisson(rate, generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed + t))
+        images[t] = poisson(
+            rate, generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed + t)
+        )
         clean_images[t] = clean
         phase_images[t] = specimen.phase_rad
         if progress is not None:
@@ -308,22 +372,59 @@ def simulate_tilt_series(
     voxel = s.pixel_size_a * s.volume_binning
     depth = 2 * int(math.ceil(0.6 * s.ice_thickness_a / voxel))
     shape_zyx = (max(depth, 2), h // s.volume_binning, w // s.volume_binning)
-    volume = render_volume(species, xyz_a, matrices, placed.species, voxel_size_a=voxel, shape_zyx=shape_zyx,
-                           bfactor_a2=s.bfactor_a2, solvent=s.solvent_contrast, device=device)
-    truth = TiltSeriesTruth(angle_t, acquisition_index, prior, defocus, gradients, s.tilt_axis_angle_deg, xyz_a,
-                            placed.euler_deg, placed.species, placed.species_names, s.pixel_size_a, (h, w), voxel,
-                            shape_zyx, s.model_dump(mode="json"))
+    volume = render_volume(
+        species,
+        xyz_a,
+        matrices,
+        placed.species,
+        voxel_size_a=voxel,
+        shape_zyx=shape_zyx,
+        bfactor_a2=s.bfactor_a2,
+        solvent=s.solvent_contrast,
+        device=device,
+    )
+    truth = TiltSeriesTruth(
+        angle_t,
+        acquisition_index,
+        prior,
+        defocus,
+        gradients,
+        s.tilt_axis_angle_deg,
+        xyz_a,
+        placed.euler_deg,
+        placed.species,
+        placed.species_names,
+        s.pixel_size_a,
+        (h, w),
+        voxel,
+        shape_zyx,
+        s.model_dump(mode="json"),
+    )
     return SimulatedTiltSeries(images, clean_images, phase_images, volume, truth)
 
 
-def mdoc_text(truth: TiltSeriesTruth, stack_name: str, *, voltage_kv: float, exposure_per_tilt_e_per_a2: float,
-              start: _dt.datetime | None = None, seconds_per_tilt: float = 60.0) -> str:
+def mdoc_text(
+    truth: TiltSeriesTruth,
+    stack_name: str,
+    *,
+    voltage_kv: float,
+    exposure_per_tilt_e_per_a2: float,
+    start: _dt.datetime | None = None,
+    seconds_per_tilt: float = 60.0,
+) -> str:
     """SerialEM-style .mdoc: one ``[ZValue = i]`` section per image of the (angle-sorted) stack."""
     start = start or _dt.datetime(2026, 1, 1, 12, 0, 0)
     h, w = truth.shape_yx
-    lines = [f"PixelSpacing = {truth.pixel_size_a:g}", f"Voltage = {voltage_kv:g}", f"ImageFile = {stack_name}",
-             f"ImageSize = {w} {h}", "DataMode = 2", "",
-             f"[T = SerialEM: simulated by cryowarp; tilt axis angle {truth.tilt_axis_angle_deg:g}]", ""]
+    lines = [
+        f"PixelSpacing = {truth.pixel_size_a:g}",
+        f"Voltage = {voltage_kv:g}",
+        f"ImageFile = {stack_name}",
+        f"ImageSize = {w} {h}",
+        "DataMode = 2",
+        "",
+        f"[T = SerialEM: simulated by cryowarp; tilt axis angle {truth.tilt_axis_angle_deg:g}]",
+        "",
+    ]
     for i in range(len(truth.tilt_angles_deg)):
         when = start + _dt.timedelta(seconds=seconds_per_tilt * int(truth.acquisition_index[i]))
         lines += [
@@ -335,12 +436,19 @@ def mdoc_text(truth: TiltSeriesTruth, stack_name: str, *, voltage_kv: float, exp
             f"Defocus = {-float(truth.defocus_um[i]):.4f}",  # SerialEM: negative = underfocus
             f"TargetDefocus = {-float(truth.settings.get('defocus_um', 0.0)):.4f}",
             f"RotationAngle = {truth.tilt_axis_angle_deg:g}",
-            f"SubFramePath = {Path(stack_name).stem}_{int(truth.acquisition_index[i]):03d}_{float(truth.tilt_angles_deg[i]):.1f}.tif",
+            f"SubFramePath = {Path(stack_name).stem}_{int(truth.acquisition_index[i]):03d}_"
+            f"{float(truth.tilt_angles_deg[i]):.1f}.tif",
             f"DateTime = {when.strftime('%d-%b-%y  %H:%M:%S')}",
             "",
         ]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TiltSeriesSimSettings", "TiltSeriesTruth", "SimulatedTiltSeries", "simulate_tilt_series",
-           "render_volume", "mdoc_text"]
+__all__ = [
+    "TiltSeriesSimSettings",
+    "TiltSeriesTruth",
+    "SimulatedTiltSeries",
+    "simulate_tilt_series",
+    "render_volume",
+    "mdoc_text",
+]

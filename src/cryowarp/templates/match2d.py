@@ -235,19 +235,23 @@ def match_template_2d(
             tiles.append(dict(y0=y0, x0=x0, ys=(ty_lo, ty_hi), xs=(tx_lo, tx_hi), spec=matched,
                               inv_rel_std=inv_rel_std))
 
-    # background power of the filtered tiles, radially averaged (for each orientation's noise s.d.)
+    # background power of each filtered tile, radially averaged and put on the template's box grid, so
+    # that each orientation's correlation s.d. follows from Parseval without touching the full tile
     n_shells = tile // 2 + 1
     shell_t = radial_index(freq_px, n_shells).reshape(-1)
-    profile = torch.zeros(n_shells, device=device)
-    counts = torch.zeros(n_shells, device=device).index_add_(0, shell_t, torch.ones_like(shell_t, dtype=torch.float32))
+    counts = torch.zeros(n_shells, device=device).index_add_(0, shell_t, torch.ones_like(shell_t,
+                                                                                         dtype=torch.float32))
+    freq_box = torch.linalg.vector_norm(fftfreq_grid_2d((box, box), device=device), dim=-1)
+    shell_box = radial_index(freq_box, n_shells)
+    weights_box = []
     for t in tiles:
         power = (t["spec"].real ** 2 + t["spec"].imag ** 2).reshape(-1)
-        profile += torch.zeros(n_shells, device=device).index_add_(0, shell_t, power) / counts.clamp_min(1)
-    profile /= len(tiles)
-    freq_box = torch.linalg.vector_norm(fftfreq_grid_2d((box, box), device=device), dim=-1)
-    weight_box = profile[radial_index(freq_box, n_shells)]
-    weight_box[:, 1:-1] *= 2.0  # rfft columns other than 0 and Nyquist stand for two coefficients
-    weight_box[0, 0] = 0.0
+        profile = torch.zeros(n_shells, device=device).index_add_(0, shell_t, power) / counts.clamp_min(1)
+        weight = profile[shell_box]
+        weight[:, 1:-1] *= 2.0  # rfft columns other than 0 and Nyquist stand for two coefficients
+        weight[0, 0] = 0.0
+        weights_box.append(weight / float(tile * box) ** 2)
+    weights_box = torch.stack(weights_box)  # (n_tiles, B, B//2+1)
 
     best = torch.full((h, w), -torch.inf, device=device)
     best_index = torch.zeros((h, w), dtype=torch.int64, device=device)
@@ -258,9 +262,10 @@ def match_template_2d(
         mats = matrices[start:start + settings.batch_orientations]
         proj_spec = project_spectra(projector, mats)  # (nb, B, B//2+1)
         proj_spec[:, 0, 0] = 0.0  # zero mean
-        # Parseval on the box grid: s.d. of each correlation map over background (≈ noise) pixels
-        var = ((proj_spec.real**2 + proj_spec.imag**2) * weight_box).sum(dim=(-2, -1)) / float(tile * box) ** 2
-        proj = torch.fft.irfft2(proj_spec, s=(box, box)) / var.sqrt().clamp_min(1e-30)[:, None, None]
+        # Parseval on the box grid: s.d. of each correlation map over background (≈ noise), per tile
+        power = proj_spec.real**2 + proj_spec.imag**2
+        inv_sd = torch.einsum("tyx,oyx->to", weights_box, power).clamp_min(1e-30).rsqrt()  # (n_tiles, nb)
+        proj = torch.fft.irfft2(proj_spec, s=(box, box))
         # correlation = convolution with the point-mirrored projection t(−u); the mirrored box has its
         # centre at B//2 − 1, which goes to pixel (0, 0) (wrapping around). The zero buffer is reused:
         # the same corners are overwritten every batch.
@@ -273,10 +278,10 @@ def match_template_2d(
         buffer[:, tile - c:, :box - c] = mirrored[:, :c, c:]
         buffer[:, tile - c:, tile - c:] = mirrored[:, :c, :c]
         ref = torch.fft.rfft2(buffer)
-        for t in tiles:
+        for i_tile, t in enumerate(tiles):
             cc = torch.fft.irfft2(t["spec"][None] * ref, s=(tile, tile))
             (ylo, yhi), (xlo, xhi) = t["ys"], t["xs"]
-            values, index = cc[:, ylo:yhi, xlo:xhi].max(dim=0)
+            values, index = (cc[:, ylo:yhi, xlo:xhi] * inv_sd[i_tile][:, None, None]).max(dim=0)
             if t["inv_rel_std"] is not None:
                 values = values * t["inv_rel_std"]
             gy, gx = t["y0"] + ylo, t["x0"] + xlo

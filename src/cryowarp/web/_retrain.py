@@ -78,9 +78,19 @@ class RetrainJob:
             self._version += 1
 
     def start(
-        self, view: ProjectView, settings: TrainSettings, *, from_scratch: bool = False, seed: int = 0
+        self,
+        view: ProjectView,
+        settings: TrainSettings,
+        *,
+        from_scratch: bool = False,
+        seed: int = 0,
+        auto_warmup: bool = False,
     ) -> None:
-        """Start retraining in a background thread (raises ``RuntimeError`` if one is running)."""
+        """Start retraining in a background thread (raises ``RuntimeError`` if one is running).
+
+        ``auto_warmup`` sets the warm-up to a tenth of the iterations (at most 100), as
+        ``cryowarp boxnet retrain`` does, once the number of corrected items is known.
+        """
         with self._lock:
             if self.status == "running":
                 raise RuntimeError("retraining is already running; wait for it to finish")
@@ -94,7 +104,10 @@ class RetrainJob:
             self.started_at, self.finished_at = time.time(), None
             self._version += 1
         self._thread = threading.Thread(
-            target=self._run, args=(view, settings, from_scratch, seed), name="cryowarp-retrain", daemon=True
+            target=self._run,
+            args=(view, settings, from_scratch, seed, auto_warmup),
+            name="cryowarp-retrain",
+            daemon=True,
         )
         self._thread.start()
 
@@ -103,7 +116,9 @@ class RetrainJob:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self, view: ProjectView, settings: TrainSettings, from_scratch: bool, seed: int) -> None:
+    def _run(
+        self, view: ProjectView, settings: TrainSettings, from_scratch: bool, seed: int, auto_warmup: bool
+    ) -> None:
         try:
             store = view.store
             diameter_a = store.get_settings().pick.particle_diameter_a
@@ -128,6 +143,9 @@ class RetrainJob:
                 examples=[e.name for e in examples], message=f"training on {len(examples)} corrected items"
             )
             model = BoxNet() if from_scratch else load_pretrained_boxnet()
+            if auto_warmup:
+                warmup = min(100, max(1, settings.epochs * len(examples) // 10))
+                settings = settings.model_copy(update={"warmup_iterations": warmup})
 
             def progress(p: TrainProgress) -> None:
                 kw: dict[str, Any] = {"iteration": p.iteration, "n_iterations": p.n_iterations}
@@ -144,7 +162,7 @@ class RetrainJob:
             self._update(
                 status="done",
                 message=f"saved {RETRAINED_PATH}",
-                model_path=str(RETRAINED_PATH),
+                model_path=str(out),  # absolute, ready for settings.boxnet_model_path
                 finished_at=time.time(),
             )
         except Exception as exc:  # reported to the page, never silent

@@ -54,6 +54,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: Plotly's bundle as installed with the ``plotly`` Python package (served at /static/plotly.min.js).
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _NO_CACHE = {"Cache-Control": "no-store"}
+#: Retraining defaults of the UI button, as ``cryowarp boxnet retrain``.
+RETRAIN_DEFAULTS = {"epochs": 20, "patch_px": 128, "batch_size": 8, "lr_start": 3e-4, "lr_end": 3e-5}
 
 
 class SelectionBody(BaseModel):
@@ -128,6 +130,14 @@ def create_app(
             if request.query_params.get(TOKEN_QUERY):
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
             return response
+
+    @app.exception_handler(ValidationError)
+    async def invalid_stored_data(request: Request, exc: ValidationError) -> JSONResponse:
+        # request bodies are validated by FastAPI (422); this is data read from the project itself
+        return JSONResponse(
+            {"detail": f"{view.project_dir}: stored settings do not match this cryowarp version — {exc}"},
+            status_code=500,
+        )
 
     # ------------------------------------------------------------------ pages and scripts
     @app.get("/", include_in_schema=False)
@@ -321,16 +331,22 @@ def create_app(
 
     @app.post("/api/boxnet/retrain")
     def retrain_start(body: dict[str, Any] = Body(default={})) -> dict[str, Any]:  # noqa: B008
-        """Start retraining BoxNet on the corrected items (body: TrainSettings fields, ``from_scratch``)."""
+        """Start retraining BoxNet on the corrected items.
+
+        The body may hold ``TrainSettings`` fields (defaults as ``cryowarp boxnet retrain``: 20 epochs,
+        128 px patches, batch 8, lr 3e-4 → 3e-5, warm-up a tenth of the iterations), ``from_scratch``
+        (a fresh BoxNet instead of the shipped one) and ``seed``.
+        """
         body = dict(body or {})
         from_scratch = bool(body.pop("from_scratch", False))
         seed = int(body.pop("seed", 0))
+        auto_warmup = "warmup_iterations" not in body
         try:
-            settings = TrainSettings(**body)
+            settings = TrainSettings(**{**RETRAIN_DEFAULTS, **body})
         except ValidationError as exc:
             raise HTTPException(422, f"training settings: {exc}") from exc
         try:
-            job.start(view, settings, from_scratch=from_scratch, seed=seed)
+            job.start(view, settings, from_scratch=from_scratch, seed=seed, auto_warmup=auto_warmup)
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from exc
         return job.snapshot()

@@ -465,7 +465,11 @@ function renderRetrain(st) {
   let msg = st.status;
   if (st.message) msg += ` — ${st.message}`;
   if (st.n_iterations) msg += ` (iteration ${st.iteration}/${st.n_iterations})`;
+  const reps0 = st.reports || [];
+  if (reps0.length && reps0.every((r) => r.accuracy_old_model_old_data === null)) msg += " · old-data figures need a general corpus";
   $("retrain-status").textContent = msg;
+  $("retrain-use").hidden = !(st.status === "done" && st.model_path);
+  state.retrainModel = st.model_path;
   const reps = st.reports || [];
   const keys = [
     ["accuracy_old_model_new_data", "old model, new data", "#999", "dot"],
@@ -483,8 +487,17 @@ function renderRetrain(st) {
 }
 async function loadRetrain() { renderRetrain(await api("/api/boxnet/retrain")); }
 $("retrain-start").addEventListener("click", async () => {
-  try { renderRetrain(await api("/api/boxnet/retrain", { method: "POST", body: {} })); }
+  const epochs = Math.max(1, Math.round(Number($("retrain-epochs").value) || 20));
+  try { renderRetrain(await api("/api/boxnet/retrain", { method: "POST", body: { epochs } })); }
   catch (e) { $("retrain-status").textContent = e.message; }
+});
+
+$("retrain-use").addEventListener("click", async () => {
+  try {
+    const res = await api("/api/settings", { method: "PUT", body: { changes: { boxnet_model_path: state.retrainModel } } });
+    $("retrain-status").textContent = `now picking with ${state.retrainModel}; ${res.n_requeued} items requeued`;
+    state.project = res.project; renderCounts(); await loadItems();
+  } catch (e) { $("retrain-status").textContent = `not changed: ${e.message}`; }
 });
 
 // ---------------------------------------------------------------- settings
@@ -624,7 +637,16 @@ function connectEvents() {
     state.project = project; state.items = items; state.metrics = items.metric_info; state.filters = filters;
     renderCounts(); renderNavbar();
   } catch (e) {
-    await Promise.all([loadProject(), loadItems(), loadFilters()]);
+    try {
+      await Promise.all([loadProject(), loadItems(), loadFilters()]);
+    } catch (e2) {
+      const banner = document.createElement("div");
+      banner.id = "load-error";
+      banner.textContent = `Cannot read the project: ${e2.message}`;
+      document.body.prepend(banner);
+      document.body.dataset.error = "1";
+      return;
+    }
   }
   const t1 = performance.now();
   route();
