@@ -7,8 +7,9 @@ Run (heavy: take the lock; peers from ../shared/peers, venv ~/.cache/cwbench/pee
 Prints markdown and writes docs/benchmarks/ctf.md (+ PNGs of the real EPU micrographs next to it).
 
 Images: a weak-phase object (white phase noise, 0.04 rad s.d. per px) imaged through the CTF with an
-envelope exp(−80 k²/4), Poisson counts at 40 e/Å², 4096² px at 1 Å/px (cryowarp.sim with particles takes minutes per
-4096² image, too slow for this sweep on a shared 2-core machine), over defocus 0.5–4 µm,
+envelope exp(−80 k²/4), Poisson counts at 40 e/Å², 4096² px at 1 Å/px (cryowarp.sim with particles
+takes minutes per 4096² image, too slow for this sweep on a shared 2-core machine), over defocus
+0.5–4 µm,
 astigmatism 0–0.5 µm at random angles, phase plate 0–180°, specimen tilts 0–60°. Every tool gets the
 same MRC file, the same optics and the same 30–4 Å… (peers: their default 30–5 Å) fit range.
 Errors: |ΔU|, |ΔV| (Å), astigmatism-angle error (only where U − V ≥ 300 Å), local-defocus RMSE at the
@@ -43,23 +44,55 @@ PIXEL_A = 1.0
 def cases(quick: bool) -> list[dict]:
     rng = np.random.default_rng(4)
     out = []
-    for defocus in ([1.0, 2.5] if quick else [0.5, 1.0, 1.5, 2.0, 2.8, 4.0]):
-        out.append({"kind": "flat", "defocus_um": defocus, "defocus_delta_um": float(rng.uniform(0, 0.5)),
-                    "astigmatism_angle_deg": float(rng.uniform(0, 180)), "phase_shift_deg": 0.0,
-                    "specimen_tilt_deg": 0.0, "tilt_axis_deg": 0.0})
-    for defocus in ([0.8] if quick else [0.6, 1.2]):
-        out.append({"kind": "phase plate", "defocus_um": defocus, "defocus_delta_um": float(rng.uniform(0, 0.3)),
-                    "astigmatism_angle_deg": float(rng.uniform(0, 180)), "phase_shift_deg": float(rng.uniform(20, 160)),
-                    "specimen_tilt_deg": 0.0, "tilt_axis_deg": 0.0})
-    for tilt in ([40.0] if quick else [20.0, 40.0, 60.0]):
-        out.append({"kind": "tilted", "defocus_um": 2.0, "defocus_delta_um": 0.1,
-                    "astigmatism_angle_deg": float(rng.uniform(0, 180)), "phase_shift_deg": 0.0,
-                    "specimen_tilt_deg": tilt, "tilt_axis_deg": float(rng.uniform(0, 180))})
+    for defocus in [1.0, 2.5] if quick else [0.5, 1.0, 1.5, 2.0, 2.8, 4.0]:
+        out.append(
+            {
+                "kind": "flat",
+                "defocus_um": defocus,
+                "defocus_delta_um": float(rng.uniform(0, 0.5)),
+                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
+                "phase_shift_deg": 0.0,
+                "specimen_tilt_deg": 0.0,
+                "tilt_axis_deg": 0.0,
+            }
+        )
+    for defocus in [0.8] if quick else [0.6, 1.2]:
+        out.append(
+            {
+                "kind": "phase plate",
+                "defocus_um": defocus,
+                "defocus_delta_um": float(rng.uniform(0, 0.3)),
+                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
+                "phase_shift_deg": float(rng.uniform(20, 160)),
+                "specimen_tilt_deg": 0.0,
+                "tilt_axis_deg": 0.0,
+            }
+        )
+    for tilt in [20.0, 40.0, 60.0]:
+        out.append(
+            {
+                "kind": "tilted",
+                "defocus_um": 2.0,
+                "defocus_delta_um": 0.1,
+                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
+                "phase_shift_deg": 0.0,
+                "specimen_tilt_deg": tilt,
+                "tilt_axis_deg": float(rng.uniform(0, 180)),
+            }
+        )
     return out
 
 
-def synth_counts(params: dict, size: int, seed: int, *, exposure_e_per_a2: float = 40.0,
-                 phase_sd_rad: float = 0.04, bfactor_a2: float = -80.0, level_step_um: float = 0.02) -> torch.Tensor:
+def synth_counts(
+    params: dict,
+    size: int,
+    seed: int,
+    *,
+    exposure_e_per_a2: float = 40.0,
+    phase_sd_rad: float = 0.04,
+    bfactor_a2: float = -80.0,
+    level_step_um: float = 0.02,
+) -> torch.Tensor:
     """Expected counts of a weak-phase object through a (possibly tilted) CTF, with Poisson noise.
 
     phase: white noise (s.d. ``phase_sd_rad`` per px); image = E p² (1 − 2 φ ⊛ CTF·exp(B k²/4)).
@@ -73,22 +106,32 @@ def synth_counts(params: dict, size: int, seed: int, *, exposure_e_per_a2: float
 
     gx, gy = tilt_gradient_um_per_px(params)
     c = (size - 1) / 2
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     local = params["defocus_um"] + gx * (xx - c) + gy * (yy - c)
     if gx == 0 and gy == 0:
         levels = [params["defocus_um"]]
         step = 1.0
     else:
         step = level_step_um
-        levels = np.arange(math.floor(float(local.min()) / step) * step, float(local.max()) + 2 * step, step).tolist()
+        levels = np.arange(
+            math.floor(float(local.min()) / step) * step, float(local.max()) + 2 * step, step
+        ).tolist()
     contrast = torch.zeros(shape)
     for level in levels:
         weight = torch.ones(shape) if len(levels) == 1 else (1 - (local - level).abs() / step).clamp_min(0)
         if float(weight.max()) == 0:
             continue
-        ctf = ctf_2d(level, params["defocus_delta_um"], params["astigmatism_angle_deg"], pixel_size_a=PIXEL_A,
-                     shape_yx=shape, phase_shift_deg=params["phase_shift_deg"], bfactor_a2=bfactor_a2)
+        ctf = ctf_2d(
+            level,
+            params["defocus_delta_um"],
+            params["astigmatism_angle_deg"],
+            pixel_size_a=PIXEL_A,
+            shape_yx=shape,
+            phase_shift_deg=params["phase_shift_deg"],
+            bfactor_a2=bfactor_a2,
+        )
         contrast += weight * torch.fft.irfft2(phase_spectrum * ctf, s=shape)
     expected = (exposure_e_per_a2 * PIXEL_A**2) * (1 - 2 * contrast).clamp_min(0)
     return torch.poisson(expected, generator=gen), expected
@@ -115,8 +158,15 @@ def simulate(case: dict, seed: int, workdir: Path, size: int) -> dict:
     write_mrc(mrc, image, PIXEL_A)
     rng = np.random.default_rng(seed)
     coords = rng.uniform(100, size - 100, size=(300, 2))
-    truth = {"params": params, "kind": case["kind"], "mrc": str(mrc), "coords_px_xy": coords.tolist(), "size": size,
-             "gradient_um_per_px_xy": list(tilt_gradient_um_per_px(params)), "sim_s": time.perf_counter() - t0}
+    truth = {
+        "params": params,
+        "kind": case["kind"],
+        "mrc": str(mrc),
+        "coords_px_xy": coords.tolist(),
+        "size": size,
+        "gradient_um_per_px_xy": list(tilt_gradient_um_per_px(params)),
+        "sim_s": time.perf_counter() - t0,
+    }
     truth_path.write_text(json.dumps(truth))
     return truth
 
@@ -140,9 +190,12 @@ def score(truth: dict, u_a: float, v_a: float, angle_deg: float, local_um: np.nd
     true_local = plane_defocus_um(truth, coords)
     if local_um is None:
         local_um = np.full(len(coords), (u_a + v_a) / 2e4)
-    return {"du_a": abs(u_a - tu), "dv_a": abs(v_a - tv),
-            "dangle_deg": angle_error(angle_deg, p["astigmatism_angle_deg"]) if tu - tv >= 300 else None,
-            "local_rmse_a": float(np.sqrt(np.mean((local_um - true_local) ** 2)) * 1e4)}
+    return {
+        "du_a": abs(u_a - tu),
+        "dv_a": abs(v_a - tv),
+        "dangle_deg": angle_error(angle_deg, p["astigmatism_angle_deg"]) if tu - tv >= 300 else None,
+        "local_rmse_a": float(np.sqrt(np.mean((local_um - true_local) ** 2)) * 1e4),
+    }
 
 
 def run_ours(truth: dict, settings) -> dict:
@@ -158,8 +211,13 @@ def run_ours(truth: dict, settings) -> dict:
     local = model.local_defocus_um(coords).numpy()
     out = score(truth, model.defocus_u_um * 1e4, model.defocus_v_um * 1e4, model.astigmatism_angle_deg, local)
     p = truth["params"]
-    out.update({"wall_s": wall, "resolution_a": model.resolution_a, "phase_err_deg":
-                angle_error(model.phase_shift_deg, p["phase_shift_deg"]) if fit_phase else None})
+    out.update(
+        {
+            "wall_s": wall,
+            "resolution_a": model.resolution_a,
+            "phase_err_deg": angle_error(model.phase_shift_deg, p["phase_shift_deg"]) if fit_phase else None,
+        }
+    )
     if p["specimen_tilt_deg"] > 0:
         gx, gy = truth["gradient_um_per_px_xy"]
         true_incl = math.degrees(math.atan(math.hypot(gx, gy) * 1e4 / PIXEL_A))
@@ -174,8 +232,22 @@ def run_peer(script: str, truth: dict, extra: list[str]) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        cmd = [str(PEERS_PY), str(PEERS / script), truth["mrc"], "--apix", str(PIXEL_A), "--voltage", "300",
-               "--cs", "2.7", "--ac", "0.07", "--out", str(out), *extra]
+        cmd = [
+            str(PEERS_PY),
+            str(PEERS / script),
+            truth["mrc"],
+            "--apix",
+            str(PIXEL_A),
+            "--voltage",
+            "300",
+            "--cs",
+            "2.7",
+            "--ac",
+            "0.07",
+            "--out",
+            str(out),
+            *extra,
+        ]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0 or not out.exists():
             return {"error": proc.stdout[-300:]}
@@ -189,8 +261,14 @@ def run_peer(script: str, truth: dict, extra: list[str]) -> dict | None:
 def time_ours(n_repeats: int, frames: int | None, size: int, settings) -> list[float]:
     from cryowarp.ctf import fit_ctf
 
-    params = {"defocus_um": 1.5, "defocus_delta_um": 0.1, "astigmatism_angle_deg": 30.0, "phase_shift_deg": 0.0,
-              "specimen_tilt_deg": 0.0, "tilt_axis_deg": 0.0}
+    params = {
+        "defocus_um": 1.5,
+        "defocus_delta_um": 0.1,
+        "astigmatism_angle_deg": 30.0,
+        "phase_shift_deg": 0.0,
+        "specimen_tilt_deg": 0.0,
+        "tilt_axis_deg": 0.0,
+    }
     image, expected = synth_counts(params, size, 99)
     data = image
     if frames:
@@ -230,15 +308,38 @@ def real_data(out_dir: Path) -> list[dict]:
             if PEERS_PY.exists():
                 with tempfile.TemporaryDirectory() as tmp:
                     out = Path(tmp) / "r.json"
-                    subprocess.run([str(PEERS_PY), str(PEERS / script), str(path), "--apix", str(pixel), "--out",
-                                    str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    subprocess.run(
+                        [
+                            str(PEERS_PY),
+                            str(PEERS / script),
+                            str(path),
+                            "--apix",
+                            str(pixel),
+                            "--out",
+                            str(out),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     if out.exists():
                         r = json.loads(out.read_text())["result"]
                         peers[script] = (r["defocus_u_A"] + r["defocus_v_A"]) / 2e4
-        rows.append({"name": name, "pixel_a": pixel, "nominal_um": meta.get("defocus_um"), "fit_um": m.defocus_um,
-                     "u_um": m.defocus_u_um, "v_um": m.defocus_v_um, "angle": m.astigmatism_angle_deg,
-                     "res_a": m.resolution_a, "fom": m.figure_of_merit, "incl": m.plane.inclination_deg,
-                     "wall_s": wall, "peers": peers})
+        rows.append(
+            {
+                "name": name,
+                "pixel_a": pixel,
+                "nominal_um": meta.get("defocus_um"),
+                "fit_um": m.defocus_um,
+                "u_um": m.defocus_u_um,
+                "v_um": m.defocus_v_um,
+                "angle": m.astigmatism_angle_deg,
+                "res_a": m.resolution_a,
+                "fom": m.figure_of_merit,
+                "incl": m.plane.inclination_deg,
+                "wall_s": wall,
+                "peers": peers,
+            }
+        )
     return rows
 
 
@@ -253,7 +354,10 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--workdir", default="/tmp/cwbench_ctf")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--size", type=int, default=4096, help="image side (4096; smaller only to test this script)")
+    ap.add_argument("--frame-repeats", type=int, default=3, help="runs of the (slow) 40-frame timing")
+    ap.add_argument(
+        "--size", type=int, default=4096, help="image side (4096; smaller only to test this script)"
+    )
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--no-real", action="store_true")
     a = ap.parse_args()
@@ -263,11 +367,15 @@ def main() -> None:
     torch.set_num_threads(2)
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    lines = ["# CTF estimation benchmark", "",
-             f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-             f"torch {torch.__version__} with {torch.get_num_threads()} threads, no GPU; shared with other jobs.",
-             f"Command: `flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_ctf.py "
-             f"{' '.join(sys.argv[1:])}`  ·  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
+    lines = [
+        "# CTF estimation benchmark",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, no GPU; shared with other jobs.",
+        f"Command: `flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_ctf.py "
+        f"{' '.join(sys.argv[1:])}`  ·  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+    ]
     results = []
     for i, case in enumerate(cases(a.quick)):
         truth = simulate(case, i, workdir, a.size)
@@ -280,13 +388,21 @@ def main() -> None:
         print(json.dumps(row, default=float), flush=True)
     (workdir / "results.json").write_text(json.dumps(results, default=float, indent=1))
 
-    lines += [f"## Accuracy on simulated {a.size}² micrographs (1 Å/px, 40 e/Å², fit range 30–4 Å)", "",
-              "| case | truth D / U−V / angle / phase / tilt | tool | \\|ΔU\\| Å | \\|ΔV\\| Å | angle err ° | local RMSE Å | "
-              "other | time s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"## Accuracy on simulated {a.size}² micrographs (1 Å/px, 40 e/Å², fit range 30–4 Å)",
+        "",
+        "| case | truth D / U−V / angle / phase / tilt | tool | \\|ΔU\\| Å | \\|ΔV\\| Å | angle err ° | "
+        "local RMSE Å | "
+        "other | time s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in results:
         c = row["case"]
-        desc = (f"{c['defocus_um']:.2f} µm / {c['defocus_delta_um'] * 1e4:.0f} Å / {c['astigmatism_angle_deg']:.0f}° / "
-                f"{c['phase_shift_deg']:.0f}° / {c['specimen_tilt_deg']:.0f}°")
+        desc = (
+            f"{c['defocus_um']:.2f} µm / {c['defocus_delta_um'] * 1e4:.0f} Å / "
+            f"{c['astigmatism_angle_deg']:.0f}° / "
+            f"{c['phase_shift_deg']:.0f}° / {c['specimen_tilt_deg']:.0f}°"
+        )
         for tool in ("ours", "tce", "aspire"):
             r = row.get(tool)
             if not r:
@@ -302,14 +418,26 @@ def main() -> None:
             if r.get("incl_err_deg") is not None:
                 other.append(f"incl err {r['incl_err_deg']:.2f}°, axis err {r['axis_err_deg']:.1f}°")
             ang = "–" if r["dangle_deg"] is None else f"{r['dangle_deg']:.2f}"
-            lines.append(f"| {c['kind']} | {desc} | {tool} | {r['du_a']:.0f} | {r['dv_a']:.0f} | {ang} | "
-                         f"{r['local_rmse_a']:.0f} | {'; '.join(other)} | {r['wall_s']:.1f} |")
-    lines += ["", "### Summary over all cases (median / 95th percentile)", "",
-              "| tool | cases | \\|ΔU\\| Å | \\|ΔV\\| Å | angle err ° (U−V ≥ 300 Å) | local RMSE Å | median time s |",
-              "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {c['kind']} | {desc} | {tool} | {r['du_a']:.0f} | {r['dv_a']:.0f} | {ang} | "
+                f"{r['local_rmse_a']:.0f} | {'; '.join(other)} | {r['wall_s']:.1f} |"
+            )
+    lines += [
+        "",
+        "### Summary over all cases (median / 95th percentile)",
+        "",
+        "| tool | cases | \\|ΔU\\| Å | \\|ΔV\\| Å | angle err ° (U−V ≥ 300 Å) | local RMSE Å | "
+        "median time s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for tool, skip_phase in (("ours", False), ("ours", True), ("tce", True), ("aspire", True)):
-        rs = [row[tool] for row in results if row.get(tool) and "error" not in row[tool]
-              and not (skip_phase and row["case"]["phase_shift_deg"] > 0)]
+        rs = [
+            row[tool]
+            for row in results
+            if row.get(tool)
+            and "error" not in row[tool]
+            and not (skip_phase and row["case"]["phase_shift_deg"] > 0)
+        ]
         if not rs:
             continue
         label = tool + (" (no phase plate)" if skip_phase and tool == "ours" else "")
@@ -317,33 +445,58 @@ def main() -> None:
         dv = [r["dv_a"] for r in rs]
         da = [r["dangle_deg"] for r in rs]
         lr = [r["local_rmse_a"] for r in rs]
-        da_txt = (f"{np.median([x for x in da if x is not None]):.2f} / {np.percentile([x for x in da if x is not None], 95):.2f}"
-                  if any(x is not None for x in da) else "–")
-        lines.append(f"| {label} | {len(rs)} | {fmt(du, 50)} / {fmt(du, 95)} | {fmt(dv, 50)} / {fmt(dv, 95)} | "
-                     f"{da_txt} | {fmt(lr, 50)} / {fmt(lr, 95)} | {statistics.median(r['wall_s'] for r in rs):.1f} |")
+        da_txt = (
+            f"{np.median([x for x in da if x is not None]):.2f} / "
+            f"{np.percentile([x for x in da if x is not None], 95):.2f}"
+            if any(x is not None for x in da)
+            else "–"
+        )
+        lines.append(
+            f"| {label} | {len(rs)} | {fmt(du, 50)} / {fmt(du, 95)} | {fmt(dv, 50)} / {fmt(dv, 95)} | "
+            f"{da_txt} | {fmt(lr, 50)} / {fmt(lr, 95)} | {statistics.median(r['wall_s'] for r in rs):.1f} |"
+        )
 
-    lines += ["", f"## Time per {a.size}² micrograph (ours, median of runs; peers: median over the cases above)", ""]
+    lines += [
+        "",
+        f"## Time per {a.size}² micrograph (ours, median of runs; peers: median over the cases above)",
+        "",
+    ]
     t_avg = time_ours(a.repeats, None, a.size, base)
-    lines.append(f"* from an average: median {statistics.median(t_avg):.1f} s (runs: {', '.join(f'{t:.1f}' for t in t_avg)})")
-    t_frames = time_ours(a.repeats, 40, a.size, base)
-    lines.append(f"* from 40 frames (per-frame spectra summed): median {statistics.median(t_frames):.1f} s "
-                 f"(runs: {', '.join(f'{t:.1f}' for t in t_frames)})")
+    lines.append(
+        f"* from an average: median {statistics.median(t_avg):.1f} s "
+        f"(runs: {', '.join(f'{t:.1f}' for t in t_avg)})"
+    )
+    t_frames = time_ours(a.frame_repeats, 40, a.size, base)
+    lines.append(
+        f"* from 40 frames (per-frame spectra summed): median {statistics.median(t_frames):.1f} s "
+        f"(runs: {', '.join(f'{t:.1f}' for t in t_frames)})"
+    )
     for tool in ("tce", "aspire"):
         ts = [row[tool]["wall_s"] for row in results if row.get(tool) and "error" not in row[tool]]
         if ts:
-            lines.append(f"* {tool}: median {statistics.median(ts):.1f} s per micrograph; ratio ours/peer "
-                         f"{statistics.median(t_avg) / statistics.median(ts):.2f}")
+            lines.append(
+                f"* {tool}: median {statistics.median(ts):.1f} s per micrograph; ratio ours/peer "
+                f"{statistics.median(t_avg) / statistics.median(ts):.2f}"
+            )
 
-    lines += ["", "## Real EPU micrographs (../shared/data/mrcfile/)", "",
-              "| file | px Å | EPU header defocus µm | ours D µm (U / V, angle) | res Å | FOM | plane incl. ° | "
-              "torch-ctf-estimation µm | ASPIRE µm | ours time s |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in ([] if a.no_real else real_data(OUT_MD.parent)):
+    lines += [
+        "",
+        "## Real EPU micrographs (../shared/data/mrcfile/)",
+        "",
+        "| file | px Å | EPU header defocus µm | ours D µm (U / V, angle) | res Å | FOM | plane incl. ° | "
+        "torch-ctf-estimation µm | ASPIRE µm | ours time s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in [] if a.no_real else real_data(OUT_MD.parent):
         nominal = "–" if r["nominal_um"] is None else f"{r['nominal_um']:.3f}"
         tce = r["peers"].get("run_tce_ctf.py")
         asp = r["peers"].get("run_aspire_ctf.py")
-        lines.append(f"| {r['name']} | {r['pixel_a']:.4f} | {nominal} | {r['fit_um']:.3f} ({r['u_um']:.3f} / "
-                     f"{r['v_um']:.3f}, {r['angle']:.0f}°) | {r['res_a']:.1f} | {r['fom']:.3f} | {r['incl']:.1f} | "
-                     f"{'–' if tce is None else f'{tce:.3f}'} | {'–' if asp is None else f'{asp:.3f}'} | {r['wall_s']:.1f} |")
+        lines.append(
+            f"| {r['name']} | {r['pixel_a']:.4f} | {nominal} | {r['fit_um']:.3f} ({r['u_um']:.3f} / "
+            f"{r['v_um']:.3f}, {r['angle']:.0f}°) | {r['res_a']:.1f} | {r['fom']:.3f} | {r['incl']:.1f} | "
+            f"{'–' if tce is None else f'{tce:.3f}'} | {'–' if asp is None else f'{asp:.3f}'} | "
+            f"{r['wall_s']:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if a.size == 4096:

@@ -69,7 +69,7 @@ def _shape_points(shape: str, volume_a3: float, n: int, rng: np.random.Generator
         r = (volume_a3 * 3 / (4 * math.pi * axes.prod())) ** (1 / 3)
         p = rng.normal(size=(n * 3, 3))
         p = p / np.linalg.norm(p, axis=1, keepdims=True) * rng.uniform(0, 1, (n * 3, 1)) ** (1 / 3)
-        return (p[:n] * axes * r)
+        return p[:n] * axes * r
     if shape == "dumbbell":
         r = (volume_a3 * 3 / (4 * math.pi * 2)) ** (1 / 3)
         p = rng.normal(size=(n, 3))
@@ -108,9 +108,13 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
     w, x, y, z = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _splat(shape_yx, pts_yx: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -120,7 +124,12 @@ def _splat(shape_yx, pts_yx: np.ndarray, weights: np.ndarray) -> np.ndarray:
     wts = torch.from_numpy(weights).double()
     y0, x0 = torch.floor(pts[:, 0]).long(), torch.floor(pts[:, 1]).long()
     fy, fx = pts[:, 0] - y0, pts[:, 1] - x0
-    for dy, dx, ww in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+    for dy, dx, ww in (
+        (0, 0, (1 - fy) * (1 - fx)),
+        (0, 1, (1 - fy) * fx),
+        (1, 0, fy * (1 - fx)),
+        (1, 1, fy * fx),
+    ):
         yy, xx = y0 + dy, x0 + dx
         ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
         out.index_add_(0, yy[ok] * w + xx[ok], (wts * ww)[ok])
@@ -147,8 +156,9 @@ def specimen_diameter_a(kind: str) -> float:
     return d * (1.3 if shape in ("rod", "dumbbell", "ring") else 1.0)
 
 
-def synth_micrograph(kind: str, seed: int, *, size_px: int = 1024, pixel_size_a: float | None = None,
-                     artefacts: bool = True) -> SynthMicrograph:
+def synth_micrograph(
+    kind: str, seed: int, *, size_px: int = 1024, pixel_size_a: float | None = None, artefacts: bool = True
+) -> SynthMicrograph:
     """Generate one micrograph of specimen ``kind`` (see module docstring)."""
     rng = np.random.default_rng(seed)
     mass_mda, shape = KINDS[kind]
@@ -184,7 +194,9 @@ def synth_micrograph(kind: str, seed: int, *, size_px: int = 1024, pixel_size_a:
         all_w.append(np.full(n_pts, volume / n_pts / (px * px)))  # thickness·area / px² -> Å of protein
     thickness = np.zeros((h, w))
     if all_pts:
-        thickness = _gaussian_blur_fft(_splat((h, w), np.concatenate(all_pts), np.concatenate(all_w)), sigma_a / px)
+        thickness = _gaussian_blur_fft(
+            _splat((h, w), np.concatenate(all_pts), np.concatenate(all_w)), sigma_a / px
+        )
     # phase (rad) = kappa * protein thickness (Å); ice excluded volume folded into kappa
     kappa = rng.uniform(0.003, 0.008)
     phase = kappa * thickness
@@ -213,21 +225,36 @@ def synth_micrograph(kind: str, seed: int, *, size_px: int = 1024, pixel_size_a:
             phase = phase + 0.002 * t_ice
             mask |= blob
     # particles under artefacts are not positives
-    keep = [i for i, (cy, cx) in enumerate(centres)
-            if not mask[min(int(cy), h - 1), min(int(cx), w - 1)]]
+    keep = [i for i, (cy, cx) in enumerate(centres) if not mask[min(int(cy), h - 1), min(int(cx), w - 1)]]
     coords = np.array([[centres[i][1], centres[i][0]] for i in keep]).reshape(-1, 2)
     # image formation: I = A (1 - 2 CTF ⊛ φ), underfocus gives dark protein at low frequency
     defocus = rng.uniform(0.6, 3.5)
-    ctf = ctf_2d(defocus, rng.uniform(0, 0.1), rng.uniform(0, 180), pixel_size_a=px, shape_yx=(h, w),
-                 bfactor_a2=-rng.uniform(30, 150), phase_shift_deg=0.0).numpy().astype(np.float64)
+    ctf = (
+        ctf_2d(
+            defocus,
+            rng.uniform(0, 0.1),
+            rng.uniform(0, 180),
+            pixel_size_a=px,
+            shape_yx=(h, w),
+            bfactor_a2=-rng.uniform(30, 150),
+            phase_shift_deg=0.0,
+        )
+        .numpy()
+        .astype(np.float64)
+    )
     contrast = np.fft.irfft2(np.fft.rfft2(phase) * ctf, s=(h, w))
     ice = 1 + 0.05 * _smooth_noise((h, w), h / 6, rng)
     intensity = np.clip(amplitude * ice * (1 - 2 * contrast), 0, None)
     dose = rng.uniform(15, 50) * px * px
     counts = rng.poisson(intensity * dose).astype(np.float32)
-    return SynthMicrograph(image=torch.from_numpy(counts), pixel_size_a=px,
-                           coords_px_xy=torch.from_numpy(coords).float(), mask=torch.from_numpy(mask),
-                           diameter_a=diameter, kind=kind)
+    return SynthMicrograph(
+        image=torch.from_numpy(counts),
+        pixel_size_a=px,
+        coords_px_xy=torch.from_numpy(coords).float(),
+        mask=torch.from_numpy(mask),
+        diameter_a=diameter,
+        kind=kind,
+    )
 
 
 # ---- CryoPPP (PNG micrographs with particle masks) ----
@@ -296,7 +323,7 @@ def sim_diameter_a(mass_kda: float, kind: str) -> float:
 
 
 def sim_micrograph(seed: int, *, heldout: bool, size_px: int = 1024) -> SynthMicrograph:
-    """A ``cryowarp.sim.simulate_micrograph`` micrograph of a random kind, mass, pixel size, defocus, artefacts."""
+    """A ``cryowarp.sim.simulate_micrograph`` micrograph: random kind, mass, pixel size, defocus."""
     from cryowarp.sim import MicrographSimSettings, simulate_micrograph
 
     rng = np.random.default_rng(seed)
@@ -305,17 +332,30 @@ def sim_micrograph(seed: int, *, heldout: bool, size_px: int = 1024) -> SynthMic
     mass = float(np.exp(rng.uniform(np.log(100), np.log(5000))))
     px = float(rng.uniform(2.0, 5.0))
     s = MicrographSimSettings(
-        shape_yx=(size_px, size_px), pixel_size_a=px, particle_models=(), protein_kinds=(kind,),
-        protein_masses_kda=(mass,), particle_area_fraction=float(rng.uniform(0.1, 0.4)),
-        defocus_um=float(rng.uniform(0.8, 3.0)), ice_thickness_a=float(rng.uniform(200, 600)),
+        shape_yx=(size_px, size_px),
+        pixel_size_a=px,
+        particle_models=(),
+        protein_kinds=(kind,),
+        protein_masses_kda=(mass,),
+        particle_area_fraction=float(rng.uniform(0.1, 0.4)),
+        defocus_um=float(rng.uniform(0.8, 3.0)),
+        ice_thickness_a=float(rng.uniform(200, 600)),
         n_contamination_blobs=int(rng.integers(0, 3)) if rng.uniform() < 0.5 else 0,
-        contamination_radius_a=float(rng.uniform(200, 800)), carbon_edge=bool(rng.uniform() < 0.3),
-        total_exposure_e_per_a2=float(rng.uniform(20, 60)))
+        contamination_radius_a=float(rng.uniform(200, 800)),
+        carbon_edge=bool(rng.uniform() < 0.3),
+        total_exposure_e_per_a2=float(rng.uniform(20, 60)),
+    )
     m = simulate_micrograph(s, seed=seed)
     mask = m.artifact_mask.bool()
     coords = m.coords_px_xy
     ix = coords[:, 0].round().long().clamp(0, size_px - 1)
     iy = coords[:, 1].round().long().clamp(0, size_px - 1)
     coords = coords[~mask[iy, ix]]
-    return SynthMicrograph(image=m.image, pixel_size_a=px, coords_px_xy=coords.float(), mask=mask,
-                           diameter_a=sim_diameter_a(mass, kind), kind=f"sim_{kind}_{mass:.0f}kDa")
+    return SynthMicrograph(
+        image=m.image,
+        pixel_size_a=px,
+        coords_px_xy=coords.float(),
+        mask=mask,
+        diameter_a=sim_diameter_a(mass, kind),
+        kind=f"sim_{kind}_{mass:.0f}kDa",
+    )

@@ -58,8 +58,11 @@ def sim_examples(n: int, seed0: int) -> list:
     out = []
     for i in range(n):
         m = sim_micrograph(seed0 + i, heldout=False)
-        out.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask,
-                                         name=f"{m.kind}_{i}"))
+        out.append(
+            make_training_example(
+                m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{m.kind}_{i}"
+            )
+        )
         print(f"sim {i + 1}/{n}: {m.kind}, {len(m.coords_px_xy)} particles", flush=True)
     return out
 
@@ -76,9 +79,20 @@ def main() -> None:
     ap.add_argument("--config", choices=["narrow", "warp2"], default="narrow")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cryoppp", type=Path, default=REPO.parent / "shared/data/cryoppp_prompt_sam")
-    ap.add_argument("--corpus", type=Path, default=None,
-                    help="cache of the prepared examples: loaded if it exists, else written after preparing")
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="cache of the prepared examples: loaded if it exists, else written after preparing",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="prepare (and cache) the examples, then stop")
+    ap.add_argument(
+        "--export-corpus",
+        type=Path,
+        default=None,
+        help="also write the examples as Warp-style 3-layer TIFFs (for `cryowarp boxnet retrain "
+        "--general DIR`)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -86,14 +100,33 @@ def main() -> None:
     t0 = time.time()
     if args.corpus is not None and args.corpus.exists():
         cached = torch.load(args.corpus, weights_only=False)
-        examples, n_synth, n_sim, n_real, t_data = (cached[k] for k in ("examples", "n_synth", "n_sim", "n_real",
-                                                                        "t_data"))
+        examples, n_synth, n_sim, n_real, t_data = (
+            cached[k] for k in ("examples", "n_synth", "n_sim", "n_real", "t_data")
+        )
         print(f"loaded {len(examples)} examples from {args.corpus}")
     else:
         examples, n_synth, n_sim, n_real, t_data = prepare(args, t0)
         if args.corpus is not None:
-            torch.save({"examples": examples, "n_synth": n_synth, "n_sim": n_sim, "n_real": n_real,
-                        "t_data": t_data}, args.corpus)
+            torch.save(
+                {
+                    "examples": examples,
+                    "n_synth": n_synth,
+                    "n_sim": n_sim,
+                    "n_real": n_real,
+                    "t_data": t_data,
+                },
+                args.corpus,
+            )
+    if args.export_corpus is not None:
+        from cryowarp.cli.boxnet import write_example_tiff
+
+        args.export_corpus.mkdir(parents=True, exist_ok=True)
+        seen = set()
+        for ex in examples:
+            if ex.name not in seen:
+                seen.add(ex.name)
+                write_example_tiff(args.export_corpus / f"{ex.name}.tif", ex)
+        print(f"wrote {len(seen)} example TIFFs to {args.export_corpus}")
     if args.prepare_only:
         return
     train(args, examples, n_synth, n_sim, n_real, t_data)
@@ -105,8 +138,11 @@ def prepare(args, t0):
     for k, kind in enumerate(TRAIN_KINDS):
         for i in range(args.per_kind):
             m = synth_micrograph(kind, seed=1000 * k + i)
-            examples.append(make_training_example(m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a,
-                                                  mask=m.mask, name=f"{kind}_{i}"))
+            examples.append(
+                make_training_example(
+                    m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{kind}_{i}"
+                )
+            )
         print(f"synthetic {kind}: {args.per_kind} micrographs, {time.time() - t0:.0f} s", flush=True)
     n_synth = len(examples)
     examples += sim_examples(args.sim, seed0=50_000)
@@ -120,7 +156,9 @@ def prepare(args, t0):
         examples += [ex] * max(1, n_synth // 10)
         n_real += 1
     t_data = time.time() - t0
-    print(f"{n_synth} synthetic + {n_sim} sim + {n_real} CryoPPP train micrographs prepared in {t_data:.0f} s")
+    print(
+        f"{n_synth} synthetic + {n_sim} sim + {n_real} CryoPPP train micrographs prepared in {t_data:.0f} s"
+    )
     return examples, n_synth, n_sim, n_real, t_data
 
 
@@ -129,9 +167,18 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
 
     config = BoxNetConfig.narrow() if args.config == "narrow" else BoxNetConfig.warp2()
     model = BoxNet(config)
-    settings = TrainSettings(epochs=10_000, batch_size=args.batch, patch_px=args.patch, lr_start=1e-3, lr_end=5e-5,
-                             warmup_iterations=100, max_iterations=args.iterations, eval_crop_px=256,
-                             n_eval_general=8, n_eval_new=8)
+    settings = TrainSettings(
+        epochs=10_000,
+        batch_size=args.batch,
+        patch_px=args.patch,
+        lr_start=1e-3,
+        lr_end=5e-5,
+        warmup_iterations=100,
+        max_iterations=args.iterations,
+        eval_crop_px=256,
+        n_eval_general=8,
+        n_eval_new=8,
+    )
     deadline = time.time() + args.minutes * 60
     t1 = time.time()
     # evaluation "epochs" of 250 iterations keep the accuracy reports cheap
@@ -141,8 +188,7 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
         if p.iteration % 100 == 0:
             print(f"it {p.iteration}/{p.n_iterations} loss {p.loss:.4f} {time.time() - t1:.0f} s", flush=True)
 
-    result = train_boxnet(model, examples, settings, progress=progress,
-                          stop=lambda: time.time() > deadline)
+    result = train_boxnet(model, examples, settings, progress=progress, stop=lambda: time.time() > deadline)
     t_train = time.time() - t1
     from cryowarp.picking import pixel_accuracy
 
@@ -152,10 +198,14 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
     meta = {
         "command": " ".join(sys.argv),
         "data": f"{n_synth} synthetic micrographs ({len(TRAIN_KINDS)} kinds x {args.per_kind}), {n_sim} sim, "
-                f"{n_real} CryoPPP train",
-        "iterations": n_it, "batch": args.batch, "patch_px": args.patch,
-        "train_seconds": round(t_train, 1), "data_seconds": round(t_data, 1),
-        "balanced_pixel_accuracy": round(acc, 4), "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+        f"{n_real} CryoPPP train",
+        "iterations": n_it,
+        "batch": args.batch,
+        "patch_px": args.patch,
+        "train_seconds": round(t_train, 1),
+        "data_seconds": round(t_data, 1),
+        "balanced_pixel_accuracy": round(acc, 4),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "torch": torch.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,11 @@ def synth_micrograph(
     h, w = shape_yx
     white = torch.randn(shape_yx, generator=gen)
     spectrum = torch.fft.rfft2(white)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32) - h / 2,
-                            torch.arange(w, dtype=torch.float32) - w / 2, indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32) - h / 2,
+        torch.arange(w, dtype=torch.float32) - w / 2,
+        indexing="ij",
+    )
     direction = math.radians(tilt_axis_deg - 90.0)
     distance_a = (xx * math.cos(direction) + yy * math.sin(direction)) * pixel_size_a
     local_um = defocus_um + math.tan(math.radians(tilt_deg)) * distance_a / 1e4
@@ -54,8 +57,15 @@ def synth_micrograph(
         weight = (1 - (local_um - level).abs() / step).clamp_min(0)
         if float(weight.max()) == 0:
             continue
-        ctf = ctf_2d(level, defocus_delta_um, astigmatism_angle_deg, pixel_size_a=pixel_size_a,
-                     shape_yx=shape_yx, phase_shift_deg=phase_shift_deg, bfactor_a2=bfactor_a2)
+        ctf = ctf_2d(
+            level,
+            defocus_delta_um,
+            astigmatism_angle_deg,
+            pixel_size_a=pixel_size_a,
+            shape_yx=shape_yx,
+            phase_shift_deg=phase_shift_deg,
+            bfactor_a2=bfactor_a2,
+        )
         image += weight * torch.fft.irfft2(spectrum * ctf, s=shape_yx)
     image = image + noise * torch.randn(shape_yx, generator=gen)
     if n_frames == 1:

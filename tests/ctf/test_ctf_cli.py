@@ -10,28 +10,64 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from tests.ctf.ctf_synth import synth_micrograph
 from typer.testing import CliRunner
 
 from cryowarp.cli.main import app
 from cryowarp.ctf import CTFModel
 from cryowarp.io.mrc import write_mrc
 from cryowarp.io.star import read_star, write_star
-from tests.ctf.ctf_synth import synth_micrograph
 
 
 @pytest.fixture(scope="module")
 def ctf_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ctf_cli")
     tilt_deg, axis_deg, center_um = 30.0, 90.0, 2.0
-    image = synth_micrograph(defocus_um=center_um, defocus_delta_um=0.2, astigmatism_angle_deg=20.0,
-                             tilt_deg=tilt_deg, tilt_axis_deg=axis_deg, seed=11)
+    image = synth_micrograph(
+        defocus_um=center_um,
+        defocus_delta_um=0.2,
+        astigmatism_angle_deg=20.0,
+        tilt_deg=tilt_deg,
+        tilt_axis_deg=axis_deg,
+        seed=11,
+    )
     write_mrc(tmp / "mic.mrc", image, 2.0)
     coords = np.array([[100.0, 500.0], [500.0, 500.0], [900.0, 120.0]])
-    write_star(tmp / "picks.star", {"": pd.DataFrame({"rlnCoordinateX": coords[:, 0], "rlnCoordinateY": coords[:, 1],
-                                                       "rlnAutopickFigureOfMerit": [1.0, 2.0, 3.0]})})
-    result = CliRunner().invoke(app, ["ctf", str(tmp / "mic.mrc"), "--pixel-size", "2.0", "--window", "256",
-                                      "--range-high", "5", "--grid", "3", "3", "1", "--at", str(tmp / "picks.star"),
-                                      "-o", str(tmp / "out"), "--device", "cpu"])
+    write_star(
+        tmp / "picks.star",
+        {
+            "": pd.DataFrame(
+                {
+                    "rlnCoordinateX": coords[:, 0],
+                    "rlnCoordinateY": coords[:, 1],
+                    "rlnAutopickFigureOfMerit": [1.0, 2.0, 3.0],
+                }
+            )
+        },
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "ctf",
+            str(tmp / "mic.mrc"),
+            "--pixel-size",
+            "2.0",
+            "--window",
+            "256",
+            "--range-high",
+            "5",
+            "--grid",
+            "3",
+            "3",
+            "1",
+            "--at",
+            str(tmp / "picks.star"),
+            "-o",
+            str(tmp / "out"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     # synth: underfocus grows towards axis − 90° = +x
     truth_um = center_um + math.tan(math.radians(tilt_deg)) * (coords[:, 0] - 512) * 2.0 / 1e4
@@ -51,8 +87,16 @@ def test_star_row_has_relions_columns_in_angstrom(ctf_run):
     out, _, _ = ctf_run
     tables = read_star(out / "mic_ctf.star")
     row = tables["micrographs"].iloc[0]
-    for label in ("rlnMicrographName", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnCtfAstigmatism",
-                  "rlnPhaseShift", "rlnCtfMaxResolution", "rlnCtfFigureOfMerit"):
+    for label in (
+        "rlnMicrographName",
+        "rlnDefocusU",
+        "rlnDefocusV",
+        "rlnDefocusAngle",
+        "rlnCtfAstigmatism",
+        "rlnPhaseShift",
+        "rlnCtfMaxResolution",
+        "rlnCtfFigureOfMerit",
+    ):
         assert label in tables["micrographs"].columns
     assert row["rlnDefocusU"] == pytest.approx(21000, abs=150)
     assert row["rlnDefocusV"] == pytest.approx(19000, abs=150)

@@ -13,10 +13,10 @@ import math
 
 import pytest
 import torch
-
-from cryowarp.ctf import CTFModel, CTFSettings, fit_ctf, fit_ctf_detailed
 from tests.conftest import DEVICES
 from tests.ctf.ctf_synth import synth_micrograph
+
+from cryowarp.ctf import CTFModel, CTFSettings, fit_ctf, fit_ctf_detailed
 
 SMALL = CTFSettings(window=256, range_max_a=5.0)
 PIXEL_A = 2.0
@@ -40,7 +40,9 @@ def test_flat_defocus_is_recovered(defocus_um):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_astigmatism_magnitude_and_angle_are_recovered(device):
-    image = synth_micrograph(defocus_um=1.5, defocus_delta_um=0.3, astigmatism_angle_deg=30.0, seed=2).to(device)
+    image = synth_micrograph(defocus_um=1.5, defocus_delta_um=0.3, astigmatism_angle_deg=30.0, seed=2).to(
+        device
+    )
     model = fit_ctf(image, PIXEL_A, SMALL)
     # the target is 2° for U − V ≥ 300 Å; 0.3 µm is 3000 Å, we see < 0.5° here
     assert _angle_error_deg(model.astigmatism_angle_deg, 30.0) < 2.0
@@ -77,7 +79,9 @@ def test_tilted_plane_and_local_defocus_are_recovered():
     assert abs((model.plane.gradient_azimuth_deg - 330.0 + 180) % 360 - 180) < 3.0
     coords = torch.tensor([[100.0, 100.0], [900.0, 150.0], [512.0, 512.0], [200.0, 950.0], [950.0, 900.0]])
     direction = math.radians(axis_deg - 90.0)
-    distance_a = ((coords[:, 0] - 512) * math.cos(direction) + (coords[:, 1] - 512) * math.sin(direction)) * PIXEL_A
+    distance_a = (
+        (coords[:, 0] - 512) * math.cos(direction) + (coords[:, 1] - 512) * math.sin(direction)
+    ) * PIXEL_A
     truth = center_um + math.tan(math.radians(tilt_deg)) * distance_a / 1e4
     local = model.local_defocus_um(coords)
     rmse = float(torch.sqrt(((local - truth) ** 2).mean()))
@@ -87,8 +91,9 @@ def test_tilted_plane_and_local_defocus_are_recovered():
 
 
 def test_frames_give_the_same_fit_as_their_sum():
-    frames = synth_micrograph(defocus_um=1.8, defocus_delta_um=0.1, astigmatism_angle_deg=70.0,
-                              n_frames=4, seed=6)
+    frames = synth_micrograph(
+        defocus_um=1.8, defocus_delta_um=0.1, astigmatism_angle_deg=70.0, n_frames=4, seed=6
+    )
     from_frames = fit_ctf(frames, PIXEL_A, SMALL)
     from_sum = fit_ctf(frames.sum(0), PIXEL_A, SMALL)
     # per-frame spectra are noisier than the sum's but centred on the same rings
@@ -100,9 +105,13 @@ def test_frames_give_the_same_fit_as_their_sum():
 def test_resolution_estimate_follows_the_signal_cutoff():
     # remove all signal beyond 1/8 Å⁻¹: the rings end there, so must the estimate (± one lobe)
     image = synth_micrograph(defocus_um=2.0, noise=0.0, seed=7)
-    freq = torch.linalg.vector_norm(
-        torch.stack(torch.meshgrid(torch.fft.fftfreq(1024), torch.fft.rfftfreq(1024), indexing="ij"), -1), dim=-1
-    ) / PIXEL_A
+    freq = (
+        torch.linalg.vector_norm(
+            torch.stack(torch.meshgrid(torch.fft.fftfreq(1024), torch.fft.rfftfreq(1024), indexing="ij"), -1),
+            dim=-1,
+        )
+        / PIXEL_A
+    )
     low_passed = torch.fft.irfft2(torch.fft.rfft2(image) * (freq < 1 / 8.0), s=(1024, 1024))
     noisy = low_passed + 0.5 * torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))
     model = fit_ctf(noisy, PIXEL_A, SMALL)
@@ -149,3 +158,14 @@ def test_bad_shapes_and_settings_are_rejected():
         CTFSettings(range_min_a=4.0, range_max_a=30.0)
     with pytest.raises(ValueError, match="window must be even"):
         CTFSettings(window=255)
+
+
+def test_time_grid_from_frames():
+    frames = synth_micrograph(defocus_um=1.6, n_frames=6, noise=0.5, seed=12)
+    model = fit_ctf(frames, PIXEL_A, SMALL.model_copy(update={"grid_xyt": (2, 2, 2)}))
+    assert model.grid_shape_txy == (2, 2, 2)
+    # both time nodes see the same (static) defocus; each half of the frames holds half the signal
+    grid = torch.tensor(model.defocus_grid_um)
+    assert float((grid - 1.6).abs().max()) < 0.03
+    assert model.local_defocus_um(torch.tensor([[512.0, 512.0]]), frame_fraction=0.0)[0] == pytest.approx(1.6, abs=0.02)
+    assert len(model.phase_grid_deg) == 2

@@ -12,7 +12,7 @@ from scipy.interpolate import PchipInterpolator
 from cryowarp.base.optics import ctf_1d, electron_wavelength_a
 from cryowarp.ctf._pchip import pchip_interpolate
 from cryowarp.ctf.background import ctf_zeros_and_peaks, refine_background_and_envelope
-from cryowarp.ctf.quality import corrected_average_1d, resolution_from_quality, rescaled_frequency_sq
+from cryowarp.ctf.quality import corrected_average_1d, rescaled_frequency_sq, resolution_from_quality
 from cryowarp.ctf.spectra import amplitude_spectra, patch_grid_1d, polar_spectra, radial_average_centered
 
 
@@ -43,8 +43,9 @@ def test_patch_grid_is_warps_equal_spacing():
 def test_spectrum_peak_sits_at_the_planted_frequency_and_angle():
     # a plane wave with 40 cycles per 128-px window (80 per 256-px patch) at 30° from +x towards +y
     size, window = 512, 128
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     k = 80 / 256
     wave = torch.cos(2 * math.pi * k * (xx * math.cos(math.radians(30)) + yy * math.sin(math.radians(30))))
     spectra = amplitude_spectra(wave, window=window).spectra.mean((0, 1))
@@ -54,7 +55,10 @@ def test_spectrum_peak_sits_at_the_planted_frequency_and_angle():
     # the positive- and negative-frequency peaks are equally high; fold to the upper half-plane
     if row < center:
         row, col = 2 * center - row, 2 * center - col
-    assert (row - center, col - center) == (round(40 * math.sin(math.radians(30))), round(40 * math.cos(math.radians(30))))
+    assert (row - center, col - center) == (
+        round(40 * math.sin(math.radians(30))),
+        round(40 * math.cos(math.radians(30))),
+    )
     polar = polar_spectra(spectra[None], torch.tensor([40.0]), 180)[0, 0]
     assert int(torch.argmax(polar)) == 30
 
@@ -71,12 +75,15 @@ def test_radial_average_of_a_radial_function():
 def test_zeros_are_where_the_closed_form_puts_them():
     # without Cs and amplitude contrast, CTF = sin(π λ Δz k²): zeros at k² = n / (λ Δz)
     window, pixel, defocus_um = 512, 1.0, 2.0
-    zeros, peaks = ctf_zeros_and_peaks(256, window, pixel, defocus_um, voltage_kv=300.0, cs_mm=0.0,
-                                       amplitude_contrast=0.0)
+    zeros, peaks = ctf_zeros_and_peaks(
+        256, window, pixel, defocus_um, voltage_kv=300.0, cs_mm=0.0, amplitude_contrast=0.0
+    )
     wavelength = electron_wavelength_a(300.0)
     expected = [math.sqrt(n / (wavelength * defocus_um * 1e4)) * window * pixel for n in range(1, 6)]
     np.testing.assert_allclose(zeros[:5].numpy(), expected, atol=0.02)
-    expected_peaks = [math.sqrt((n + 0.5) / (wavelength * defocus_um * 1e4)) * window * pixel for n in range(0, 4)]
+    expected_peaks = [
+        math.sqrt((n + 0.5) / (wavelength * defocus_um * 1e4)) * window * pixel for n in range(0, 4)
+    ]
     np.testing.assert_allclose(peaks[:4].numpy(), expected_peaks, atol=0.1)
 
 
@@ -86,7 +93,10 @@ def test_rescaled_frequency_maps_zeros_onto_zeros():
     src_zeros, _ = ctf_zeros_and_peaks(256, 512, 1.0, source_um, amplitude_contrast=0.0, **kwargs)
     tgt_zeros, _ = ctf_zeros_and_peaks(256, 512, 1.0, target_um, amplitude_contrast=0.0, **kwargs)
     k_src = src_zeros[:8].double() / 512
-    mapped = torch.sqrt(rescaled_frequency_sq(k_src**2, torch.tensor(source_um * 1e4), target_um * 1e4, **kwargs)) * 512
+    mapped = (
+        torch.sqrt(rescaled_frequency_sq(k_src**2, torch.tensor(source_um * 1e4), target_um * 1e4, **kwargs))
+        * 512
+    )
     np.testing.assert_allclose(mapped.numpy(), tgt_zeros[:8].numpy(), atol=0.02)
     same = rescaled_frequency_sq(k_src**2, torch.tensor(target_um * 1e4), target_um * 1e4, **kwargs)
     torch.testing.assert_close(same, k_src**2)
@@ -99,8 +109,9 @@ def test_corrected_average_undoes_astigmatism():
     window, pixel = 256, 1.5
     ctf = ctf_2d(2.0, 0.4, 35.0, pixel_size_a=pixel, shape_yx=(window, window), rfft=False).abs()
     spectrum = torch.fft.fftshift(ctf)[None]
-    corrected = corrected_average_1d(spectrum, torch.tensor([2.0]), 0.4, 35.0, 2.0, pixel_size_a=pixel,
-                                     voltage_kv=300.0, cs_mm=2.7)
+    corrected = corrected_average_1d(
+        spectrum, torch.tensor([2.0]), 0.4, 35.0, 2.0, pixel_size_a=pixel, voltage_kv=300.0, cs_mm=2.7
+    )
     expected = ctf_1d(torch.arange(128) / (window * pixel), 2.0).abs()
     plain = radial_average_centered(spectrum)[0]
     band = slice(20, 80)  # beyond bin ~80 the lobes are < 3 bins wide and binning itself blurs them
@@ -137,3 +148,11 @@ def test_resolution_walks_out_from_the_middle():
     assert failing == 70 and resolution == pytest.approx(round(256 / 70, 1))
     all_good, _ = resolution_from_quality(torch.ones(128), 10, 100, pixel_size_a=1.0, window=256)
     assert all_good == 2.0
+
+
+def test_friedel_completion_equals_the_full_fft_amplitude():
+    from cryowarp.ctf.spectra import _full_amplitude_from_rfft
+
+    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    completed = _full_amplitude_from_rfft(torch.fft.rfft2(image).abs(), 32)
+    torch.testing.assert_close(completed, torch.fft.fft2(image).abs(), atol=1e-4, rtol=1e-5)

@@ -18,9 +18,18 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def noiseless_movie():
     # no shot noise, no damage: every frame is the clean image displaced by the true motion
-    settings = MovieSimSettings(shape_yx=(384, 384), n_frames=8, pixel_size_a=2.0, n_particles=8,
-                                particle_models=("globule:300",), shot_noise=False, radiation_damage=False,
-                                initial_motion_a=12.0, drift_a_per_frame=1.0, local_amplitude_a=3.0)
+    settings = MovieSimSettings(
+        shape_yx=(384, 384),
+        n_frames=8,
+        pixel_size_a=2.0,
+        n_particles=8,
+        particle_models=("globule:300",),
+        shot_noise=False,
+        radiation_damage=False,
+        initial_motion_a=12.0,
+        drift_a_per_frame=1.0,
+        local_amplitude_a=3.0,
+    )
     return simulate_movie(settings, seed=3)
 
 

@@ -41,6 +41,7 @@ def test_whole_pixel_shifts_are_undone_exactly(device):
     )
     # a Fourier phase ramp by a whole pixel is an exact periodic roll: float32 round-off only
     torch.testing.assert_close(avg.average.cpu(), image, atol=1e-5, rtol=0)
+    assert avg.n_resamplings == 0  # no local field: every shift is an exact Fourier phase
 
 
 def test_dose_weighting_is_warps_bfactor_and_keeps_the_mean():

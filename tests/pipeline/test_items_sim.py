@@ -15,16 +15,27 @@ from cryowarp.sim import MovieSimSettings, simulate_movie
 
 @pytest.mark.slow
 def test_process_movie_against_truth(tmp_path):
-    sim = MovieSimSettings(shape_yx=(512, 512), n_frames=10, pixel_size_a=1.5, n_particles=10,
-                           particle_models=("globule:400",), defocus_um=1.8, exposure_per_frame_e_per_a2=3.0)
+    sim = MovieSimSettings(
+        shape_yx=(512, 512),
+        n_frames=10,
+        pixel_size_a=1.5,
+        n_particles=10,
+        particle_models=("globule:400",),
+        defocus_um=1.8,
+        exposure_per_frame_e_per_a2=3.0,
+    )
     movie = simulate_movie(sim, seed=5)
     files = movie.to_files(tmp_path / "movies", stem="sim", formats=("mrc",))
     (tmp_path / "movies" / "sim_gain.mrc").unlink()  # gain is uniform here; keep the folder to the movie
     truth_xy = movie.truth.particles.coords_px_xy
-    settings = ProcessingSettings().updated({
-        "input": {"pixel_size_a": 1.5, "exposure_per_frame_e_per_a2": 3.0},
-        "ctf": {"window": 256}, "picks_star_dir": str(tmp_path / "movies"),
-        "export": {"box_size_px": 96, "particle_diameter_a": 100.0}})
+    settings = ProcessingSettings().updated(
+        {
+            "input": {"pixel_size_a": 1.5, "exposure_per_frame_e_per_a2": 3.0},
+            "ctf": {"window": 256},
+            "picks_star_dir": str(tmp_path / "movies"),
+            "export": {"box_size_px": 96, "particle_diameter_a": 100.0},
+        }
+    )
     result = process_movie(files["movie_mrc"], settings, tmp_path / "p")
     assert result.ok, result.error
     # CTF: the fitted mean defocus within 0.05 µm of the planted 1.8 µm (CTF stage's own claim is tighter)
@@ -34,8 +45,11 @@ def test_process_movie_against_truth(tmp_path):
     # our stack (fitted motion and CTF) against stacks cut with the TRUE motion and with no motion at all
     with mrcfile.open(tmp_path / "p" / result.particle_stack) as m:
         ours = torch.tensor(np.asarray(m.data, dtype=np.float32))
-    kw = dict(pixel_size_a=1.5, exposure_per_frame_e_per_a2=3.0,
-              settings=ExportSettings(box_size_px=96, particle_diameter_a=100.0))
+    kw = dict(
+        pixel_size_a=1.5,
+        exposure_per_frame_e_per_a2=3.0,
+        settings=ExportSettings(box_size_px=96, particle_diameter_a=100.0),
+    )
     truth = extract_particles_2d(movie.frames, movie.truth, None, truth_xy, **kw).images
     unaligned = extract_particles_2d(movie.frames, None, None, truth_xy, **kw).images
     clean = extract_particles_2d(movie.clean_image[None], None, None, truth_xy, **kw).images

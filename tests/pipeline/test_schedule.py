@@ -123,6 +123,8 @@ def test_kill_minus_9_then_resume_gives_the_same_star(tmp_path):
             np.testing.assert_allclose(x.data, y.data, atol=1e-5, rtol=0)
 
 
+# mrcfile warns when we write nan.mrc on purpose
+@pytest.mark.filterwarnings("ignore:Data array contains NaN values:RuntimeWarning")
 def test_bad_input_corpus_is_reported_per_item(tmp_path):
     movies, coords = write_session(tmp_path, 2)  # m00, m01 are good
     f, h, w = 6, 256, 256

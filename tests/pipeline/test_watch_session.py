@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from tests.pipeline.sessions import fast_settings, write_session
 
 from cryowarp.pipeline.schedule import Coordinator
-from tests.pipeline.sessions import fast_settings, write_session
 
 
 def _slow_copy(src, dst, chunks=5, pause_s=0.3):

@@ -52,6 +52,8 @@ def client(project):
     app = create_app(project, poll_interval_s=0.1)
     with TestClient(app) as c:
         yield c
+    app.state.stars.wait(60)
+    app.state.retrain.join(60)
     app.state.view.close()
 
 
@@ -96,6 +98,8 @@ def live_server(project):
     app = create_app(project, poll_interval_s=0.2)
     with LiveServer(app) as server:
         yield server.url, project, app
+    app.state.stars.wait(60)
+    app.state.retrain.join(60)
     app.state.view.close()
 
 

@@ -177,16 +177,16 @@ def test_exclude_and_include_rewrite_particles_star(client, project):
     before = star_rows_by_micrograph(project)
     assert selected in before and rejected not in before
 
-    r = client.put(f"/api/items/{selected}/selection", json={"included": False})
+    r = client.put(f"/api/items/{selected}/selection?wait=true", json={"included": False})
     assert r.status_code == 200 and r.json()["item"] == "excluded"
     assert selected not in star_rows_by_micrograph(project)
 
-    client.put(f"/api/items/{rejected}/selection", json={"included": True})
+    client.put(f"/api/items/{rejected}/selection?wait=true", json={"included": True})
     rows = star_rows_by_micrograph(project)
     assert rows[rejected] == client.get(f"/api/items/{rejected}").json()["metrics"]["n_particles"]
 
     client.put(f"/api/items/{selected}/selection", json={"included": None})
-    client.put(f"/api/items/{rejected}/selection", json={"included": None})
+    client.put(f"/api/items/{rejected}/selection?wait=true", json={"included": None})
     assert star_rows_by_micrograph(project) == before
 
 
@@ -230,7 +230,7 @@ def test_pick_edits_reject_bad_input(client):
 
 def test_filter_change_updates_counts_and_particles_star(client, project, truth):
     limit_a = 4.2
-    r = client.put("/api/filters", json={"ranges": {"resolution_a": {"max": limit_a}}})
+    r = client.put("/api/filters?wait=true", json={"ranges": {"resolution_a": {"max": limit_a}}})
     assert r.status_code == 200
     body = r.json()
     assert body["filters"]["ranges"]["resolution_a"]["max"] == limit_a
@@ -527,3 +527,22 @@ def test_unreadable_stored_settings_give_a_clear_error(client, project):
     r = client.get("/api/filters")
     assert r.status_code == 500
     assert "stored settings do not match" in r.json()["detail"] and "from_the_future" in r.json()["detail"]
+
+
+def test_star_files_follow_in_the_background_without_wait(client, project):
+    """Without ?wait the request returns at once and the rewrite follows; the project reports it."""
+    before = star_rows_by_micrograph(project)
+    victim = sorted(before)[0]
+    r = client.put(f"/api/items/{victim}/selection", json={"included": False})
+    star = r.json()["star"]
+    assert star["pending"] or star["writing"] or star["version"] >= 1
+    deadline = time.monotonic() + 30
+    while True:
+        w = client.get("/api/project").json()["star_writer"]
+        if not (w["pending"] or w["writing"]):
+            break
+        assert time.monotonic() < deadline, "STAR rewrite did not finish in 30 s"
+        time.sleep(0.05)
+    assert w["last"]["error"] is None and "particles" in w["last"]["files"]
+    expected = {k: v for k, v in before.items() if k != victim}
+    assert star_rows_by_micrograph(project) == expected

@@ -6,6 +6,7 @@ Screenshots of every page go to tests/web/artifacts/ (look at them when the UI c
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -34,6 +35,15 @@ def star_particle_rows(project) -> int:
 def selected_particles(project) -> int:
     with ProjectStore(project) as store:
         return sum(it["n_particles"] for it in store.list_items(status="done") if it["selected"])
+
+
+def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` (the STAR files are rewritten in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
 
 
 def data_to_page_xy(page, div: str, x: float, y: float, axes=("xaxis", "yaxis")) -> tuple[float, float]:
@@ -72,6 +82,7 @@ def test_overview_filter_range_updates_count_and_particles_star(page, live_serve
     after = selected_particles(project)
     assert after < before
     expect(page.locator("#count-particles")).to_have_text(str(after))
+    expect(page.locator("#star-info")).to_have_text(f"particles.star: {after} rows", timeout=30_000)
     assert star_particle_rows(project) == after
 
     # drag a range: box-select on the motion histogram from the left edge to 1.5 Å
@@ -96,7 +107,7 @@ def test_overview_filter_range_updates_count_and_particles_star(page, live_serve
         assert limit == pytest.approx(1.5, abs=0.1)  # a few screen pixels of the histogram axis
         assert all(it["mean_motion_a"] <= limit for it in store.list_items(status="done") if it["selected"])
     expect(page.locator("#count-particles")).to_have_text(str(selected_particles(project)))
-    assert star_particle_rows(project) == selected_particles(project)
+    wait_until(lambda: star_particle_rows(project) == selected_particles(project), what="particles.star")
     # drag the dashed resolution limit on the scatter plot down to 3.5 Å
     page.evaluate("document.getElementById('card-resolution_a').scrollIntoView({block: 'center'})")
     current = float(page.input_value("#fmax-resolution_a"))
@@ -116,8 +127,18 @@ def test_overview_filter_range_updates_count_and_particles_star(page, live_serve
         # one screen pixel is ~0.03 Å on this axis; allow a few
         assert store.get_settings().filter.resolution_max_a == pytest.approx(3.5, abs=0.1)
     expect(page.locator("#count-particles")).to_have_text(str(selected_particles(project)))
-    assert star_particle_rows(project) == selected_particles(project)
+    wait_until(lambda: star_particle_rows(project) == selected_particles(project), what="particles.star")
     page.screenshot(path=artifacts_dir / "overview_filtered.png", full_page=True)
+
+    # a click on a point of the defocus scatter opens that item
+    page.evaluate("document.getElementById('card-defocus_um').scrollIntoView({block: 'center'})")
+    t = page.evaluate(
+        "(() => { const d = document.getElementById('plot-defocus_um').data[0];"
+        " return [d.x[0], d.y[0], d.text[0]]; })()"
+    )
+    px, py = data_to_page_xy(page, "plot-defocus_um", t[0], t[1])
+    page.mouse.click(px, py)
+    expect(page.locator("#item-name")).to_have_text(t[2])
     assert page._cw_errors == []
 
 
@@ -215,8 +236,14 @@ def test_failed_item_shows_its_message_and_exclude_button_works(page, live_serve
     expect(page.locator("#item-status")).to_have_text("excluded")
     with ProjectStore(project) as store:
         assert store.get_item("movie_0000")["manual"] == "exclude"
-    names = read_star(project / "particles.star")["particles"]["rlnMicrographName"]
-    assert not names.str.contains("movie_0000").any()
+    wait_until(
+        lambda: (
+            not read_star(project / "particles.star")["particles"]["rlnMicrographName"]
+            .str.contains("movie_0000")
+            .any()
+        ),
+        what="movie_0000 to leave particles.star",
+    )
     assert page._cw_errors == []
 
 

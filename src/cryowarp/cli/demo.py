@@ -22,7 +22,7 @@ import typer
 
 def demo_command(
     n_movies: int = typer.Option(6, "--n-movies", "-n", min=1, help="movies to simulate"),
-    size_px: int = typer.Option(1024, "--size", help="movie side in px (≥ 1024 for the default CTF window)"),
+    size_px: int = typer.Option(1024, "--size", min=256, help="movie side in px"),
     n_frames: int = typer.Option(12, "--frames", help="frames per movie"),
     interval_s: float = typer.Option(5.0, "--interval", help="seconds between movies (collection rate)"),
     directory: Path | None = typer.Option(None, "--dir", help="where to put session/ and project/"),
@@ -75,6 +75,7 @@ def demo_command(
         "diameter": diameter_a,
         "box_size": 128,
         "pattern": ["*.tif"],
+        "ctf_window": min(512, size_px // 2 // 2 * 2),  # a CTF patch is 2 × window
         "workers": workers,
         "quiet": quiet,
         "device": "auto",

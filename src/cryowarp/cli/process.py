@@ -82,6 +82,7 @@ def run_pipeline(
     ui: bool = False,
     host: str = "127.0.0.1",
     port: int = 8000,
+    token: str | None = None,
     stop: Any = None,
     stop_when_idle: Any = None,
 ) -> dict[str, int]:
@@ -110,12 +111,19 @@ def run_pipeline(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if ui:
+        from cryowarp.web._security import check_bind
         from cryowarp.web.app import serve
 
+        try:
+            check_bind(host, token)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            coordinator.close()
+            raise typer.Exit(2) from exc
         threading.Thread(
-            target=serve, args=(project,), kwargs={"host": host, "port": port}, daemon=True
+            target=serve, args=(project,), kwargs={"host": host, "port": port, "token": token}, daemon=True
         ).start()
-        console.print(f"UI at http://{host}:{port}/")
+        console.print(f"UI at http://{host}:{port}/" + (f"?token={token}" if token else ""))
     display = LiveDisplay(
         f"cryowarp — {project}", enabled=not options.get("quiet") and console.is_terminal, console=console
     )
@@ -228,14 +236,31 @@ def _make_command(watch: bool):
                 annotation=int,
                 default=typer.Option(8000, "--port", help="UI port"),
             ),
+            inspect.Parameter(
+                "token",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=typing.Optional[str],  # noqa: UP045 - typer reads this annotation at runtime
+                default=typer.Option(
+                    None, "--token", envvar="CRYOWARP_TOKEN", help="UI secret (needed off loopback)"
+                ),
+            ),
         ]
 
     def command(**kw: Any) -> None:
         input_dir = kw.pop("input_dir")
         project, settings_file = kw.pop("project"), kw.pop("settings_file")
         ui, host, port = kw.pop("ui", False), kw.pop("host", "127.0.0.1"), kw.pop("port", 8000)
+        token = kw.pop("token", None)
         counts = run_pipeline(
-            input_dir, project, kw, watch=watch, settings_file=settings_file, ui=ui, host=host, port=port
+            input_dir,
+            project,
+            kw,
+            watch=watch,
+            settings_file=settings_file,
+            ui=ui,
+            host=host,
+            port=port,
+            token=token,
         )
         if not watch and counts.get("failed"):
             raise typer.Exit(1)

@@ -59,9 +59,12 @@ def pchip_interpolate(x_nodes: torch.Tensor, y_nodes: torch.Tensor, x: torch.Ten
     width = x1 - x0
     t = (x - x0) / width
     t2, t3 = t * t, t * t * t
-    inside = (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * width * m0 + (-2 * t3 + 3 * t2) * y1 + (
-        t3 - t2
-    ) * width * m1
+    inside = (
+        (2 * t3 - 3 * t2 + 1) * y0
+        + (t3 - 2 * t2 + t) * width * m0
+        + (-2 * t3 + 3 * t2) * y1
+        + (t3 - t2) * width * m1
+    )
     below = y_nodes[0] + slopes[0] * (x - x_nodes[0])
     above = y_nodes[-1] + slopes[-1] * (x - x_nodes[-1])
     return torch.where(x < x_nodes[0], below, torch.where(x > x_nodes[-1], above, inside))

@@ -10,8 +10,9 @@ from cryowarp.base.optics import ctf_1d
 from cryowarp.ctf._pchip import pchip_interpolate
 
 
-def bin_frequencies_per_a(n_bins: int, window: int, pixel_size_a: float, *, oversample: int = 1,
-                          device: torch.device | None = None) -> torch.Tensor:
+def bin_frequencies_per_a(
+    n_bins: int, window: int, pixel_size_a: float, *, oversample: int = 1, device: torch.device | None = None
+) -> torch.Tensor:
     """Spatial frequency (1/Å) of radial bins ``0, 1/oversample, …`` of a ``window`` px spectrum."""
     bins = torch.arange(n_bins * oversample, device=device, dtype=torch.float32) / oversample
     return bins / (window * pixel_size_a)
@@ -36,16 +37,27 @@ def ctf_zeros_and_peaks(
     """
     oversample = 16
     freq = bin_frequencies_per_a(n_bins, window, pixel_size_a, oversample=oversample, device=device)
-    ctf = ctf_1d(freq.double(), defocus_um, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                 amplitude_contrast=amplitude_contrast, phase_shift_deg=phase_shift_deg)
+    ctf = ctf_1d(
+        freq.double(),
+        defocus_um,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        phase_shift_deg=phase_shift_deg,
+    )
     bins = freq.double() * window * pixel_size_a
     sign_change = torch.nonzero(ctf[:-1] * ctf[1:] <= 0).flatten()
     sign_change = sign_change[ctf[sign_change] != 0] if sign_change.numel() else sign_change
     c0, c1 = ctf[sign_change], ctf[sign_change + 1]
     frac = c0 / (c0 - c1)
     zeros = bins[sign_change] + frac * (bins[1] - bins[0])
-    edges = torch.cat([torch.zeros(1, dtype=torch.long, device=ctf.device), sign_change + 1,
-                       torch.tensor([ctf.numel()], device=ctf.device)])
+    edges = torch.cat(
+        [
+            torch.zeros(1, dtype=torch.long, device=ctf.device),
+            sign_change + 1,
+            torch.tensor([ctf.numel()], device=ctf.device),
+        ]
+    )
     peaks = []
     magnitude = ctf.abs()
     for start, stop in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
@@ -72,11 +84,14 @@ def initial_background(ps1d: torch.Tensor, bin_min: int, bin_max: int) -> torch.
             xs.append((a + b - 1) / 2.0)
             ys.append(ps1d[a:b].mean())
     x_nodes = torch.tensor(xs, dtype=ps1d.dtype, device=ps1d.device)
-    return pchip_interpolate(x_nodes, torch.stack(ys), torch.arange(n_bins, device=ps1d.device, dtype=ps1d.dtype))
+    return pchip_interpolate(
+        x_nodes, torch.stack(ys), torch.arange(n_bins, device=ps1d.device, dtype=ps1d.dtype)
+    )
 
 
-def _extrema_near(values: torch.Tensor, positions: torch.Tensor, lo: int, hi: int, *, minimum: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _extrema_near(
+    values: torch.Tensor, positions: torch.Tensor, lo: int, hi: int, *, minimum: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Value and bin of the min (or max) of ``values`` within ±1 bin of each position inside [lo, hi)."""
     xs, ys = [], []
     for pos in positions.tolist():

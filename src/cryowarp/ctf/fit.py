@@ -82,8 +82,10 @@ def _fit_bins(settings: CTFSettings, pixel_size_a: float) -> tuple[int, int]:
     bin_max = min(n_bins - 1, int(math.floor(2 * pixel_size_a / settings.range_max_a * n_bins)))
     if bin_max - bin_min < 8:
         raise ValueError(
-            f"fit range {settings.range_min_a}–{settings.range_max_a} Å spans only {bin_max - bin_min} radial "
-            f"bins at {pixel_size_a} Å/px with window {settings.window}: expected at least 8; widen the range or "
+            f"fit range {settings.range_min_a}–{settings.range_max_a} Å spans only "
+            f"{bin_max - bin_min} radial "
+            f"bins at {pixel_size_a} Å/px with window {settings.window}: expected at least 8; "
+            "widen the range or "
             "the window"
         )
     return bin_min, bin_max
@@ -116,9 +118,16 @@ def _robust_plane(values: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
 class _Cost:
     """Mean normalised correlation of simulated |CTF| × envelope with the polar spectra."""
 
-    def __init__(self, polar: torch.Tensor, freq_per_a: torch.Tensor, angles_rad: torch.Tensor,
-                 envelope: torch.Tensor, weights_defocus: torch.Tensor, weights_phase: torch.Tensor,
-                 settings: CTFSettings) -> None:
+    def __init__(
+        self,
+        polar: torch.Tensor,
+        freq_per_a: torch.Tensor,
+        angles_rad: torch.Tensor,
+        envelope: torch.Tensor,
+        weights_defocus: torch.Tensor,
+        weights_phase: torch.Tensor,
+        settings: CTFSettings,
+    ) -> None:
         experimental = polar - polar.mean(dim=(-2, -1), keepdim=True)
         self.experimental = experimental / experimental.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
         wavelength_a = electron_wavelength_a(settings.voltage_kv)
@@ -134,7 +143,9 @@ class _Cost:
         self.amp = settings.amplitude_contrast
         self.phase_amp = math.sqrt(1 - settings.amplitude_contrast**2)
 
-    def per_spectrum(self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor) -> torch.Tensor:
+    def per_spectrum(
+        self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor
+    ) -> torch.Tensor:
         defocus = self.weights_defocus @ nodes  # (s,)
         phase = self.weights_phase @ phase_nodes_rad  # (s,)
         local = defocus[:, None] + astig[0] * self.cos2 + astig[1] * self.sin2  # (s, a)
@@ -146,10 +157,15 @@ class _Cost:
 
 
 def _astigmatism_search(
-    mean_polar: torch.Tensor, freq_per_a: torch.Tensor, angles_rad: torch.Tensor, envelope: torch.Tensor,
-    defocus_um: float, phase_deg: float, settings: CTFSettings,
+    mean_polar: torch.Tensor,
+    freq_per_a: torch.Tensor,
+    angles_rad: torch.Tensor,
+    envelope: torch.Tensor,
+    defocus_um: float,
+    phase_deg: float,
+    settings: CTFSettings,
 ) -> tuple[float, float, float]:
-    """Exhaustive search of (defocus offset, a₁, a₂) with D(θ) = D + a₁ cos 2θ + a₂ sin 2θ on one polar spectrum."""
+    """Exhaustive search of (defocus offset, a₁, a₂), D(θ) = D + a₁ cos 2θ + a₂ sin 2θ, on polar spectra."""
     half = settings.max_astigmatism_um / 2
     step = 0.02
     values = torch.arange(-half, half + 1e-6, step, device=mean_polar.device)
@@ -161,10 +177,20 @@ def _astigmatism_search(
     cos2, sin2 = torch.cos(2 * angles_rad), torch.sin(2 * angles_rad)
     for offset in offsets.tolist():
         for c0 in range(0, a1.numel(), 256):
-            local = defocus_um + offset + a1[c0:c0 + 256, None] * cos2 + a2[c0:c0 + 256, None] * sin2  # (c, a)
-            sim = ctf_1d(freq_per_a[None, :, None], local[:, None, :], voltage_kv=settings.voltage_kv,
-                         cs_mm=settings.cs_mm, amplitude_contrast=settings.amplitude_contrast,
-                         phase_shift_deg=phase_deg).abs() * envelope[None, :, None]
+            local = (
+                defocus_um + offset + a1[c0 : c0 + 256, None] * cos2 + a2[c0 : c0 + 256, None] * sin2
+            )  # (c, a)
+            sim = (
+                ctf_1d(
+                    freq_per_a[None, :, None],
+                    local[:, None, :],
+                    voltage_kv=settings.voltage_kv,
+                    cs_mm=settings.cs_mm,
+                    amplitude_contrast=settings.amplitude_contrast,
+                    phase_shift_deg=phase_deg,
+                ).abs()
+                * envelope[None, :, None]
+            )
             score = pearson_last_dim(sim.reshape(sim.shape[0], -1), experimental)
             value, index = score.max(0)
             if float(value) > best[0]:
@@ -193,8 +219,13 @@ def fit_ctf_detailed(
             progress(message, fraction)
 
     spectra_fn = None if progress is None else (lambda m, f: report(m, 0.5 * f))
-    patches: PatchSpectra = amplitude_spectra(image_or_frames, window=window, n_time_groups=n_time,
-                                              use_movie_sum=settings.use_movie_sum, progress=spectra_fn)
+    patches: PatchSpectra = amplitude_spectra(
+        image_or_frames,
+        window=window,
+        n_time_groups=n_time,
+        use_movie_sum=settings.use_movie_sum,
+        progress=spectra_fn,
+    )
     spectra = patches.spectra  # (t, n, w, w)
     n_time, n_patches = spectra.shape[:2]
     # fewer nodes than patches per axis: with as many nodes as patches the edge nodes (outside the
@@ -208,8 +239,9 @@ def fit_ctf_detailed(
     # coordinates of every spectrum in the (t, y, x) grid space
     uv = normalized_coords_xy(patches.centers_px_xy, patches.shape_yx).to(device)  # (n, 2) x, y
     if n_time > 1:
-        centers_t = torch.tensor([((a + b - 1) / 2) / max(n_frames - 1, 1) for a, b in patches.group_frames],
-                                 device=device)
+        centers_t = torch.tensor(
+            [((a + b - 1) / 2) / max(n_frames - 1, 1) for a, b in patches.group_frames], device=device
+        )
     else:
         centers_t = torch.zeros(1, device=device)
     coord_t = centers_t[:, None].expand(n_time, n_patches).reshape(-1)
@@ -218,7 +250,9 @@ def fit_ctf_detailed(
     w_t = natural_spline_weights_1d(grid_t, coord_t)
     w_y = natural_spline_weights_1d(grid_y, coord_y)
     w_x = natural_spline_weights_1d(grid_x, coord_x)
-    weights_defocus = (w_t[:, :, None, None] * w_y[:, None, :, None] * w_x[:, None, None, :]).reshape(n_spectra, -1)
+    weights_defocus = (w_t[:, :, None, None] * w_y[:, None, :, None] * w_x[:, None, None, :]).reshape(
+        n_spectra, -1
+    )
     weights_phase = w_t
 
     # --- 1D: rotational average, background, exhaustive search ------------------------------------
@@ -227,16 +261,24 @@ def fit_ctf_detailed(
     mean_spectrum = flat_spectra.mean(0)
     ps1d = radial_average_centered(mean_spectrum)
     background = initial_background(ps1d, bin_min, bin_max)
-    defocus_candidates = torch.arange(settings.defocus_min_um, settings.defocus_max_um + 1e-6,
-                                      settings.defocus_step_um, device=device)
-    phase_candidates = (torch.arange(0.0, 180.0 - 1e-6, settings.phase_step_deg, device=device)
-                        if settings.fit_phase else torch.zeros(1, device=device))
+    defocus_candidates = torch.arange(
+        settings.defocus_min_um, settings.defocus_max_um + 1e-6, settings.defocus_step_um, device=device
+    )
+    phase_candidates = (
+        torch.arange(0.0, 180.0 - 1e-6, settings.phase_step_deg, device=device)
+        if settings.fit_phase
+        else torch.zeros(1, device=device)
+    )
     fit = slice(bin_min, bin_max)
     bin_width = 1.0 / (window * pixel_size_a)
-    optics = {"voltage_kv": settings.voltage_kv, "cs_mm": settings.cs_mm,
-              "amplitude_contrast": settings.amplitude_contrast}
+    optics = {
+        "voltage_kv": settings.voltage_kv,
+        "cs_mm": settings.cs_mm,
+        "amplitude_contrast": settings.amplitude_contrast,
+    }
     envelope = None
     defocus_um = phase_deg = 0.0
+
     def alias_freq(defocus: float) -> float:
         return float(alias_limit_per_a(defocus, voltage_kv=settings.voltage_kv, bin_width_per_a=bin_width))
 
@@ -246,17 +288,25 @@ def fit_ctf_detailed(
         if stage == 0:
             candidates, cap = defocus_candidates, alias_freq(settings.defocus_max_um)
         else:
-            candidates = (defocus_um + torch.arange(-0.3, 0.3 + 1e-6, settings.defocus_step_um, device=device))
+            candidates = defocus_um + torch.arange(-0.3, 0.3 + 1e-6, settings.defocus_step_um, device=device)
             candidates = candidates[candidates > 0.05]
             cap = alias_freq(defocus_um + 0.3)
-        d, p, _ = search_defocus_1d((ps1d - background)[None, fit], freq[fit], candidates,
-                                    phase_candidates, envelope=None if envelope is None else envelope[fit],
-                                    max_freq_per_a=cap, **optics)
+        d, p, _ = search_defocus_1d(
+            (ps1d - background)[None, fit],
+            freq[fit],
+            candidates,
+            phase_candidates,
+            envelope=None if envelope is None else envelope[fit],
+            max_freq_per_a=cap,
+            **optics,
+        )
         defocus_um, phase_deg = float(d[0]), float(p[0])
-        zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, defocus_um,
-                                           phase_shift_deg=phase_deg, device=device, **optics)
+        zeros, peaks = ctf_zeros_and_peaks(
+            n_bins, window, pixel_size_a, defocus_um, phase_shift_deg=phase_deg, device=device, **optics
+        )
         background, envelope = refine_background_and_envelope(
-            ps1d, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background)
+            ps1d, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background
+        )
 
     # per-spectrum backgrounds: the global shape scaled to each spectrum's level in the fit range
     ps1d_each = radial_average_centered(flat_spectra)  # (s, bins)
@@ -267,12 +317,22 @@ def fit_ctf_detailed(
     report("local search", 0.6)
     spatial = grid_x * grid_y > 1 or grid_t > 1
     if spatial and settings.local_search_um > 0:
-        offsets = torch.arange(-settings.local_search_um, settings.local_search_um + 1e-6,
-                               settings.defocus_step_um, device=device)
+        offsets = torch.arange(
+            -settings.local_search_um,
+            settings.local_search_um + 1e-6,
+            settings.defocus_step_um,
+            device=device,
+        )
         candidates = (defocus_um + offsets).clamp_min(0.05)
-        local, _, _ = search_defocus_1d((ps1d_each - backgrounds)[:, fit], freq[fit], candidates,
-                                        torch.tensor([phase_deg], device=device), envelope=envelope[fit],
-                                        max_freq_per_a=alias_freq(defocus_um + settings.local_search_um), **optics)
+        local, _, _ = search_defocus_1d(
+            (ps1d_each - backgrounds)[:, fit],
+            freq[fit],
+            candidates,
+            torch.tensor([phase_deg], device=device),
+            envelope=envelope[fit],
+            max_freq_per_a=alias_freq(defocus_um + settings.local_search_um),
+            **optics,
+        )
         columns = [torch.ones(n_spectra, dtype=torch.float64)]
         if grid_x > 1:
             columns.append(coord_x.double().cpu() - 0.5)
@@ -306,28 +366,48 @@ def fit_ctf_detailed(
     report("astigmatism search", 0.65)
     spectrum_defocus = weights_defocus @ nodes_init.reshape(-1)  # (s,)
     reference_um = float(spectrum_defocus.mean())
-    source_sq = rescaled_frequency_sq(freq_fit[None] ** 2, reference_um * ANGSTROM_PER_UM,
-                                      spectrum_defocus[:, None] * ANGSTROM_PER_UM, **_optics_kv_cs(settings))
+    source_sq = rescaled_frequency_sq(
+        freq_fit[None] ** 2,
+        reference_um * ANGSTROM_PER_UM,
+        spectrum_defocus[:, None] * ANGSTROM_PER_UM,
+        **_optics_kv_cs(settings),
+    )
     source_bins = torch.sqrt(source_sq) * window * pixel_size_a  # (s, r)
-    polar_common = polar_spectra(flat_spectra, source_bins, n_angles) - _interp_bins(backgrounds, source_bins)[..., None]
+    polar_common = (
+        polar_spectra(flat_spectra, source_bins, n_angles) - _interp_bins(backgrounds, source_bins)[..., None]
+    )
     polar_common = polar_common - polar_common.mean(dim=(-2, -1), keepdim=True)
     polar_common = polar_common / polar_common.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     if settings.max_astigmatism_um > 0:
         coarse_angles = angles[:: max(1, n_angles // 64)]
         mean_polar = polar_common.mean(0)[:, :: max(1, n_angles // 64)]
-        limit = float(alias_limit_per_a(reference_um + settings.max_astigmatism_um / 2, voltage_kv=settings.voltage_kv,
-                                        bin_width_per_a=bin_width))
+        limit = float(
+            alias_limit_per_a(
+                reference_um + settings.max_astigmatism_um / 2,
+                voltage_kv=settings.voltage_kv,
+                bin_width_per_a=bin_width,
+            )
+        )
         n_r = max(8, int((freq_fit <= limit).sum()))
-        reference_fit, a1, a2 = _astigmatism_search(mean_polar[:n_r], freq_fit[:n_r], coarse_angles,
-                                                    envelope[fit][:n_r], reference_um, phase_deg, settings)
+        reference_fit, a1, a2 = _astigmatism_search(
+            mean_polar[:n_r],
+            freq_fit[:n_r],
+            coarse_angles,
+            envelope[fit][:n_r],
+            reference_um,
+            phase_deg,
+            settings,
+        )
         nodes_init = nodes_init + (reference_fit - reference_um)
     else:
         a1 = a2 = 0.0
 
     # --- 2D fit range: stop where the rings of the largest local defocus get narrower than 2.5 bins ---
     largest_um = float(nodes_init.max()) + math.hypot(a1, a2)
-    alias_bin = int(float(alias_limit_per_a(largest_um + 0.05, voltage_kv=settings.voltage_kv,
-                                            bin_width_per_a=bin_width)) / bin_width)
+    alias_bin = int(
+        float(alias_limit_per_a(largest_um + 0.05, voltage_kv=settings.voltage_kv, bin_width_per_a=bin_width))
+        / bin_width
+    )
     fit_max_2d = max(bin_min + 8, min(bin_max, alias_bin))
     if fit_max_2d < bin_max:
         radii = radii[: fit_max_2d - bin_min]
@@ -338,17 +418,32 @@ def fit_ctf_detailed(
     # --- 2D refinement with L-BFGS ---------------------------------------------------------------
     nodes = nodes_init.reshape(-1).clone().requires_grad_(True)
     astig = torch.tensor([a1, a2], device=device, requires_grad=True)
-    phase_nodes = torch.full((grid_t,), math.radians(phase_deg), device=device, requires_grad=settings.fit_phase)
+    phase_nodes = torch.full(
+        (grid_t,), math.radians(phase_deg), device=device, requires_grad=settings.fit_phase
+    )
     params = [nodes, astig] + ([phase_nodes] if settings.fit_phase else [])
     score = torch.zeros(n_spectra)
     for refinement in range(2):
         report("2D fit", 0.7 + 0.1 * refinement)
-        cost = _Cost(polar - backgrounds[:, fit2d][:, :, None], freq_fit, angles, envelope[fit2d],
-                     weights_defocus, weights_phase, settings)
-        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.max_iterations,
-                                      line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+        cost = _Cost(
+            polar - backgrounds[:, fit2d][:, :, None],
+            freq_fit,
+            angles,
+            envelope[fit2d],
+            weights_defocus,
+            weights_phase,
+            settings,
+        )
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=settings.max_iterations,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
 
-        def closure() -> torch.Tensor:
+        def closure(optimizer=optimizer, cost=cost, nodes=nodes, phase_nodes=phase_nodes) -> torch.Tensor:
             optimizer.zero_grad()
             loss = -cost.per_spectrum(nodes, astig, phase_nodes).mean()
             loss.backward()
@@ -363,29 +458,60 @@ def fit_ctf_detailed(
             spectrum_defocus = weights_defocus @ nodes
             phase_mean_deg = math.degrees(float(phase_nodes.mean())) % 180.0
             # background and envelope again, from the astigmatism-corrected average
-            corrected = corrected_average_1d(flat_spectra, spectrum_defocus, defocus_delta_um, angle_deg, mean_defocus,
-                                             pixel_size_a=pixel_size_a, **_optics_kv_cs(settings))
+            corrected = corrected_average_1d(
+                flat_spectra,
+                spectrum_defocus,
+                defocus_delta_um,
+                angle_deg,
+                mean_defocus,
+                pixel_size_a=pixel_size_a,
+                **_optics_kv_cs(settings),
+            )
             if refinement == 0:
                 # the corrected average has sharp rings out to high resolution: search (defocus, phase)
                 # again around the 2D result, which breaks the defocus/phase trade-off that the
                 # astigmatism-blurred rotational average leaves open
-                zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, mean_defocus,
-                                                   phase_shift_deg=phase_mean_deg, device=device, **optics)
+                zeros, peaks = ctf_zeros_and_peaks(
+                    n_bins,
+                    window,
+                    pixel_size_a,
+                    mean_defocus,
+                    phase_shift_deg=phase_mean_deg,
+                    device=device,
+                    **optics,
+                )
                 background, envelope = refine_background_and_envelope(
-                    corrected, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background)
+                    corrected, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background
+                )
                 near = mean_defocus + torch.arange(-0.3, 0.3 + 1e-6, settings.defocus_step_um, device=device)
-                d, p, _ = search_defocus_1d((corrected - background)[None, fit], freq[fit], near.clamp_min(0.05),
-                                            phase_candidates, envelope=envelope[fit],
-                                            max_freq_per_a=alias_freq(mean_defocus + 0.3), **optics)
+                d, p, _ = search_defocus_1d(
+                    (corrected - background)[None, fit],
+                    freq[fit],
+                    near.clamp_min(0.05),
+                    phase_candidates,
+                    envelope=envelope[fit],
+                    max_freq_per_a=alias_freq(mean_defocus + 0.3),
+                    **optics,
+                )
                 nodes += float(d[0]) - mean_defocus
                 if settings.fit_phase:
                     phase_nodes += math.radians(float(p[0])) - float(phase_nodes.mean())
                 mean_defocus, phase_mean_deg = float(d[0]), float(p[0]) if settings.fit_phase else 0.0
-            zeros, peaks = ctf_zeros_and_peaks(n_bins, window, pixel_size_a, mean_defocus,
-                                               phase_shift_deg=phase_mean_deg, device=device, **optics)
+            zeros, peaks = ctf_zeros_and_peaks(
+                n_bins,
+                window,
+                pixel_size_a,
+                mean_defocus,
+                phase_shift_deg=phase_mean_deg,
+                device=device,
+                **optics,
+            )
             background, envelope = refine_background_and_envelope(
-                corrected, zeros, peaks, max(5, bin_min // 2), n_bins - 1, fallback_background=background)
-            scale = (ps1d_each[:, fit] * background[fit]).sum(-1) / (background[fit] ** 2).sum().clamp_min(1e-20)
+                corrected, zeros, peaks, max(5, bin_min // 2), n_bins - 1, fallback_background=background
+            )
+            scale = (ps1d_each[:, fit] * background[fit]).sum(-1) / (background[fit] ** 2).sum().clamp_min(
+                1e-20
+            )
             backgrounds = scale[:, None] * background
 
     # --- fit quality and resolution ------------------------------------------------------------------
@@ -393,8 +519,14 @@ def fit_ctf_detailed(
     spectrum_1d = corrected - background
     simulated = ctf_1d(freq, mean_defocus, phase_shift_deg=phase_mean_deg, **optics).abs() * envelope
     quality = fit_quality_1d(spectrum_1d, simulated, zeros, bin_min, min_window=settings.quality_min_window)
-    resolution_a, _ = resolution_from_quality(quality, bin_min, bin_max, pixel_size_a=pixel_size_a,
-                                              window=window, threshold=settings.quality_threshold)
+    resolution_a, _ = resolution_from_quality(
+        quality,
+        bin_min,
+        bin_max,
+        pixel_size_a=pixel_size_a,
+        window=window,
+        threshold=settings.quality_threshold,
+    )
 
     grid_values = nodes.detach().reshape(grid_t, grid_y, grid_x)
     grid = CubicGrid((grid_t, grid_y, grid_x), 1, values=grid_values[None].cpu())
@@ -414,7 +546,8 @@ def fit_ctf_detailed(
         image_shape_yx=tuple(patches.shape_yx),
         defocus_grid_um=grid_values.cpu().tolist(),
         phase_grid_deg=[math.degrees(v) % 180.0 for v in phase_nodes.detach().cpu().tolist()]
-        if settings.fit_phase else [0.0] * grid_t,
+        if settings.fit_phase
+        else [0.0] * grid_t,
         fit_range_a=(settings.range_min_a, max(settings.range_max_a, 2 * pixel_size_a)),
         window=window,
         plane=plane,
@@ -428,9 +561,12 @@ def fit_ctf_detailed(
     radius = torch.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
     background_2d = _interp_bins(background[None].expand(window, -1), radius)
     report("done", 1.0)
-    return CTFFit(model=model, spectrum_2d=(mean_spectrum - background_2d).detach(),
-                  patch_centers_px_xy=patches.centers_px_xy,
-                  patch_defocus_um=spectrum_defocus.detach().reshape(n_time, n_patches))
+    return CTFFit(
+        model=model,
+        spectrum_2d=(mean_spectrum - background_2d).detach(),
+        patch_centers_px_xy=patches.centers_px_xy,
+        patch_defocus_um=spectrum_defocus.detach().reshape(n_time, n_patches),
+    )
 
 
 def _optics_kv_cs(settings: CTFSettings) -> dict:

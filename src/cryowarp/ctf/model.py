@@ -56,8 +56,14 @@ def fit_specimen_plane(
         full = torch.cat([t.expand(coords.shape[0], 1), coords.flip(-1)], dim=-1)  # (t, y, x)
         values.append(grid.evaluate(full.to(grid.values.device))[:, 0].detach().cpu())
     defocus_a = torch.stack(values).mean(0).double() * ANGSTROM_PER_UM
-    design = torch.stack([torch.ones_like(defocus_a), xx.reshape(-1).double() * pixel_size_a,
-                          yy.reshape(-1).double() * pixel_size_a], -1)
+    design = torch.stack(
+        [
+            torch.ones_like(defocus_a),
+            xx.reshape(-1).double() * pixel_size_a,
+            yy.reshape(-1).double() * pixel_size_a,
+        ],
+        -1,
+    )
     solution = torch.linalg.lstsq(design, defocus_a[:, None]).solution[:, 0]
     gx, gy = float(solution[1]), float(solution[2])
     magnitude = math.hypot(gx, gy)
@@ -156,7 +162,9 @@ class CTFModel:
         """Frequencies of the 1D curves' bins, 1/Å."""
         return torch.arange(self.window // 2, dtype=torch.float32) / (self.window * self.pixel_size_a)
 
-    def local_defocus_um(self, coords_px_xy: torch.Tensor, frame_fraction: float | None = None) -> torch.Tensor:
+    def local_defocus_um(
+        self, coords_px_xy: torch.Tensor, frame_fraction: float | None = None
+    ) -> torch.Tensor:
         """Mean defocus at image positions.
 
         Parameters

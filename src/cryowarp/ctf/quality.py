@@ -77,32 +77,34 @@ def corrected_average_1d(
     n_bins = size // 2
     coords = torch.arange(size, device=spectra.device, dtype=torch.float32) - size // 2
     ky, kx = torch.meshgrid(coords, coords, indexing="ij")
-    radius_px = torch.sqrt(kx**2 + ky**2)
-    azimuth = torch.atan2(ky, kx)
+    radius_px = torch.sqrt(kx**2 + ky**2).reshape(-1)
+    inside = torch.nonzero(radius_px < n_bins).flatten()  # only pixels inside Nyquist
+    radius_px = radius_px[inside]
+    azimuth = torch.atan2(ky.reshape(-1)[inside], kx.reshape(-1)[inside])
     freq_sq = (radius_px / (size * pixel_size_a)) ** 2
-    inside = (radius_px < n_bins).reshape(-1)
     astig_a = 0.5 * defocus_delta_um * ANGSTROM_PER_UM * torch.cos(2 * (azimuth - math.radians(astigmatism_angle_deg)))
+    flat = spectra.reshape(n, -1)[:, inside]  # (s, pixels)
+    if background is not None:
+        idx = radius_px.floor().long().clamp_max(n_bins - 2)
+        frac = radius_px - idx
+        flat = flat - (background[:, idx] * (1 - frac) + background[:, idx + 1] * frac)
     sums = spectra.new_zeros(n_bins + 2)
     counts = spectra.new_zeros(n_bins + 2)
     target_a = target_defocus_um * ANGSTROM_PER_UM
     for s in range(n):
         source_a = float(local_defocus_um[s]) * ANGSTROM_PER_UM + astig_a
         kt_sq = rescaled_frequency_sq(freq_sq, source_a, target_a, voltage_kv=voltage_kv, cs_mm=cs_mm)
-        bin_t = (torch.sqrt(kt_sq) * size * pixel_size_a).reshape(-1)[inside]
-        values = spectra[s].reshape(-1)[inside]
-        if background is not None:
-            lo_src = radius_px.reshape(-1)[inside]
-            idx = lo_src.floor().long().clamp_max(n_bins - 2)
-            frac = lo_src - idx
-            values = values - (background[s, idx] * (1 - frac) + background[s, idx + 1] * frac)
+        bin_t = torch.sqrt(kt_sq) * (size * pixel_size_a)
         weight = 1.0 if weights is None else float(weights[s])
-        lower = bin_t.floor().long().clamp(0, n_bins + 1)
+        lower_f = bin_t.floor()
+        frac_t = (bin_t - lower_f) * weight
+        lower = lower_f.long().clamp(0, n_bins + 1)
         upper = (lower + 1).clamp_max(n_bins + 1)
-        frac_t = (bin_t - bin_t.floor()).clamp(0, 1)
-        sums.index_add_(0, lower, values * (1 - frac_t) * weight)
-        sums.index_add_(0, upper, values * frac_t * weight)
-        counts.index_add_(0, lower, (1 - frac_t) * weight)
-        counts.index_add_(0, upper, frac_t * weight)
+        values = flat[s]
+        sums.index_add_(0, lower, values * (weight - frac_t))
+        sums.index_add_(0, upper, values * frac_t)
+        counts.index_add_(0, lower, weight - frac_t)
+        counts.index_add_(0, upper, frac_t)
     return torch.where(counts > 1e-6, sums / counts.clamp_min(1e-6), torch.zeros_like(sums))[:n_bins]
 
 

@@ -16,8 +16,13 @@ def pearson_last_dim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return num / den
 
 
-def alias_limit_per_a(defocus_um: torch.Tensor | float, *, voltage_kv: float, bin_width_per_a: float,
-                      min_period_bins: float = 2.5) -> torch.Tensor:
+def alias_limit_per_a(
+    defocus_um: torch.Tensor | float,
+    *,
+    voltage_kv: float,
+    bin_width_per_a: float,
+    min_period_bins: float = 2.5,
+) -> torch.Tensor:
     """Highest frequency (1/Å) at which |CTF| lobes are still ``min_period_bins`` bins wide.
 
     Near frequency k the rings of a defocus D (Å) are 1 / (2 λ D k) apart, so the limit is
@@ -70,17 +75,24 @@ def search_defocus_1d(
         `(s,)` each: the arg-max of the Pearson correlation between ``spectrum_1d`` and |CTF|.
     """
     n_spectra = spectrum_1d.shape[0]
-    n_used = freq_per_a.numel() if max_freq_per_a is None else max(8, int((freq_per_a <= max_freq_per_a).sum()))
+    n_used = (
+        freq_per_a.numel() if max_freq_per_a is None else max(8, int((freq_per_a <= max_freq_per_a).sum()))
+    )
     defocus = defocus_um if defocus_um.ndim == 2 else defocus_um.expand(n_spectra, -1)
     best_score = torch.full((n_spectra,), -2.0, device=spectrum_1d.device)
     best_d = torch.zeros(n_spectra, device=spectrum_1d.device)
     best_p = torch.zeros(n_spectra, device=spectrum_1d.device)
     phases = phase_shift_deg.to(spectrum_1d.device)
     for c0 in range(0, defocus.shape[1], chunk):
-        d = defocus[:, c0:c0 + chunk]  # (s, dc)
-        sim = ctf_1d(freq_per_a, d[:, :, None, None], voltage_kv=voltage_kv, cs_mm=cs_mm,
-                     amplitude_contrast=amplitude_contrast,
-                     phase_shift_deg=phases[None, None, :, None]).abs()  # (s, dc, p, r)
+        d = defocus[:, c0 : c0 + chunk]  # (s, dc)
+        sim = ctf_1d(
+            freq_per_a,
+            d[:, :, None, None],
+            voltage_kv=voltage_kv,
+            cs_mm=cs_mm,
+            amplitude_contrast=amplitude_contrast,
+            phase_shift_deg=phases[None, None, :, None],
+        ).abs()  # (s, dc, p, r)
         if envelope is not None:
             sim = sim * envelope
         score = pearson_last_dim(sim[..., :n_used], spectrum_1d[:, None, None, :n_used])  # (s, dc, p)

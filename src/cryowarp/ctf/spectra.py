@@ -65,18 +65,23 @@ def _full_amplitude_from_rfft(amplitude_rfft: torch.Tensor, size: int) -> torch.
     """Complete an rfft amplitude `(..., P, P//2+1)` to the full `(..., P, P)` by Friedel symmetry."""
     full = amplitude_rfft.new_empty(amplitude_rfft.shape[:-1] + (size,))
     full[..., : size // 2 + 1] = amplitude_rfft
-    flip_rows = (-torch.arange(size, device=amplitude_rfft.device)) % size
-    full[..., size // 2 + 1 :] = amplitude_rfft[..., flip_rows, 1 : size // 2].flip(-1)
+    # |F(−ky, −kx)| = |F(ky, kx)|: rows reversed with row 0 kept in place, columns reversed
+    mirrored = amplitude_rfft[..., 1 : size // 2].flip(-1)
+    full[..., 0, size // 2 + 1 :] = mirrored[..., 0, :]
+    full[..., 1:, size // 2 + 1 :] = mirrored[..., 1:, :].flip(-2)
     return full
 
 
 def check_image_input(image_or_frames: torch.Tensor, pixel_size_a: float, window: int) -> None:
     """Raise ``ValueError`` naming what is wrong with a CTF input (shape, size, NaN/Inf, pixel size)."""
     if not isinstance(image_or_frames, torch.Tensor):
-        raise TypeError(f"CTF input must be a torch.Tensor [H, W] or [F, H, W], found {type(image_or_frames)}")
+        raise TypeError(
+            f"CTF input must be a torch.Tensor [H, W] or [F, H, W], found {type(image_or_frames)}"
+        )
     if image_or_frames.ndim not in (2, 3):
         raise ValueError(
-            f"CTF input must be an image [H, W] or frames [F, H, W], found shape {tuple(image_or_frames.shape)}"
+            "CTF input must be an image [H, W] or frames [F, H, W], "
+            f"found shape {tuple(image_or_frames.shape)}"
         )
     if not (pixel_size_a > 0 and math.isfinite(pixel_size_a)):
         raise ValueError(f"pixel_size_a must be a positive number of Å, found {pixel_size_a}")
@@ -90,7 +95,8 @@ def check_image_input(image_or_frames: torch.Tensor, pixel_size_a: float, window
     if not bool(torch.isfinite(image_or_frames).all()):
         n_bad = int((~torch.isfinite(image_or_frames)).sum())
         raise ValueError(
-            f"CTF input contains {n_bad} NaN/Inf pixel(s): expected finite values; fix or mask the image first"
+            f"CTF input contains {n_bad} NaN/Inf pixel(s): expected finite values; "
+            "fix or mask the image first"
         )
 
 
@@ -143,8 +149,10 @@ def amplitude_spectra(
     mask = soft_circular_mask((patch, patch), 3 * patch / 8, patch / 8, device=device)
 
     per_group = n_frames // n_time_groups
-    groups = [(g * per_group, (g + 1) * per_group if g < n_time_groups - 1 else n_frames)
-              for g in range(n_time_groups)]
+    groups = [
+        (g * per_group, (g + 1) * per_group if g < n_time_groups - 1 else n_frames)
+        for g in range(n_time_groups)
+    ]
     summed = torch.zeros((n_time_groups, len(corners), patch, patch // 2 + 1), device=device)
     total_steps = n_frames * math.ceil(len(corners) / chunk)
     step = 0
@@ -152,11 +160,12 @@ def amplitude_spectra(
         for f in range(first, last):
             frame = frames[f].to(torch.float32)
             for c0 in range(0, len(corners), chunk):
-                batch = torch.stack([frame[y0:y0 + patch, x0:x0 + patch] for y0, x0 in corners[c0:c0 + chunk]])
-                mean = batch.mean(dim=(-2, -1), keepdim=True)
-                std = batch.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-                batch = (batch - mean) / std * mask
-                summed[g, c0:c0 + batch.shape[0]] += torch.fft.rfft2(batch).abs()
+                batch = torch.stack(
+                    [frame[y0 : y0 + patch, x0 : x0 + patch] for y0, x0 in corners[c0 : c0 + chunk]]
+                )
+                std, mean = torch.std_mean(batch, dim=(-2, -1), keepdim=True)
+                batch = (batch - mean) * (mask / std.clamp_min(1e-12))
+                summed[g, c0 : c0 + batch.shape[0]] += torch.fft.rfft2(batch).abs()
                 step += 1
                 if progress is not None:
                     progress("patch spectra", step / total_steps)
@@ -165,15 +174,20 @@ def amplitude_spectra(
     full = full / (patch * float(n_frames) / n_time_groups)
     resampled = fourier_rescale_2d(full, (window, window))
     spectra = torch.fft.fftshift(resampled, dim=(-2, -1))
-    centers = torch.tensor([[x0 + patch / 2, y0 + patch / 2] for y0, x0 in corners],
-                           dtype=torch.float32, device=device)
-    return PatchSpectra(spectra=spectra, centers_px_xy=centers, group_frames=groups, shape_yx=(h, w),
-                        n_frames=n_frames, patch_grid_yx=(len(starts_y), len(starts_x)))
+    centers = torch.tensor(
+        [[x0 + patch / 2, y0 + patch / 2] for y0, x0 in corners], dtype=torch.float32, device=device
+    )
+    return PatchSpectra(
+        spectra=spectra,
+        centers_px_xy=centers,
+        group_frames=groups,
+        shape_yx=(h, w),
+        n_frames=n_frames,
+        patch_grid_yx=(len(starts_y), len(starts_x)),
+    )
 
 
-def polar_spectra(
-    spectra: torch.Tensor, radii_px: torch.Tensor, n_angles: int
-) -> torch.Tensor:
+def polar_spectra(spectra: torch.Tensor, radii_px: torch.Tensor, n_angles: int) -> torch.Tensor:
     """Sample fftshifted spectra on polar grids (bilinear), angles θ ∈ [0, π) from +kx towards +ky.
 
     Parameters

@@ -30,6 +30,8 @@ class AlignedAverage:
         Frames used, ``first_frame <= f < last_frame``.
     dose_weighted : bool
         Whether ``average`` is dose-weighted.
+    n_resamplings : int
+        How many per-pixel resamplings were needed (frame groups with a spatially varying field).
     """
 
     average: torch.Tensor
@@ -39,6 +41,7 @@ class AlignedAverage:
     first_frame: int
     last_frame: int
     dose_weighted: bool
+    n_resamplings: int = 0
 
     def to_dict(self) -> dict:
         """Metadata only (images go to MRC files, not JSON)."""
@@ -47,6 +50,7 @@ class AlignedAverage:
             "last_frame": self.last_frame,
             "dose_weighted": self.dose_weighted,
             "shape_yx": list(self.average.shape),
+            "n_resamplings": self.n_resamplings,
         }
 
 
@@ -165,6 +169,7 @@ def average_frames(
     counts = {"main": 0, "nodw": 0, "odd": 0, "even": 0}
     weight = torch.pow(dw_base, first + 0.5) if dose_weighted else None
     done = 0
+    n_warps = 0
     for group in groups:
         accum = {key: None for key in keys}
         field = torch.stack([fields[i] for i in group]).mean(0)
@@ -195,6 +200,7 @@ def average_frames(
         images = torch.stack([torch.fft.irfft2(accum.pop(key), s=(h, w)) for key in present])
         if float(field.abs().max()) > 1e-3:
             images = _warp(images, field)
+            n_warps += 1
         for key, image in zip(present, images, strict=True):
             totals[key] += image
         del images
@@ -207,4 +213,5 @@ def average_frames(
         first_frame=first,
         last_frame=last,
         dose_weighted=dose_weighted,
+        n_resamplings=n_warps,
     )

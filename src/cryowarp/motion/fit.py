@@ -60,7 +60,14 @@ def _fit_stage(
 ) -> float:
     """One coarse-to-fine stage: L-BFGS on the grid values; returns the final normalised cost."""
     n_patches = data.shape[0]
-    norm = float(torch.view_as_real(data).square().sum().clamp_min(1e-20))
+    power = torch.view_as_real(data).square().sum(-1)  # (p, f, y, x) |P|²
+    norm = float(power.sum().clamp_min(1e-20))
+    # Precondition: scale the cost so that moving one frame's global displacement by 1 Å costs ≈ ½, i.e.
+    # unit curvature, ∂²E/∂g_f² ≈ 4π² Σ_p Σ_k |k|²|P|² (k in 1/Å). Unscaled, the curvature is ~1e-4 of
+    # that and L-BFGS's first steps (length ≤ 1/|g|₁) barely move the grids within Warp's 10 iterations.
+    k2 = ky[:, None] ** 2 + kx[None, :] ** 2
+    curvature = float((4 * math.pi**2 * (power * k2).sum() / data.shape[1]).clamp_min(1e-20))
+    del power
     params = [glob.values] + ([local.values] if local is not None else [])
     optimizer = torch.optim.LBFGS(
         params,
@@ -76,7 +83,7 @@ def _fit_stage(
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         d = _displacements(glob, local, offset, weights_g, local_weights, n_patches)
-        cost = alignment_cost(d, data, ky, kx) / norm
+        cost = alignment_cost(d, data, ky, kx) / curvature
         cost.backward()
         return cost
 

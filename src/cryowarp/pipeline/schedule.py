@@ -424,7 +424,14 @@ class Coordinator:
                     stop_when_idle is not None
                     and idle
                     and stop_when_idle()
-                    and (watcher is None or (not watcher.n_incubating and not self.add_files(watcher.poll())))
+                    and (
+                        watcher is None
+                        or (
+                            not watcher.n_incubating
+                            and not self.add_files(watcher.poll(rescan=True))
+                            and not watcher.n_incubating
+                        )
+                    )
                 ):
                     break
                 if watcher is not None and idle:

@@ -173,7 +173,7 @@ class FolderWatcher:
         except OSError:
             return False
 
-    def poll(self, *, flush: bool = False) -> list[RipeFile]:
+    def poll(self, *, flush: bool = False, rescan: bool = False) -> list[RipeFile]:
         """Rescan (when woken or every ``poll_interval_s``) and return the files that became ripe.
 
         Parameters
@@ -181,9 +181,17 @@ class FolderWatcher:
         flush : bool
             Hand over everything still incubating (one-shot ``process`` at the end): files that are
             not ripe come with a ``problem``.
+        rescan : bool
+            Rescan the folder now even without an event (e.g. before deciding that nothing is left).
         """
         now = time.time()
-        if flush or self._wake.is_set() or now - self._last_scan >= self.poll_interval_s or self._incubator:
+        if (
+            flush
+            or rescan
+            or self._wake.is_set()
+            or now - self._last_scan >= self.poll_interval_s
+            or self._incubator
+        ):
             self._wake.clear()
             self._last_scan = now
             for path in self._candidates():

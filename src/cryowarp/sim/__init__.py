@@ -19,7 +19,8 @@ Conventions (shared with docs/api-contracts.md and docs/conventions.md)
   (c = image centre ((w−1)/2, (h−1)/2), gradient from ``specimen_tilt_deg`` and ``tilt_axis_deg``:
   the axis runs at that angle from +x towards +y; with the axis along +y a positive tilt makes the +x
   side more underfocused, as in Warp); a particle adds its height z (Å, +z towards the source) as
-  +z·10⁻⁴ µm. Space-variant defocus is simulated in bins of ``defocus_bin_a`` (20 Å).
+  +z·10⁻⁴ µm. The space-variant defocus is exact: ice at the plane's defocus under each pixel
+  (Jacobi–Anger expansion, ``sim._ctf``), each particle in its own PSF-padded box at its own defocus.
 * **Specimen.** Particles are atomic models (built-in ``5a1a``: β-galactosidase; any PDB/mmCIF via
   gemmi) or generated proteins (``kind:kDa``, kinds in ``PROTEIN_KINDS``), projected from atoms with the
   5-Gaussian electron scattering factors of International Tables C 4.3.2.2 (gemmi ``c4322``), implicit

@@ -2,10 +2,9 @@
 
 The result is the rfft of the *contrast* c on the canvas, with image intensity I = T·(1 − c) where
 T is the transmission of thick artifacts (1 elsewhere) and c = 2·(φ ⊛ CTF_local) is the weak-phase
-image of the phase φ. Space-variant defocus is handled by sorting every contribution (particles by
-their own defocus, ice pixels by the defocus of the specimen plane under them) into bins of
-``defocus_bin_a``; each bin is filtered with the CTF at its centre defocus and the results summed
-in Fourier space (error ≤ half a bin, 10 Å by default).
+image of the phase φ. Ice and artifacts are imaged with the defocus of the specimen plane under each
+pixel (exactly, by the Chebyshev/Bessel expansion of :mod:`cryowarp.sim._ctf`); every particle is
+imaged separately, in a box padded by its point-spread function, at its own defocus (plane + height).
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ import torch
 
 from cryowarp.base.fourier import fftfreq_grid_2d
 from cryowarp.base.geometry import euler_zyz_to_matrix, matrix_to_euler_zyz, random_rotations
-from cryowarp.base.optics import ctf_1d
+from cryowarp.base.optics import ctf_2d, electron_wavelength_a
 from cryowarp.base.units import ANGSTROM_PER_UM
 from cryowarp.sim._atoms import AtomCloud, generate_protein, resolve_model
+from cryowarp.sim._ctf import space_variant_ctf_spectrum
 from cryowarp.sim._potential import (
     ice_phase_spectrum,
     interaction_constant_rad_per_v_a,
@@ -240,66 +240,72 @@ def build_specimen(
     if thickness is not None:
         phase += sigma * (potential - water_mean_potential_v() * (potential > 0)) * thickness
 
-    # defocus of the plane under every canvas pixel, and the bin of each contribution
+    # ice and artifacts: each pixel imaged at the defocus of the plane under it (Chebyshev expansion)
     yy = torch.arange(ch, device=device, dtype=torch.float64)[:, None] - margin_px
     xx = torch.arange(cw, device=device, dtype=torch.float64)[None, :] - margin_px
-    plane_um = plane_defocus_um(torch.stack(torch.broadcast_tensors(xx, yy), -1), s)
-    bin_um = s.defocus_bin_a / ANGSTROM_PER_UM
-    lowest = float(plane_um.min())
-    if len(placement.defocus_um):
-        lowest = min(lowest, float(placement.defocus_um.min()))
-    plane_bin = torch.round((plane_um - lowest) / bin_um).long()
-    particle_bin = torch.round((placement.defocus_um - lowest) / bin_um).long()
-    bins = sorted(set(plane_bin.unique().tolist()) | set(particle_bin.tolist()))
-
-    # particle projections, pasted into their bins
-    boxes = []
-    matrices = euler_zyz_to_matrix(
-        placement.euler_deg[:, 0], placement.euler_deg[:, 1], placement.euler_deg[:, 2]
-    )
-    for i in range(len(placement.coords_px_xy)):
-        cloud = species[int(placement.species[i])]
-        box = 2 * int(math.ceil(cloud.radius_a / s.pixel_size_a + 8))
-        cx, cy = (float(v) + margin_px for v in placement.coords_px_xy[i])
-        ix, iy = int(math.floor(cx)), int(math.floor(cy))
-        proj = project_atoms(
-            cloud,
-            matrices[i],
-            pixel_size_a=s.pixel_size_a,
-            box_px=box,
-            offset_px_xy=(cx - ix, cy - iy),
-            voltage_kv=s.voltage_kv,
-            solvent=s.solvent_contrast,
-            device=device,
-        )
-        boxes.append((int(particle_bin[i]), iy - box // 2, ix - box // 2, proj))
-
-    # contrast spectrum: Σ_bins CTF(bin) · rfft(φ_bin) (factor 2 of the weak-phase image included)
-    freq_yx = fftfreq_grid_2d(canvas, device=device)
-    freq_per_a = torch.linalg.vector_norm(freq_yx, dim=-1) / s.pixel_size_a
-    azimuth = torch.atan2(freq_yx[..., 0], freq_yx[..., 1])
-    astig_um = 0.5 * s.defocus_delta_um * torch.cos(2.0 * (azimuth - math.radians(s.astigmatism_angle_deg)))
+    plane_um = plane_defocus_um(torch.stack(torch.broadcast_tensors(xx, yy), -1), s).to(torch.float32)
+    del yy, xx
+    freq_per_a = torch.linalg.vector_norm(fftfreq_grid_2d(canvas, device=device), dim=-1) / s.pixel_size_a
     envelope = torch.exp(-s.bfactor_a2 * freq_per_a**2 / 4.0)
-    contrast = torch.zeros((ch, cw // 2 + 1), dtype=torch.complex64, device=device)
-    layer = torch.empty(canvas, device=device)
-    phase_total = phase.clone()
-    for b in bins:
-        layer.copy_(phase * (plane_bin == b))
-        for pb, y0, x0, proj in boxes:
-            if pb == b:
-                _paste(layer, proj, y0, x0)
-        defocus_b = lowest + b * bin_um
-        ctf = ctf_1d(
-            freq_per_a,
-            defocus_b + astig_um,
-            voltage_kv=s.voltage_kv,
-            cs_mm=s.cs_mm,
-            amplitude_contrast=s.amplitude_contrast,
-            phase_shift_deg=s.phase_shift_deg,
+    del freq_per_a
+    optics = dict(
+        pixel_size_a=s.pixel_size_a,
+        voltage_kv=s.voltage_kv,
+        cs_mm=s.cs_mm,
+        amplitude_contrast=s.amplitude_contrast,
+        defocus_delta_um=s.defocus_delta_um,
+        astigmatism_angle_deg=s.astigmatism_angle_deg,
+        phase_shift_deg=s.phase_shift_deg,
+    )
+    contrast = space_variant_ctf_spectrum(phase, plane_um, envelope=envelope, **optics)
+    del plane_um, envelope
+
+    # particles: each imaged in its own padded box at its own defocus (exact), then added
+    phase_total = phase
+    if len(placement.coords_px_xy):
+        matrices = euler_zyz_to_matrix(
+            placement.euler_deg[:, 0], placement.euler_deg[:, 1], placement.euler_deg[:, 2]
         )
-        contrast += torch.fft.rfft2(layer) * (2.0 * ctf * envelope)
-    for _, y0, x0, proj in boxes:
-        _paste(phase_total, proj, y0, x0)
+        particle_contrast = torch.zeros(canvas, device=device)
+        psf_margin = psf_margin_px(s, float(placement.defocus_um.abs().max()) + abs(s.defocus_delta_um))
+        for i in range(len(placement.coords_px_xy)):
+            cloud = species[int(placement.species[i])]
+            box = 2 * int(math.ceil(cloud.radius_a / s.pixel_size_a + 8))
+            cx, cy = (float(v) + margin_px for v in placement.coords_px_xy[i])
+            ix, iy = int(math.floor(cx)), int(math.floor(cy))
+            proj = project_atoms(
+                cloud,
+                matrices[i],
+                pixel_size_a=s.pixel_size_a,
+                box_px=box,
+                offset_px_xy=(cx - ix, cy - iy),
+                voltage_kv=s.voltage_kv,
+                solvent=s.solvent_contrast,
+                device=device,
+            )
+            _paste(phase_total, proj, iy - box // 2, ix - box // 2)
+            padded = nice_fft_size(box + 2 * psf_margin)
+            padded += padded % 2
+            big = torch.zeros((padded, padded), device=device)
+            o = (padded - box) // 2
+            big[o : o + box, o : o + box] = proj
+            ctf = ctf_2d(
+                float(placement.defocus_um[i]),
+                s.defocus_delta_um,
+                s.astigmatism_angle_deg,
+                voltage_kv=s.voltage_kv,
+                cs_mm=s.cs_mm,
+                amplitude_contrast=s.amplitude_contrast,
+                pixel_size_a=s.pixel_size_a,
+                shape_yx=(padded, padded),
+                phase_shift_deg=s.phase_shift_deg,
+                bfactor_a2=-s.bfactor_a2,
+                device=device,
+            )
+            imaged = torch.fft.irfft2(torch.fft.rfft2(big) * (2.0 * ctf), s=(padded, padded))
+            _paste(particle_contrast, imaged, iy - box // 2 - o, ix - box // 2 - o)
+        contrast += torch.fft.rfft2(particle_contrast)
+        del particle_contrast
     transmission = None
     if thickness is not None:
         t = torch.exp(-thickness / _MEAN_FREE_PATH_A)
@@ -312,6 +318,15 @@ def build_specimen(
         placement,
         canvas,
         margin_px,
+    )
+
+
+def psf_margin_px(s, defocus_um: float, cap_px: int = 384) -> int:
+    """Half-width of the CTF's point-spread function, λ·D·k_max / pixel size (capped), in pixels."""
+    wavelength_a = float(electron_wavelength_a(s.voltage_kv))
+    k_max = 0.5 / s.pixel_size_a
+    return min(
+        cap_px, int(math.ceil(wavelength_a * abs(defocus_um) * ANGSTROM_PER_UM * k_max / s.pixel_size_a)) + 8
     )
 
 

@@ -61,7 +61,6 @@ class SpecimenSimSettings(BaseModel):
     contamination_radius_a: float = Field(400.0, gt=0)
     carbon_edge: bool = False
     carbon_thickness_a: float = Field(150.0, gt=0)
-    defocus_bin_a: float = Field(20.0, gt=0, description="bin width for space-variant defocus, Å")
 
 
 class MovieSimSettings(SpecimenSimSettings):

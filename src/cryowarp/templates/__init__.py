@@ -1,6 +1,7 @@
 """cryowarp.templates: template matching of 3-D references in micrographs and tomograms (warp-facts §4)."""
 
 from cryowarp.templates.match2d import Match2DResult, Match2DSettings, match_template_2d, tile_layout
+from cryowarp.templates.match3d import Match3DResult, Match3DSettings, match_template_3d
 from cryowarp.templates.orientations import (
     healpix_directions,
     healpix_nside_for_step,
@@ -26,7 +27,8 @@ from cryowarp.templates.template import (
 )
 
 __all__ = [
-    "CTFParameters", "FourierProjector", "Match2DResult", "Match2DSettings", "PreparedTemplate",
+    "CTFParameters", "FourierProjector", "Match2DResult", "Match2DSettings", "Match3DResult", "Match3DSettings",
+    "match_template_3d", "PreparedTemplate",
     "TemplateMatches", "estimate_diameter_a", "find_peaks", "fourier_rescale_3d", "healpix_directions",
     "healpix_nside_for_step", "make_projector", "match_template_2d", "orientation_grid",
     "orientation_matrices", "parabolic_offsets", "prepare_template", "project_images", "project_spectra",

@@ -34,7 +34,6 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 
 from cryowarp.picking import TrainSettings
-from cryowarp.pipeline.starfiles import write_star_files
 from cryowarp.pipeline.store import ItemNotFoundError
 from cryowarp.web._project import ProjectView, ui_status
 from cryowarp.web._render import DisplayCache
@@ -47,6 +46,7 @@ from cryowarp.web._security import (
     safe_path,
     token_matches,
 )
+from cryowarp.web._stars import StarWriter
 
 __all__ = ["create_app", "serve", "PLOTLY_JS"]
 
@@ -100,6 +100,7 @@ def create_app(
     view = ProjectView(project_dir)
     cache = DisplayCache(max_px=display_max_px)
     job = RetrainJob()
+    stars = StarWriter(view.store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -109,6 +110,7 @@ def create_app(
     app = FastAPI(title="cryowarp", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.view = view
     app.state.retrain = job
+    app.state.stars = stars
     app.state.stopping = False
 
     if token:
@@ -161,15 +163,20 @@ def create_app(
         except ItemNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
 
-    def _write_stars() -> dict[str, Any]:
-        t0 = time.perf_counter()
-        paths = write_star_files(view.store)
-        return {"written": sorted(paths), "elapsed_s": time.perf_counter() - t0}
+    def _write_stars(wait: bool) -> dict[str, Any]:
+        # the rewrite runs in the background (it takes seconds on a big session); wait=true blocks
+        stars.request()
+        if wait and not stars.wait(timeout_s=600):
+            raise HTTPException(504, "the STAR files are still being rewritten after 600 s")
+        return stars.status()
+
+    def _summary() -> dict[str, Any]:
+        return {**view.summary(), "star_writer": stars.status()}
 
     @app.get("/api/project")
     def project() -> dict[str, Any]:
-        """Counts per status, selected items and particles, STAR files."""
-        return view.summary()
+        """Counts per status, selected items and particles, STAR files (and whether being rewritten)."""
+        return _summary()
 
     @app.get("/api/items")
     def items() -> dict[str, Any]:
@@ -220,12 +227,15 @@ def create_app(
         return FileResponse(path, media_type="image/png")
 
     @app.put("/api/items/{name}/selection")
-    def set_selection(name: str, body: SelectionBody) -> dict[str, Any]:
-        """Manual include (true), exclude (false) or back to the filters (null); rewrites the STARs."""
+    def set_selection(name: str, body: SelectionBody, wait: bool = False) -> dict[str, Any]:
+        """Manual include (true), exclude (false) or back to the filters (null); rewrites the STARs.
+
+        ``?wait=true`` returns only when the STAR files are rewritten (else they follow in the background).
+        """
         _item_or_404(name)
         view.set_selection(name, body.included)
-        star = _write_stars()
-        return {"item": ui_status(view.item(name)), "project": view.summary(), "star": star}
+        star = _write_stars(wait)
+        return {"item": ui_status(view.item(name)), "project": _summary(), "star": star}
 
     @app.get("/api/items/{name}/picks")
     def get_picks(name: str) -> dict[str, Any]:
@@ -234,7 +244,7 @@ def create_app(
         return _picks_payload(view, name)
 
     @app.post("/api/items/{name}/picks")
-    def edit_picks(name: str, body: PickEdit) -> dict[str, Any]:
+    def edit_picks(name: str, body: PickEdit, wait: bool = False) -> dict[str, Any]:
         """Add a pick at (x, y) or remove the pick nearest to (x, y) (px of the full micrograph).
 
         Corrections are kept in the store (for BoxNet retraining) and re-queue the item's export.
@@ -260,7 +270,7 @@ def create_app(
             view.store.remove_pick(name, best["id"], radius_px=max(2.0, 0.25 * radius_px))
         else:
             raise HTTPException(422, f"action must be 'add' or 'remove', got {body.action!r}")
-        _write_stars()
+        _write_stars(wait)
         return _picks_payload(view, name)
 
     # ------------------------------------------------------------------ filters
@@ -270,8 +280,11 @@ def create_app(
         return view.filters_view()
 
     @app.put("/api/filters")
-    def put_filters(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
-        """Change ranges ``{"ranges": {metric: {"min": v|null, "max": v|null}}}``; rewrites the STARs."""
+    def put_filters(body: dict[str, Any] = Body(...), wait: bool = False) -> dict[str, Any]:  # noqa: B008
+        """Change ranges ``{"ranges": {metric: {"min": v|null, "max": v|null}}}``; rewrites the STARs.
+
+        ``?wait=true`` returns only when the STAR files are rewritten (else they follow in the background).
+        """
         ranges = body.get("ranges")
         if not isinstance(ranges, dict) or not all(isinstance(v, dict) for v in ranges.values()):
             raise HTTPException(
@@ -282,10 +295,10 @@ def create_app(
             view.update_filters(ranges)
         except (ValueError, ValidationError) as exc:
             raise HTTPException(422, str(exc)) from exc
-        star = _write_stars()
+        star = _write_stars(wait)
         return {
             "filters": view.filters_view(),
-            "project": view.summary(),
+            "project": _summary(),
             "star": star,
             "elapsed_s": time.perf_counter() - t0,
         }
@@ -298,7 +311,7 @@ def create_app(
         return {"values": s.to_dict(), "fields": _settings_fields(s)}
 
     @app.put("/api/settings")
-    def put_settings(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+    def put_settings(body: dict[str, Any] = Body(...), wait: bool = False) -> dict[str, Any]:  # noqa: B008
         """Apply ``{"changes": {"section.field": value}}``; items with outdated stages are requeued."""
         changes = body.get("changes")
         if not isinstance(changes, dict) or not changes:
@@ -307,13 +320,13 @@ def create_app(
             new, stages, requeued = view.change_settings(changes)
         except (ValueError, ValidationError) as exc:
             raise HTTPException(422, f"settings not changed: {exc}") from exc
-        star = _write_stars()
+        star = _write_stars(wait)
         return {
             "values": new.to_dict(),
             "outdated_stages": stages,
             "requeued": requeued,
             "n_requeued": len(requeued),
-            "project": view.summary(),
+            "project": _summary(),
             "star": star,
         }
 
@@ -362,10 +375,16 @@ def create_app(
             while not app.state.stopping:
                 if await request.is_disconnected():
                     break
-                rev = await run_in_threadpool(view.revision)
+                star = stars.status()
+                rev = (
+                    await run_in_threadpool(view.revision),
+                    star["version"],
+                    star["writing"] or star["pending"],
+                )
                 if rev != last_rev:
                     last_rev, last_sent = rev, time.monotonic()
-                    yield f"event: update\ndata: {json.dumps({'revision': rev})}\n\n"
+                    data = {"revision": rev[0], "star_version": rev[1], "star_busy": rev[2]}
+                    yield f"event: update\ndata: {json.dumps(data)}\n\n"
                 if job.version != last_job:
                     last_job, last_sent = job.version, time.monotonic()
                     yield f"event: retrain\ndata: {json.dumps(job.snapshot())}\n\n"
@@ -433,6 +452,7 @@ def _spectrum_1d(view: ProjectView, item: dict[str, Any]) -> dict[str, Any] | No
         return None
     return {
         "freq_per_a": d["freq_per_a"],
+        "fit_range_a": d.get("fit_range_a"),
         "ps": ps,
         "fit": d.get("ctf_fit_1d", d.get("fit")),
         "background": d.get("background_1d", d.get("background")),

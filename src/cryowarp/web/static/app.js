@@ -44,7 +44,12 @@ function renderCounts() {
   $("count-queued").textContent = (p.counts.queued || 0) + (p.counts.processing || 0);
   $("count-failed").textContent = p.counts.failed || 0;
   const s = p.star && p.star.particles;
-  $("star-info").textContent = s ? `particles.star: ${s.n_rows} rows` : "";
+  const w = p.star_writer || {};
+  let text = s ? `particles.star: ${s.n_rows} rows` : "particles.star: none (no particles selected)";
+  if (w.writing || w.pending) text = "particles.star: updating…";
+  else if (w.last && w.last.error) text = `STAR files not written: ${w.last.error}`;
+  $("star-info").textContent = text;
+  $("star-state").textContent = (w.writing || w.pending) ? "STAR ⟳" : "STAR ✓";
 }
 
 function renderNavbar() {
@@ -156,7 +161,8 @@ function overviewTraces(m) {
     const v = ys[i];
     if (v === null || v === undefined) continue;
     histVals.push(v);
-    const g = it.manual[i] === false ? "excluded" : (it.passes[i] ? "pass" : "fail");
+    const st = it.status[i];  // a manual include counts as passing, a manual exclude as excluded
+    const g = st === "excluded" ? "excluded" : (st === "filtered_out" ? "fail" : "pass");
     groups[g].x.push(i); groups[g].y.push(v); groups[g].text.push(it.names[i]);
   }
   const traces = Object.entries(groups).map(([g, d]) => ({
@@ -243,6 +249,11 @@ function bindLimitDrags(m, div) {
       if (meta && meta.coord === mt[2]) { setFilter(m.key, meta.side, Number(ev[k])); return; }
     }
   });
+  div.on("plotly_click", (ev) => {
+    // a click on a point opens that item
+    const pt = ev && ev.points && ev.points[0];
+    if (pt && pt.data.type === "scatter" && pt.text) location.hash = `#/item/${enc(pt.text)}`;
+  });
   div.on("plotly_selected", (ev) => {
     // box-select an interval: along x on the histogram, along y on the scatter
     if (!ev || !ev.range) return;
@@ -320,9 +331,23 @@ function renderPS1D(item) {
     shapes.push({ type: "line", xref: "x", x0: f, x1: f, yref: "paper", y0: 0, y1: 1,
       line: { color: "#2e9d4b", width: 2, dash: "dash" } });
   }
+  // show the fitted band (the lowest frequencies dwarf everything else), with a little margin
+  const f = s.freq_per_a, fmax = f[f.length - 1];
+  let xrange = [0, fmax];
+  if (s.fit_range_a && s.fit_range_a[0] > 0 && s.fit_range_a[1] > 0) {
+    xrange = [0.7 / s.fit_range_a[0], Math.min(fmax, 1.15 / s.fit_range_a[1])];
+  }
+  let lo = Infinity, hi = -Infinity;
+  for (const t of traces) {
+    t.x.forEach((x, i) => {
+      const y = t.y[i];
+      if (x >= xrange[0] && x <= xrange[1] && y !== null && Number.isFinite(y)) { lo = Math.min(lo, y); hi = Math.max(hi, y); }
+    });
+  }
+  const yrange = Number.isFinite(lo) && hi > lo ? [lo - 0.05 * (hi - lo), hi + 0.08 * (hi - lo)] : undefined;
   Plotly.react("ps1d", traces, {
     margin: { l: 50, r: 8, t: 6, b: 36 }, shapes, legend: { orientation: "h", y: 1.1 },
-    xaxis: { title: { text: "spatial frequency (1/Å)" } },
+    xaxis: { title: { text: "spatial frequency (1/Å)" }, range: xrange }, yaxis: { range: yrange },
     annotations: shapes.length ? [{ x: shapes[0].x0, y: 1, yref: "paper", text: `${fmt(item.metrics.resolution_a, 1)} Å`,
       showarrow: false, xanchor: "left", font: { color: "#2e9d4b" } }] : [],
   }, PLOT_CONFIG);
