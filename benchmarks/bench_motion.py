@@ -200,7 +200,11 @@ def ours_tracks(model_dict: dict, coords_px_yx: np.ndarray) -> np.ndarray:
 
 
 def relion_tracks(
-    result: dict, coords_px_yx: np.ndarray, pixel_size_a: float, shape_yx: tuple[int, int]
+    result: dict,
+    coords_px_yx: np.ndarray,
+    pixel_size_a: float,
+    shape_yx: tuple[int, int],
+    use_local: bool = True,
 ) -> np.ndarray:
     """RELION's total displacement (Å, yx) = −(global shift + local polynomial model) × pixel size.
 

@@ -129,3 +129,29 @@ def test_bad_input_names_the_file(tmp_path):
     result = CliRunner().invoke(app, ["ctf", str(tmp_path / "tiny.mrc"), "-o", str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "tiny.mrc" in result.output and "too small" in result.output
+
+
+def test_movie_input_uses_per_frame_spectra(tmp_path):
+    frames = synth_micrograph(defocus_um=1.7, n_frames=4, seed=13)
+    write_mrc(tmp_path / "movie.mrcs", frames, 2.0, stack=True)
+    result = CliRunner().invoke(
+        app,
+        [
+            "ctf",
+            str(tmp_path / "movie.mrcs"),
+            "--pixel-size",
+            "2.0",
+            "--window",
+            "256",
+            "--range-high",
+            "5",
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "movie_ctf.json").read_text())
+    assert record["n_frames"] == 4
+    assert record["model"]["defocus_um"] == pytest.approx(1.7, abs=0.015)

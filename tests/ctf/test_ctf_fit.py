@@ -167,5 +167,6 @@ def test_time_grid_from_frames():
     # both time nodes see the same (static) defocus; each half of the frames holds half the signal
     grid = torch.tensor(model.defocus_grid_um)
     assert float((grid - 1.6).abs().max()) < 0.03
-    assert model.local_defocus_um(torch.tensor([[512.0, 512.0]]), frame_fraction=0.0)[0] == pytest.approx(1.6, abs=0.02)
+    center = torch.tensor([[512.0, 512.0]])
+    assert model.local_defocus_um(center, frame_fraction=0.0)[0] == pytest.approx(1.6, abs=0.02)
     assert len(model.phase_grid_deg) == 2

@@ -27,8 +27,10 @@ def _ctf_by_hand(freq_per_a: float, defocus_um: float, voltage_kv=300.0, cs_mm=2
     return math.sqrt(1 - amp**2) * math.sin(chi) + amp * math.cos(chi)
 
 
-@pytest.mark.parametrize("convention,nu_full,plateau",
-                         [("warp_cpu", 1 / 100, 2.0), ("warp_gpu", 2 / 100, 1.0), ("stated", 1 / 100, 1.0)])
+@pytest.mark.parametrize(
+    "convention,nu_full,plateau",
+    [("warp_cpu", 1 / 100, 2.0), ("warp_gpu", 2 / 100, 1.0), ("stated", 1 / 100, 1.0)],
+)
 def test_highpass_plateau_and_midpoint(convention, nu_full, plateau):
     # warp-facts §5: the CPU version reaches 2 at 1/hp, the GPU one reaches 1 at 2/hp (factor-2 surprise)
     nu = torch.tensor([0.0, nu_full / 2, nu_full, 3 * nu_full])
@@ -40,8 +42,13 @@ def test_filter_matches_the_formula_written_out():
     # W = CTF / (CTF² + 1/SNR), SNR = 10^(3s) exp(-200 f ν) H(ν), checked at three frequencies
     strength, falloff, defocus = 0.7, 0.5, 1.8
     freqs = [0.004, 0.05, 0.13]
-    got = deconvolution_filter_1d(torch.tensor(freqs, dtype=torch.float64), defocus, strength=strength,
-                                  falloff=falloff, highpass_a=100.0)
+    got = deconvolution_filter_1d(
+        torch.tensor(freqs, dtype=torch.float64),
+        defocus,
+        strength=strength,
+        falloff=falloff,
+        highpass_a=100.0,
+    )
     for nu, w in zip(freqs, got.tolist(), strict=True):
         hp = 1 - math.cos(math.pi * min(1.0, nu * 100.0))
         snr = 10 ** (3 * strength) * math.exp(-200 * falloff * nu) * hp
@@ -70,8 +77,9 @@ def test_constant_image_is_removed_by_the_highpass():
     assert out.abs().max() < 1e-5
 
 
-def _ctf_modulate(image: torch.Tensor, pixel_size_a: float, defocus_um: float, delta=0.0,
-                  angle=0.0) -> torch.Tensor:
+def _ctf_modulate(
+    image: torch.Tensor, pixel_size_a: float, defocus_um: float, delta=0.0, angle=0.0
+) -> torch.Tensor:
     from cryowarp.base.optics import ctf_2d
 
     ctf = ctf_2d(defocus_um, delta, angle, pixel_size_a=pixel_size_a, shape_yx=tuple(image.shape[-2:]))
@@ -103,8 +111,9 @@ def test_deconvolved_blobs_correlate_better_with_the_truth():
     # image correlates poorly with the truth (measured 0.28); deconvolution flips it back (0.65)
     gen = torch.Generator().manual_seed(0)
     n, px = 256, 1.5
-    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32), indexing="ij"
+    )
     truth = torch.zeros(n, n)
     for cy, cx in torch.randint(20, n - 20, (12, 2), generator=gen).tolist():
         truth += torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.0**2))

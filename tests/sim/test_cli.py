@@ -90,3 +90,82 @@ def test_simulate_micrograph_and_bad_option(tmp_path):
     bad = runner.invoke(app, ["simulate", "micrograph", "-o", str(tmp_path), "--amplitude-contrast", "1.5"])
     assert bad.exit_code != 0
     assert "amplitude_contrast" in bad.output
+
+
+def test_simulate_tilt_series_and_session_commands(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "tilt-series",
+            "-o",
+            str(tmp_path / "ts"),
+            "--shape-yx",
+            "96",
+            "96",
+            "--pixel-size-a",
+            "5",
+            "--tilt-min-deg",
+            "-20",
+            "--tilt-max-deg",
+            "20",
+            "--tilt-step-deg",
+            "10",
+            "--particle-models",
+            "none",
+            "--protein-kinds",
+            "globule",
+            "--protein-masses-kda",
+            "300",
+            "--ice-thickness-a",
+            "400",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ts" / "tilt_series.tlt").read_text().split() == [
+        "-20.00",
+        "-10.00",
+        "0.00",
+        "10.00",
+        "20.00",
+    ]
+    with mrcfile.open(tmp_path / "ts" / "tilt_series.mrc") as mrc:
+        assert mrc.data.shape == (5, 96, 96)
+    assert (tmp_path / "ts" / "tilt_series_0deg.png").exists()
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "session",
+            "-o",
+            str(tmp_path / "s"),
+            "--n-movies",
+            "2",
+            "--shape-yx",
+            "64",
+            "64",
+            "--n-frames",
+            "2",
+            "--particle-models",
+            "none",
+            "--protein-kinds",
+            "rod",
+            "--protein-masses-kda",
+            "60",
+            "--defocus-min-um",
+            "1.0",
+            "--defocus-max-um",
+            "1.2",
+            "--movie-format",
+            "mrc",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert [m["path"] for m in record["movies"]] == ["movie_0000.mrc", "movie_0001.mrc"]
+    assert all(1.0 <= m["defocus_um"] <= 1.2 for m in record["movies"])

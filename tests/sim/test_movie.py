@@ -214,3 +214,48 @@ def test_bad_settings_are_refused():
         simulate_movie(MovieSimSettings(shape_yx=(64, 64), particle_models=(), protein_kinds=("cube",)))
     with pytest.raises(ValueError, match="no particle species"):
         simulate_movie(MovieSimSettings(shape_yx=(64, 64), particle_models=(), protein_kinds=()))
+
+
+def test_radiation_damage_follows_the_critical_exposure_curve():
+    from cryowarp.base.fourier import radial_average_2d
+    from cryowarp.base.optics import critical_exposure_e_per_a2
+
+    common = dict(SMALL, shape_yx=(384, 384), n_frames=8, exposure_per_frame_e_per_a2=4.0, shot_noise=False)
+    damaged = simulate_movie(MovieSimSettings(**common), seed=8)
+    intact = simulate_movie(MovieSimSettings(**common, radiation_damage=False), seed=8)
+    # same seed, same motion: only the damage differs
+    assert damaged.truth.to_dict()["motion"] == intact.truth.to_dict()["motion"]
+    counts = 4.0 * 1.0**2
+    n = 384
+    freq = torch.arange(n // 2 + 1) / n  # 1/Å at 1 Å/px
+    for f in (1, 7):
+        spec_d = torch.fft.rfft2(1.0 - damaged.frames[f] / counts)
+        spec_i = torch.fft.rfft2(1.0 - intact.frames[f] / counts)
+        power_d = radial_average_2d(spec_d.abs() ** 2)
+        power_i = radial_average_2d(spec_i.abs() ** 2)
+        # power falls as exp(−N/N_e(k)) with N the exposure at the middle of the frame (G&G 2015);
+        # compared in bands of 8 rings, so that Thon-ring zeros (no power to compare) do not matter
+        expected = power_i * torch.exp(-(f + 0.5) * 4.0 / critical_exposure_e_per_a2(freq))
+        for start in range(n // 20, n // 6, 8):
+            band = slice(start, start + 8)  # within 1/20 … 1/6 Å⁻¹
+            ratio = float(power_d[band].sum() / expected[band].sum())
+            # 5 %: the filter acts on the padded canvas, the ratio is taken on the cropped frame
+            assert ratio == pytest.approx(1.0, abs=0.05), (f, start, ratio)
+
+
+def test_eer_output_reads_back_as_the_same_frames(tmp_path):
+    from cryowarp.io.movies import read_movie
+    from cryowarp.sim.files import EerRawFrames
+
+    s = MovieSimSettings(**{**SMALL, "shape_yx": (64, 96)}, n_frames=3, exposure_per_frame_e_per_a2=2.0)
+    movie = simulate_movie(s, seed=12)
+    raw = EerRawFrames(movie.frames, 10, seed=1)
+    stacked = np.stack([raw[i] for i in range(len(raw))])
+    assert stacked.max() == 1  # EER: at most one event per pixel and raw frame
+    np.testing.assert_array_equal(stacked.reshape(3, 10, 64, 96).sum(1), movie.frames.numpy())
+    paths = movie.to_files(tmp_path, stem="e", formats=("eer",))
+    back = read_movie(paths["movie_eer"], eer_frames_per_group=20)
+    torch.testing.assert_close(back.frames, movie.frames)
+    assert back.pixel_size_a == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="EER needs integer electron counts"):
+        EerRawFrames(movie.frames * 0.5 + 0.25)

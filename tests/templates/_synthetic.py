@@ -15,7 +15,9 @@ from cryowarp.base.geometry import euler_zyz_to_matrix
 from cryowarp.base.optics import ctf_2d
 
 
-def blob_cluster(n_blobs: int = 14, radius_a: float = 50.0, sigma_a: float = 7.0, seed: int = 7) -> torch.Tensor:
+def blob_cluster(
+    n_blobs: int = 14, radius_a: float = 50.0, sigma_a: float = 7.0, seed: int = 7
+) -> torch.Tensor:
     """`(n, 4)` blobs (x, y, z, σ) in Å: random, non-overlapping, inside a sphere (no symmetry)."""
     gen = torch.Generator().manual_seed(seed)
     pos: list[torch.Tensor] = []
@@ -36,12 +38,14 @@ def blob_volume(blobs: torch.Tensor, box_px: int, pixel_size_a: float) -> torch.
     return vol.float()
 
 
-def blob_projection(blobs: torch.Tensor, shape_yx: tuple[int, int], centre_px_xy, rotation: torch.Tensor,
-                    pixel_size_a: float) -> torch.Tensor:
+def blob_projection(
+    blobs: torch.Tensor, shape_yx: tuple[int, int], centre_px_xy, rotation: torch.Tensor, pixel_size_a: float
+) -> torch.Tensor:
     """Exact line integral (in voxel units) of the rotated cluster, centred at ``centre_px_xy``."""
     h, w = shape_yx
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                          indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     img = torch.zeros(h, w, dtype=torch.float64)
     for bx, by, bz, s in blobs.tolist():
         r = rotation.to(torch.float64) @ torch.tensor([bx, by, bz], dtype=torch.float64)
@@ -52,14 +56,26 @@ def blob_projection(blobs: torch.Tensor, shape_yx: tuple[int, int], centre_px_xy
     return img
 
 
-def planted_micrograph(blobs, shape_yx, coords_px_xy, euler_deg, pixel_size_a, *, defocus_um=1.5,
-                       defocus_delta_um=0.1, astigmatism_angle_deg=20.0, noise_to_signal=1.0, seed=0):
+def planted_micrograph(
+    blobs,
+    shape_yx,
+    coords_px_xy,
+    euler_deg,
+    pixel_size_a,
+    *,
+    defocus_um=1.5,
+    defocus_delta_um=0.1,
+    astigmatism_angle_deg=20.0,
+    noise_to_signal=1.0,
+    seed=0,
+):
     """Particles (dark, as in cryo-EM: I = −CTF ⊛ projection) plus white noise of the given relative s.d."""
     clean = torch.zeros(shape_yx, dtype=torch.float64)
     for c, e in zip(coords_px_xy, euler_deg, strict=True):
         clean += blob_projection(blobs, shape_yx, c, euler_zyz_to_matrix(*e), pixel_size_a)
-    ctf = ctf_2d(defocus_um, defocus_delta_um, astigmatism_angle_deg, pixel_size_a=pixel_size_a,
-                 shape_yx=shape_yx).double()
+    ctf = ctf_2d(
+        defocus_um, defocus_delta_um, astigmatism_angle_deg, pixel_size_a=pixel_size_a, shape_yx=shape_yx
+    ).double()
     img = -torch.fft.irfft2(torch.fft.rfft2(clean) * ctf, s=shape_yx)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(shape_yx, generator=gen, dtype=torch.float64) * float(img.std()) * noise_to_signal

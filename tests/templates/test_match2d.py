@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from tests.templates._synthetic import blob_cluster, blob_volume, planted_micrograph
 
 from cryowarp.base.geometry import angular_distance_deg, euler_zyz_to_matrix
 from cryowarp.templates import CTFParameters, Match2DSettings, TemplateMatches, match_template_2d, tile_layout
-from tests.templates._synthetic import blob_cluster, blob_volume, planted_micrograph
 
 PIXEL_A = 4.0
 COORDS_XY = [(70.0, 80.0), (180.0, 95.0), (120.0, 185.0)]
@@ -23,8 +23,15 @@ def planted():
     template = blob_volume(blobs, 48, PIXEL_A)
     calls = []
     settings = Match2DSettings(angular_step_deg=20.0, diameter_a=150.0, border_fraction=0.5, tile_size_px=160)
-    result = match_template_2d(image, PIXEL_A, template, PIXEL_A, CTFParameters(1.5, 0.1, 20.0), settings,
-                               progress=lambda done, total: calls.append((done, total)))
+    result = match_template_2d(
+        image,
+        PIXEL_A,
+        template,
+        PIXEL_A,
+        CTFParameters(1.5, 0.1, 20.0),
+        settings,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     return result, calls
 
 
@@ -75,5 +82,11 @@ def test_bad_micrograph_is_rejected():
     with pytest.raises(ValueError, match="expected a 2-D micrograph"):
         match_template_2d(torch.zeros(2, 8, 8), 1.0, torch.zeros(8, 8, 8), 1.0, None)
     with pytest.raises(ValueError, match="finer than the micrograph"):
-        match_template_2d(torch.zeros(64, 64), 2.0, torch.zeros(8, 8, 8), 1.0, None,
-                          Match2DSettings(matching_pixel_size_a=1.0))
+        match_template_2d(
+            torch.zeros(64, 64),
+            2.0,
+            torch.zeros(8, 8, 8),
+            1.0,
+            None,
+            Match2DSettings(matching_pixel_size_a=1.0),
+        )

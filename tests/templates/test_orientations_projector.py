@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import DEVICES
+from tests.templates._synthetic import blob_cluster, blob_projection, blob_volume
 
 from cryowarp.base.geometry import angular_distance_deg, euler_zyz_to_matrix, random_rotations
 from cryowarp.templates import (
@@ -14,8 +16,6 @@ from cryowarp.templates import (
     project_images,
     rotate_volumes,
 )
-from tests.conftest import DEVICES
-from tests.templates._synthetic import blob_cluster, blob_projection, blob_volume
 
 
 @pytest.mark.parametrize("nside", [1, 2, 3, 4, 6])

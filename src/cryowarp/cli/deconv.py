@@ -15,8 +15,15 @@ from typing import Any
 
 import typer
 
-CTF_KEYS = ("defocus_um", "defocus_delta_um", "astigmatism_angle_deg", "phase_shift_deg", "voltage_kv",
-            "cs_mm", "amplitude_contrast")
+CTF_KEYS = (
+    "defocus_um",
+    "defocus_delta_um",
+    "astigmatism_angle_deg",
+    "phase_shift_deg",
+    "voltage_kv",
+    "cs_mm",
+    "amplitude_contrast",
+)
 
 
 def load_ctf_parameters(path: Path, micrograph: Path | None = None) -> dict[str, float]:
@@ -33,8 +40,9 @@ def load_ctf_parameters(path: Path, micrograph: Path | None = None) -> dict[str,
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text())
         if "defocus_um" not in data:
-            raise typer.BadParameter(f"{path}: expected a CTF model JSON with 'defocus_um', found keys "
-                                     f"{sorted(data)[:8]}")
+            raise typer.BadParameter(
+                f"{path}: expected a CTF model JSON with 'defocus_um', found keys {sorted(data)[:8]}"
+            )
         out: dict[str, float] = {}
         for key in CTF_KEYS:
             value = data.get(key)
@@ -74,27 +82,33 @@ def _flatten(value: Any) -> list[float]:
 
 
 def deconv(
-    path: Path = typer.Argument(..., help="Micrograph (2D) or tomogram (3D) MRC file.", exists=True,
-                                dir_okay=False),
+    path: Path = typer.Argument(
+        ..., help="Micrograph (2D) or tomogram (3D) MRC file.", exists=True, dir_okay=False
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Output MRC file."),
     pixel_size_a: float | None = typer.Option(None, "--pixel-size", help="Å/px; default: from the header."),
-    ctf: Path | None = typer.Option(None, "--ctf", help="RELION STAR row or cryowarp CTF JSON; "
-                                    "overrides nothing given explicitly."),
+    ctf: Path | None = typer.Option(
+        None, "--ctf", help="RELION STAR row or cryowarp CTF JSON; overrides nothing given explicitly."
+    ),
     defocus_um: float | None = typer.Option(None, "--defocus", help="Mean defocus, µm (+ = underfocus)."),
     defocus_delta_um: float | None = typer.Option(None, "--defocus-delta", help="Astigmatism U − V in µm."),
-    astigmatism_angle_deg: float | None = typer.Option(None, "--astigmatism-angle",
-                                                       help="Angle of U, degrees."),
+    astigmatism_angle_deg: float | None = typer.Option(
+        None, "--astigmatism-angle", help="Angle of U, degrees."
+    ),
     phase_shift_deg: float | None = typer.Option(None, "--phase-shift", help="Phase shift, degrees."),
     voltage_kv: float | None = typer.Option(None, "--voltage", help="kV (default 300)."),
     cs_mm: float | None = typer.Option(None, "--cs", help="Spherical aberration in mm (default 2.7)."),
     amplitude_contrast: float | None = typer.Option(None, "--amplitude-contrast", help="Default 0.07."),
     strength: float = typer.Option(1.0, help="Warp's deconvolution strength s (SNR 10^(3s))."),
     falloff: float = typer.Option(1.0, help="Warp's falloff f (SNR decays as exp(−200 f ν))."),
-    highpass_a: float | None = typer.Option(None, "--highpass", help="High-pass in Å (default: 100 for "
-                                            "micrographs, 300 for tomograms, as Warp)."),
-    highpass_convention: str | None = typer.Option(None, "--highpass-convention",
-                                                   help="warp_cpu | warp_gpu | stated (default: Warp's "
-                                                   "choice per product)."),
+    highpass_a: float | None = typer.Option(
+        None, "--highpass", help="High-pass in Å (default: 100 for micrographs, 300 for tomograms, as Warp)."
+    ),
+    highpass_convention: str | None = typer.Option(
+        None,
+        "--highpass-convention",
+        help="warp_cpu | warp_gpu | stated (default: Warp's choice per product).",
+    ),
     float16: bool = typer.Option(False, "--float16", help="Write mode 12 (half precision), as Warp does."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
@@ -104,9 +118,15 @@ def deconv(
     from cryowarp.io.mrc import read_mrc, write_mrc
 
     params: dict[str, float] = load_ctf_parameters(ctf, path) if ctf is not None else {}
-    explicit = {"defocus_um": defocus_um, "defocus_delta_um": defocus_delta_um,
-                "astigmatism_angle_deg": astigmatism_angle_deg, "phase_shift_deg": phase_shift_deg,
-                "voltage_kv": voltage_kv, "cs_mm": cs_mm, "amplitude_contrast": amplitude_contrast}
+    explicit = {
+        "defocus_um": defocus_um,
+        "defocus_delta_um": defocus_delta_um,
+        "astigmatism_angle_deg": astigmatism_angle_deg,
+        "phase_shift_deg": phase_shift_deg,
+        "voltage_kv": voltage_kv,
+        "cs_mm": cs_mm,
+        "amplitude_contrast": amplitude_contrast,
+    }
     params.update({k: v for k, v in explicit.items() if v is not None})
     if "defocus_um" not in params:
         raise typer.BadParameter("give --defocus (µm) or --ctf FILE")
@@ -129,8 +149,10 @@ def deconv(
         params.pop("astigmatism_angle_deg", None)
         out = deconvolve_3d(data, pixel, **params, **kwargs)
     write_mrc(output, out.cpu(), pixel, float16=float16)
-    typer.echo(f"{path.name} -> {output} ({'x'.join(map(str, out.shape))}, {pixel:.3f} Å/px, "
-               f"defocus {params['defocus_um']:.3f} µm, strength {strength}, falloff {falloff})")
+    typer.echo(
+        f"{path.name} -> {output} ({'x'.join(map(str, out.shape))}, {pixel:.3f} Å/px, "
+        f"defocus {params['defocus_um']:.3f} µm, strength {strength}, falloff {falloff})"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ the project while it grows. Without ``--dir`` a temporary folder is used (printe
 
 Example::
 
-    cryowarp demo                      # 6 movies of 1024² × 12 frames, then serves http://127.0.0.1:8000/
+    cryowarp demo                      # 5 movies of 1024² × 10 frames, then serves http://127.0.0.1:8000/
     cryowarp demo --n-movies 3 --no-serve --dir /tmp/demo
 """
 
@@ -21,9 +21,9 @@ import typer
 
 
 def demo_command(
-    n_movies: int = typer.Option(6, "--n-movies", "-n", min=1, help="movies to simulate"),
+    n_movies: int = typer.Option(5, "--n-movies", "-n", min=1, help="movies to simulate"),
     size_px: int = typer.Option(1024, "--size", min=256, help="movie side in px"),
-    n_frames: int = typer.Option(12, "--frames", help="frames per movie"),
+    n_frames: int = typer.Option(10, "--frames", help="frames per movie"),
     interval_s: float = typer.Option(5.0, "--interval", help="seconds between movies (collection rate)"),
     directory: Path | None = typer.Option(None, "--dir", help="where to put session/ and project/"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="serve the web UI (until Ctrl+C)"),

@@ -65,15 +65,16 @@ def plot_motion(model, path: Path, *, title: str = "") -> Path:
         ax_l.plot(cx + tr[:, 1] * scale, cy + tr[:, 0] * scale, "-", color="tab:blue", lw=1)
         ax_l.plot(cx + tr[-1, 1] * scale, cy + tr[-1, 0] * scale, ".", color="tab:red", ms=4)
     if model.local_values_a_yx.shape[-1] * model.local_values_a_yx.shape[-2] <= 1:
-        ax_l.text(w / 2, h / 2, "no local grid\n(field of view or exposure too small\nfor WarpTools' auto grid)",
-                  ha="center", va="center", fontsize=10, color="0.3")
+        note = "no local grid\n(field of view or exposure too small\nfor WarpTools' auto grid)"
+        ax_l.text(w / 2, h / 2, note, ha="center", va="center", fontsize=10, color="0.3")
     ax_l.set_xlim(0, w)
     ax_l.set_ylim(h, 0)
     ax_l.set_aspect("equal")
     ax_l.set_xlabel("x (px)")
     ax_l.set_ylabel("y (px)")
     ax_l.set_title(
-        f"local tracks ×{scale:.0f} (px per Å) · max deviation {model.max_local_deviation_a:.2f} Å"
+        f"local tracks ×{scale:.0f} px/Å, red = last frame · "
+        f"max deviation {model.max_local_deviation_a:.2f} Å"
     )
     if title:
         fig.suptitle(title)
@@ -102,6 +103,7 @@ def motion(
         "--grid",
         help="Local X×Y and global temporal nodes, e.g. 5x5x40; default: WarpTools' automatic sizing.",
     ),
+    patch_size_px: int = typer.Option(768, "--patch-size", help="Patch size in movie pixels (Warp: 768)."),
     range_low_a: float = typer.Option(500.0, "--range-low", help="Lowest resolution used, Å."),
     range_high_a: float = typer.Option(10.0, "--range-high", help="Highest resolution used, Å."),
     bfactor_a2: float = typer.Option(-500.0, "--bfactor", help="B-factor weighting of the fit, Å²."),
@@ -131,7 +133,11 @@ def motion(
 
     console = Console(stderr=True)
     settings = MotionSettings(
-        grid_xyt=_parse_grid(grid), range_low_a=range_low_a, range_high_a=range_high_a, bfactor_a2=bfactor_a2
+        grid_xyt=_parse_grid(grid),
+        patch_size_px=patch_size_px,
+        range_low_a=range_low_a,
+        range_high_a=range_high_a,
+        bfactor_a2=bfactor_a2,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = movie.stem

@@ -154,12 +154,7 @@ def plot_image_and_spectrum(
         a.scatter(c[:, 0], c[:, 1], s=60, facecolors="none", edgecolors="tab:red", linewidths=0.8)
     if artifact_mask is not None and bool(artifact_mask.any()):
         a.contour(
-            np.asarray(artifact_mask.cpu(), dtype=float),
-            levels=[0.5],
-            colors="tab:orange",
-            extent=(0, w, 0, h),
-            origin="upper",
-            linewidths=0.8,
+            np.asarray(artifact_mask.cpu(), dtype=float), levels=[0.5], colors="tab:orange", linewidths=0.8
         )
     a.set_title(title or "image")
     lo, hi = np.percentile(ps, [5, 99.5])
@@ -235,7 +230,7 @@ def _movie_command():
                     "formats",
                     inspect.Parameter.KEYWORD_ONLY,
                     annotation=list[str],
-                    default=typer.Option(["mrc", "tiff"], help="movie formats: mrc and/or tiff"),
+                    default=typer.Option(["mrc", "tiff"], help="movie formats: mrc, tiff and/or eer"),
                 ),
             ]
         ),

@@ -14,6 +14,12 @@ The stages follow warp-facts.md §2.2–2.7:
    background-subtracted polar spectrum (two passes, re-estimating the background in between);
 6. the astigmatism-corrected 1D average at the mean defocus, its background, envelope, fit quality
    and the resolution estimate.
+
+Every search and fit stops at the frequency where the Thon rings of the largest defocus it considers
+are less than 2.5 spectrum bins apart (:func:`cryowarp.ctf.search.alias_limit_per_a`; ours, not
+Warp's): beyond it the measured spectrum averages the rings away while a point-sampled model does not,
+which at 3–5 µm and 4 Å otherwise pulls the 1D search to wrong defoci. All candidates of one search
+share the same limit, so their correlations stay comparable.
 """
 
 from __future__ import annotations

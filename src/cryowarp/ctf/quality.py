@@ -82,7 +82,8 @@ def corrected_average_1d(
     radius_px = radius_px[inside]
     azimuth = torch.atan2(ky.reshape(-1)[inside], kx.reshape(-1)[inside])
     freq_sq = (radius_px / (size * pixel_size_a)) ** 2
-    astig_a = 0.5 * defocus_delta_um * ANGSTROM_PER_UM * torch.cos(2 * (azimuth - math.radians(astigmatism_angle_deg)))
+    angle_rad = math.radians(astigmatism_angle_deg)
+    astig_a = 0.5 * defocus_delta_um * ANGSTROM_PER_UM * torch.cos(2 * (azimuth - angle_rad))
     flat = spectra.reshape(n, -1)[:, inside]  # (s, pixels)
     if background is not None:
         idx = radius_px.floor().long().clamp_max(n_bins - 2)

@@ -13,6 +13,13 @@ from cryowarp.deconv.filter import (
 )
 
 __all__ = [
-    "DeconvSettings", "HighpassConvention", "deconvolution_filter_1d", "deconvolution_filter_2d",
-    "deconvolution_filter_3d", "deconvolution_snr", "deconvolve_2d", "deconvolve_3d", "highpass_weight",
+    "DeconvSettings",
+    "HighpassConvention",
+    "deconvolution_filter_1d",
+    "deconvolution_filter_2d",
+    "deconvolution_filter_3d",
+    "deconvolution_snr",
+    "deconvolve_2d",
+    "deconvolve_3d",
+    "highpass_weight",
 ]

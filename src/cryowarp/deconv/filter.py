@@ -62,8 +62,9 @@ class DeconvSettings(BaseModel):
     highpass_convention: HighpassConvention | None = None
 
 
-def highpass_weight(freq_per_a: torch.Tensor, highpass_a: float,
-                    convention: HighpassConvention = "warp_cpu") -> torch.Tensor:
+def highpass_weight(
+    freq_per_a: torch.Tensor, highpass_a: float, convention: HighpassConvention = "warp_cpu"
+) -> torch.Tensor:
     """Raised-cosine high-pass H(ν) of Warp's deconvolution filter (see the module docstring).
 
     Parameters
@@ -91,12 +92,20 @@ def highpass_weight(freq_per_a: torch.Tensor, highpass_a: float,
     raise ValueError(f"highpass convention must be 'warp_cpu', 'warp_gpu' or 'stated', got {convention!r}")
 
 
-def deconvolution_snr(freq_per_a: torch.Tensor, *, strength: float = 1.0, falloff: float = 1.0,
-                      highpass_a: float = 100.0,
-                      highpass_convention: HighpassConvention = "warp_cpu") -> torch.Tensor:
+def deconvolution_snr(
+    freq_per_a: torch.Tensor,
+    *,
+    strength: float = 1.0,
+    falloff: float = 1.0,
+    highpass_a: float = 100.0,
+    highpass_convention: HighpassConvention = "warp_cpu",
+) -> torch.Tensor:
     """Warp's assumed SNR(ν) = 10^(3 s) · exp(−200 f ν) · H(ν), ν in 1/Å (warp-facts.md §5)."""
-    return (10.0 ** (3.0 * strength)) * torch.exp(-200.0 * falloff * freq_per_a) * highpass_weight(
-        freq_per_a, highpass_a, highpass_convention)
+    return (
+        (10.0 ** (3.0 * strength))
+        * torch.exp(-200.0 * falloff * freq_per_a)
+        * highpass_weight(freq_per_a, highpass_a, highpass_convention)
+    )
 
 
 def _wiener(ctf: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
@@ -104,27 +113,55 @@ def _wiener(ctf: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
     return ctf * snr / (ctf * ctf * snr + 1.0)
 
 
-def deconvolution_filter_1d(freq_per_a: torch.Tensor, defocus_um: float | torch.Tensor, *,
-                            voltage_kv: float = 300.0, cs_mm: float = 2.7, amplitude_contrast: float = 0.07,
-                            phase_shift_deg: float | torch.Tensor = 0.0, strength: float = 1.0,
-                            falloff: float = 1.0, highpass_a: float = 100.0,
-                            highpass_convention: HighpassConvention = "warp_cpu") -> torch.Tensor:
+def deconvolution_filter_1d(
+    freq_per_a: torch.Tensor,
+    defocus_um: float | torch.Tensor,
+    *,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    phase_shift_deg: float | torch.Tensor = 0.0,
+    strength: float = 1.0,
+    falloff: float = 1.0,
+    highpass_a: float = 100.0,
+    highpass_convention: HighpassConvention = "warp_cpu",
+) -> torch.Tensor:
     """Deconvolution filter W(ν) for a rotationally symmetric CTF at frequencies ``freq_per_a`` (1/Å)."""
-    ctf = ctf_1d(freq_per_a, defocus_um, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                 amplitude_contrast=amplitude_contrast, phase_shift_deg=phase_shift_deg)
-    snr = deconvolution_snr(freq_per_a, strength=strength, falloff=falloff, highpass_a=highpass_a,
-                            highpass_convention=highpass_convention)
+    ctf = ctf_1d(
+        freq_per_a,
+        defocus_um,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        phase_shift_deg=phase_shift_deg,
+    )
+    snr = deconvolution_snr(
+        freq_per_a,
+        strength=strength,
+        falloff=falloff,
+        highpass_a=highpass_a,
+        highpass_convention=highpass_convention,
+    )
     return _wiener(ctf, snr)
 
 
-def deconvolution_filter_2d(shape_yx: tuple[int, int], pixel_size_a: float, defocus_um: float | torch.Tensor,
-                            defocus_delta_um: float | torch.Tensor = 0.0,
-                            astigmatism_angle_deg: float | torch.Tensor = 0.0, *, voltage_kv: float = 300.0,
-                            cs_mm: float = 2.7, amplitude_contrast: float = 0.07,
-                            phase_shift_deg: float | torch.Tensor = 0.0, strength: float = 1.0,
-                            falloff: float = 1.0, highpass_a: float = 100.0,
-                            highpass_convention: HighpassConvention = "warp_cpu",
-                            device: torch.device | None = None) -> torch.Tensor:
+def deconvolution_filter_2d(
+    shape_yx: tuple[int, int],
+    pixel_size_a: float,
+    defocus_um: float | torch.Tensor,
+    defocus_delta_um: float | torch.Tensor = 0.0,
+    astigmatism_angle_deg: float | torch.Tensor = 0.0,
+    *,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    phase_shift_deg: float | torch.Tensor = 0.0,
+    strength: float = 1.0,
+    falloff: float = 1.0,
+    highpass_a: float = 100.0,
+    highpass_convention: HighpassConvention = "warp_cpu",
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """Deconvolution filter on the rfft grid of an ``shape_yx`` image: `(..., h, w // 2 + 1)`.
 
     Parameters
@@ -143,13 +180,29 @@ def deconvolution_filter_2d(shape_yx: tuple[int, int], pixel_size_a: float, defo
     device : torch.device, optional
         Where to build the filter when all CTF parameters are floats.
     """
-    ctf = ctf_2d(defocus_um, defocus_delta_um, astigmatism_angle_deg, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                 amplitude_contrast=amplitude_contrast, pixel_size_a=pixel_size_a, shape_yx=shape_yx,
-                 phase_shift_deg=phase_shift_deg, device=device)
-    freq_per_a = torch.linalg.vector_norm(
-        fftfreq_grid_2d(shape_yx, device=ctf.device, dtype=torch.float32), dim=-1) / pixel_size_a
-    snr = deconvolution_snr(freq_per_a, strength=strength, falloff=falloff, highpass_a=highpass_a,
-                            highpass_convention=highpass_convention)
+    ctf = ctf_2d(
+        defocus_um,
+        defocus_delta_um,
+        astigmatism_angle_deg,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        pixel_size_a=pixel_size_a,
+        shape_yx=shape_yx,
+        phase_shift_deg=phase_shift_deg,
+        device=device,
+    )
+    freq_per_a = (
+        torch.linalg.vector_norm(fftfreq_grid_2d(shape_yx, device=ctf.device, dtype=torch.float32), dim=-1)
+        / pixel_size_a
+    )
+    snr = deconvolution_snr(
+        freq_per_a,
+        strength=strength,
+        falloff=falloff,
+        highpass_a=highpass_a,
+        highpass_convention=highpass_convention,
+    )
     return _wiener(ctf, snr)
 
 
@@ -162,13 +215,22 @@ def _check_finite(data: torch.Tensor, what: str, min_ndim: int) -> None:
         raise ValueError(f"{what}: contains NaN or infinite values; clean the input first")
 
 
-def deconvolve_2d(image: torch.Tensor, pixel_size_a: float, defocus_um: float | torch.Tensor,
-                  defocus_delta_um: float | torch.Tensor = 0.0,
-                  astigmatism_angle_deg: float | torch.Tensor = 0.0, *, voltage_kv: float = 300.0,
-                  cs_mm: float = 2.7, amplitude_contrast: float = 0.07,
-                  phase_shift_deg: float | torch.Tensor = 0.0, strength: float = 1.0, falloff: float = 1.0,
-                  highpass_a: float = 100.0,
-                  highpass_convention: HighpassConvention = "warp_cpu") -> torch.Tensor:
+def deconvolve_2d(
+    image: torch.Tensor,
+    pixel_size_a: float,
+    defocus_um: float | torch.Tensor,
+    defocus_delta_um: float | torch.Tensor = 0.0,
+    astigmatism_angle_deg: float | torch.Tensor = 0.0,
+    *,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    phase_shift_deg: float | torch.Tensor = 0.0,
+    strength: float = 1.0,
+    falloff: float = 1.0,
+    highpass_a: float = 100.0,
+    highpass_convention: HighpassConvention = "warp_cpu",
+) -> torch.Tensor:
     """Apply Warp's deconvolution filter to micrographs (warp-facts.md §5).
 
     Parameters
@@ -205,23 +267,41 @@ def deconvolve_2d(image: torch.Tensor, pixel_size_a: float, defocus_um: float | 
     if strength < 0 or falloff < 0:
         raise ValueError(f"strength and falloff must be ≥ 0, got strength={strength}, falloff={falloff}")
     h, w = image.shape[-2:]
-    filt = deconvolution_filter_2d((h, w), pixel_size_a, _on(defocus_um, image), _on(defocus_delta_um, image),
-                                   _on(astigmatism_angle_deg, image), voltage_kv=voltage_kv, cs_mm=cs_mm,
-                                   amplitude_contrast=amplitude_contrast,
-                                   phase_shift_deg=_on(phase_shift_deg, image), strength=strength,
-                                   falloff=falloff, highpass_a=highpass_a,
-                                   highpass_convention=highpass_convention, device=image.device)
+    filt = deconvolution_filter_2d(
+        (h, w),
+        pixel_size_a,
+        _on(defocus_um, image),
+        _on(defocus_delta_um, image),
+        _on(astigmatism_angle_deg, image),
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        phase_shift_deg=_on(phase_shift_deg, image),
+        strength=strength,
+        falloff=falloff,
+        highpass_a=highpass_a,
+        highpass_convention=highpass_convention,
+        device=image.device,
+    )
     spectrum = torch.fft.rfft2(image.to(torch.float32))
     return torch.fft.irfft2(spectrum * filt, s=(h, w)).to(image.dtype)
 
 
-def deconvolution_filter_3d(shape_zyx: tuple[int, int, int], pixel_size_a: float,
-                            defocus_um: float | torch.Tensor, *, voltage_kv: float = 300.0,
-                            cs_mm: float = 2.7,
-                            amplitude_contrast: float = 0.07, phase_shift_deg: float | torch.Tensor = 0.0,
-                            strength: float = 1.0, falloff: float = 1.0, highpass_a: float = 300.0,
-                            highpass_convention: HighpassConvention = "warp_gpu",
-                            device: torch.device | None = None) -> torch.Tensor:
+def deconvolution_filter_3d(
+    shape_zyx: tuple[int, int, int],
+    pixel_size_a: float,
+    defocus_um: float | torch.Tensor,
+    *,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    phase_shift_deg: float | torch.Tensor = 0.0,
+    strength: float = 1.0,
+    falloff: float = 1.0,
+    highpass_a: float = 300.0,
+    highpass_convention: HighpassConvention = "warp_gpu",
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """Deconvolution filter on the rfftn grid of a ``shape_zyx`` volume: `(d, h, w // 2 + 1)`.
 
     The CTF is the isotropic 1D CTF of |k| (a tomogram sums many tilts, so Warp deconvolves it with
@@ -233,16 +313,34 @@ def deconvolution_filter_3d(shape_zyx: tuple[int, int, int], pixel_size_a: float
     kx = torch.fft.rfftfreq(w, device=device)
     freq_sq = kz[:, None, None] ** 2 + ky[None, :, None] ** 2 + kx[None, None, :] ** 2
     freq_per_a = torch.sqrt(freq_sq) / pixel_size_a
-    return deconvolution_filter_1d(freq_per_a, defocus_um, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                                   amplitude_contrast=amplitude_contrast, phase_shift_deg=phase_shift_deg,
-                                   strength=strength, falloff=falloff, highpass_a=highpass_a,
-                                   highpass_convention=highpass_convention)
+    return deconvolution_filter_1d(
+        freq_per_a,
+        defocus_um,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        phase_shift_deg=phase_shift_deg,
+        strength=strength,
+        falloff=falloff,
+        highpass_a=highpass_a,
+        highpass_convention=highpass_convention,
+    )
 
 
-def deconvolve_3d(volume: torch.Tensor, pixel_size_a: float, defocus_um: float, *, voltage_kv: float = 300.0,
-                  cs_mm: float = 2.7, amplitude_contrast: float = 0.07, phase_shift_deg: float = 0.0,
-                  strength: float = 1.0, falloff: float = 1.0, highpass_a: float = 300.0,
-                  highpass_convention: HighpassConvention = "warp_gpu") -> torch.Tensor:
+def deconvolve_3d(
+    volume: torch.Tensor,
+    pixel_size_a: float,
+    defocus_um: float,
+    *,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    phase_shift_deg: float = 0.0,
+    strength: float = 1.0,
+    falloff: float = 1.0,
+    highpass_a: float = 300.0,
+    highpass_convention: HighpassConvention = "warp_gpu",
+) -> torch.Tensor:
     """Apply Warp's deconvolution filter to a tomogram (warp-facts.md §5).
 
     Parameters
@@ -272,11 +370,20 @@ def deconvolve_3d(volume: torch.Tensor, pixel_size_a: float, defocus_um: float, 
         raise ValueError(f"deconvolve_3d volume: expected shape (d, h, w), found {tuple(volume.shape)}")
     if strength < 0 or falloff < 0:
         raise ValueError(f"strength and falloff must be ≥ 0, got strength={strength}, falloff={falloff}")
-    filt = deconvolution_filter_3d(tuple(volume.shape), pixel_size_a, defocus_um, voltage_kv=voltage_kv,
-                                   cs_mm=cs_mm, amplitude_contrast=amplitude_contrast,
-                                   phase_shift_deg=phase_shift_deg, strength=strength, falloff=falloff,
-                                   highpass_a=highpass_a, highpass_convention=highpass_convention,
-                                   device=volume.device)
+    filt = deconvolution_filter_3d(
+        tuple(volume.shape),
+        pixel_size_a,
+        defocus_um,
+        voltage_kv=voltage_kv,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        phase_shift_deg=phase_shift_deg,
+        strength=strength,
+        falloff=falloff,
+        highpass_a=highpass_a,
+        highpass_convention=highpass_convention,
+        device=volume.device,
+    )
     spectrum = torch.fft.rfftn(volume.to(torch.float32))
     return torch.fft.irfftn(spectrum * filt, s=tuple(volume.shape)).to(volume.dtype)
 

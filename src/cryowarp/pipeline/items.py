@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -168,8 +167,6 @@ def process_movie(
             getattr(state, f"run_{stage}")(pick_corrections)
             timings[stage] = time.perf_counter() - t0
             done.append(stage)
-        stage = "finish"
-        state.fill_missing_scalars(enabled)
     except Exception as exc:  # per-item errors are recorded, never raised
         message = str(exc) or type(exc).__name__
         if path.name not in message:
@@ -484,9 +481,6 @@ class _ItemState:
         )
         self.out["artifacts"]["particles"] = stack_rel
 
-    def fill_missing_scalars(self, enabled: tuple[str, ...]) -> None:
-        """Nothing to do: scalars of reused stages stay in the store (record_result keeps them)."""
-
 
 def _finite(value: float) -> float | None:
     value = float(value)
@@ -497,8 +491,3 @@ def _images() -> Any:
     from cryowarp.pipeline import _images as images
 
     return images
-
-
-def default_threads() -> int:
-    """Threads per worker when the pool has one worker per two cores."""
-    return max(1, (os.cpu_count() or 1))

@@ -3,7 +3,8 @@
 Files written by :func:`write_movie_files` for ``stem`` in ``directory``:
 
 * ``<stem>.mrc`` (uint16 counts, MRC mode 6, a stack) and/or ``<stem>.tif`` (uint16, LZW, one page
-  per frame); float32 instead when the frames are gain-corrected;
+  per frame); float32 instead when the frames are gain-corrected; and/or ``<stem>.eer`` (each frame
+  spread over ``eer_raw_per_frame`` raw EER frames, :class:`EerRawFrames`);
 * ``<stem>_gain.mrc`` (float32, mean 1; multiply raw frames by it), ``<stem>_defects.mrc`` (uint8, 1 =
   defect) when there are defects, ``<stem>_clean.mrc`` (noise-free reference, float32);
 * ``<stem>_motion.star``: RELION motion-correction STAR (``data_general``, ``data_global_shift`` with
@@ -16,6 +17,7 @@ Files written by :func:`write_movie_files` for ``stem`` in ``directory``:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,13 +131,14 @@ def write_movie_files(
     *,
     stem: str = "movie",
     formats: tuple[str, ...] = ("mrc", "tiff"),
+    eer_raw_per_frame: int = 20,
 ) -> dict[str, Path]:
     """Write a :class:`SimulatedMovie` (see the module docstring); returns the paths by role."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    unknown = set(formats) - {"mrc", "tiff"}
+    unknown = set(formats) - {"mrc", "tiff", "eer"}
     if unknown or not formats:
-        raise ValueError(f"movie formats: expected 'mrc' and/or 'tiff', found {sorted(formats)}")
+        raise ValueError(f"movie formats: expected 'mrc', 'tiff' and/or 'eer', found {sorted(formats)}")
     frames = movie.frames.detach().cpu().numpy()
     is_counts = bool(np.all(frames == np.rint(frames))) and frames.min() >= 0 and frames.max() < 65536
     out: dict[str, Path] = {}
@@ -153,6 +156,10 @@ def write_movie_files(
             frames.astype(np.uint16 if is_counts else np.float32),
             movie.pixel_size_a,
         )
+    if "eer" in formats:
+        out["movie_eer"] = write_movie_eer(
+            movie, directory / f"{stem}.eer", n_raw_per_frame=eer_raw_per_frame, seed=movie.truth.seed
+        )
     out["gain"] = write_mrc(directory / f"{stem}_gain.mrc", movie.gain, movie.pixel_size_a)
     if bool(movie.defect_mask.any()):
         out["defects"] = write_mrc(
@@ -162,7 +169,7 @@ def write_movie_files(
             dtype="int8",
         )
     out["clean"] = write_mrc(directory / f"{stem}_clean.mrc", movie.clean_image, movie.pixel_size_a)
-    movie_name = (out.get("movie_mrc") or out["movie_tiff"]).name
+    movie_name = (out.get("movie_mrc") or out.get("movie_tiff") or out["movie_eer"]).name
     out["motion_star"] = write_star(
         directory / f"{stem}_motion.star", motion_star_tables(movie.truth, movie_name, out["gain"].name)
     )
@@ -249,3 +256,66 @@ def write_tilt_series_files(series, directory: str | Path, *, stem: str = "tilt_
     out["particles_star"] = write_star(directory / f"{stem}_particles.star", {"particles": particles})
     out["truth_json"] = write_json(directory / f"{stem}_truth.json", truth.to_dict())
     return out
+
+
+class EerRawFrames:
+    """The counts of each movie frame spread over ``n_raw_per_frame`` EER raw frames (0/1 per pixel).
+
+    A pixel with c counts in frame f gets its events in the raw frames (r + j·s) mod n, j < c, with
+    r and s (s coprime to n) drawn per pixel from ``seed`` and f: distinct raw frames, uniformly placed.
+    Summing each group of n raw frames gives the movie frames back exactly (counts above n are clipped
+    to n; ``n_clipped`` says how many events that lost). Raw frames are made on demand (a ``Sequence``
+    for :func:`cryowarp.io.eer.write_eer`), so a long movie never sits in memory twice.
+    """
+
+    def __init__(self, frames: torch.Tensor, n_raw_per_frame: int = 20, *, seed: int = 0):
+        if n_raw_per_frame < 1:
+            raise ValueError(f"n_raw_per_frame: expected ≥ 1, found {n_raw_per_frame}")
+        counts = frames.detach().cpu()
+        if bool((counts != counts.round()).any()) or float(counts.min()) < 0:
+            raise ValueError("EER needs integer electron counts ≥ 0 (raw frames, not gain-corrected)")
+        self.frames = counts.to(torch.int64)
+        self.n = int(n_raw_per_frame)
+        self.seed = int(seed)
+        self.n_clipped = int((self.frames - self.n).clamp_min(0).sum())
+        self._cached: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        coprime = [s for s in range(1, self.n + 1) if math.gcd(s, self.n) == 1] if self.n > 1 else [1]
+        self._strides = torch.tensor(coprime, dtype=torch.int64)
+        self._inverses = torch.tensor(
+            [pow(s, -1, self.n) if self.n > 1 else 0 for s in coprime], dtype=torch.int64
+        )
+
+    def __len__(self) -> int:
+        return self.frames.shape[0] * self.n
+
+    def _offsets(self, f: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cached is None or self._cached[0] != f:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + f)
+            shape = self.frames.shape[1:]
+            r = torch.randint(0, self.n, shape, generator=g)
+            k = torch.randint(0, len(self._strides), shape, generator=g)
+            self._cached = (f, r, self._inverses[k])
+        return self._cached[1], self._cached[2]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(f"raw frame {i} out of range 0..{len(self) - 1}")
+        f, raw = divmod(int(i), self.n)
+        r, s_inv = self._offsets(f)
+        j = ((raw - r) * s_inv) % self.n  # the j with (r + j·s) ≡ raw (mod n)
+        return (j < self.frames[f]).to(torch.uint8).numpy()
+
+
+def write_movie_eer(
+    movie: SimulatedMovie, path: str | Path, *, n_raw_per_frame: int = 20, seed: int = 0
+) -> Path:
+    """Write the movie's raw counts as EER (each frame = ``n_raw_per_frame`` raw frames), with pixel size."""
+    from cryowarp.io.eer import write_eer
+
+    raw = EerRawFrames(movie.frames, n_raw_per_frame, seed=seed)
+    metadata = {
+        "sensorPixelSize.width": movie.pixel_size_a * 1e-10,
+        "sensorPixelSize.height": movie.pixel_size_a * 1e-10,
+        "cryowarpFramesPerGroup": n_raw_per_frame,
+    }
+    return write_eer(path, raw, metadata=metadata)

@@ -160,6 +160,21 @@ class MovieTruth:
         return self.motion.global_displacement_a_yx()
 
     @property
+    def coords_px_xy(self) -> torch.Tensor:
+        """`(P, 2)` true particle centres (x, y), px (same as ``particles.coords_px_xy``)."""
+        return self.particles.coords_px_xy
+
+    @property
+    def euler_deg(self) -> torch.Tensor:
+        """`(P, 3)` true RELION ZYZ angles (rot, tilt, psi), degrees."""
+        return self.particles.euler_deg
+
+    @property
+    def particle_defocus_um(self) -> torch.Tensor:
+        """`(P,)` defocus at each particle (plane + height), µm; ``defocus_um`` is the image centre's."""
+        return self.particles.defocus_um
+
+    @property
     def global_shifts_px_yx(self) -> torch.Tensor:
         """`(F, 2)` global displacement in pixels (content of frame f sits this far from the clean image)."""
         return self.global_displacement_a_yx / self.pixel_size_a
@@ -409,7 +424,8 @@ def simulate_movie(
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     frame_generator = torch.Generator(device=device).manual_seed(noise_seed)
     frames = torch.empty((s.n_frames, h, w), dtype=torch.float32, device=device)
-    rate_scale = counts_per_unit * sensitivity
+    uniform_gain = bool((gain == 1.0).all())
+    rate_scale = counts_per_unit if uniform_gain else counts_per_unit * sensitivity
     hot_d, dead_d = hot.to(device), dead.to(device)
 
     def finish(f: int, frame: torch.Tensor) -> None:
@@ -436,7 +452,7 @@ def simulate_movie(
     with ThreadPoolExecutor(max_workers=1) as pool:
         for f in range(s.n_frames):
             if f > 0 and s.radiation_damage:
-                spectrum = spectrum * per_frame_damage
+                spectrum.mul_(per_frame_damage)  # our own copy (made above), safe to update in place
             dy, dx = float(global_px[f, 0]), float(global_px[f, 1])
             torch.mul(spectrum, torch.exp(-2j * math.pi * ky * dy), out=work)
             work.mul_(torch.exp(-2j * math.pi * kx * dx))

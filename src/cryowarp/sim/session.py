@@ -95,7 +95,8 @@ def simulate_session(
     gain = make_gain(
         settings.shape_yx, settings.gain_sd, torch.Generator().manual_seed(int(seed) + 7), device
     )
-    write_mrc(directory / "gain.mrc", gain, settings.pixel_size_a)
+    # written aside and renamed in, so a watcher of *.mrc never sees a temporary file here
+    os.replace(write_mrc(incoming / "gain.mrc", gain, settings.pixel_size_a), directory / "gain.mrc")
     record = {
         "settings": settings.model_dump(mode="json"),
         "seed": seed,

@@ -12,8 +12,13 @@ def radial_index(freq_cycles_per_px: torch.Tensor, n_shells: int) -> torch.Tenso
     return (freq_cycles_per_px / 0.5 * (n_shells - 1)).round().long().clamp(0, n_shells - 1)
 
 
-def whitening_filter(power: torch.Tensor, freq_cycles_per_px: torch.Tensor, *, n_shells: int = 128,
-                     weight: torch.Tensor | None = None) -> torch.Tensor:
+def whitening_filter(
+    power: torch.Tensor,
+    freq_cycles_per_px: torch.Tensor,
+    *,
+    n_shells: int = 128,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """1/√(radial mean power), normalised to max 1 (warp-facts.md §4.1).
 
     Parameters
@@ -34,7 +39,10 @@ def whitening_filter(power: torch.Tensor, freq_cycles_per_px: torch.Tensor, *, n
     mean_power = sums / counts.clamp_min(1e-12)
     # Warp copies the last two shells from the third-to-last (corners of the FFT cube are sparse)
     mean_power[-2:] = mean_power[-3]
-    filt = 1.0 / mean_power.clamp_min(mean_power[mean_power > 0].min() if (mean_power > 0).any() else 1e-30).sqrt()
+    filt = (
+        1.0
+        / mean_power.clamp_min(mean_power[mean_power > 0].min() if (mean_power > 0).any() else 1e-30).sqrt()
+    )
     filt[0] = 0.0
     filt = filt / filt.max().clamp_min(1e-30)
     return filt[radial_index(freq_cycles_per_px, n_shells)]

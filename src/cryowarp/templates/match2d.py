@@ -56,15 +56,19 @@ class Match2DSettings(BaseModel):
     lowpass_a: float | None = Field(None, gt=0, description="optional Gaussian low-pass, Å")
     tile_size_px: int = Field(1024, ge=64, description="square tiles at the matching pixel size")
     batch_orientations: int = Field(8, ge=1, description="orientations correlated per FFT batch")
-    peak_distance_fraction: float = Field(2.0 / 3.0, gt=0, description="min peak distance / diameter (Warp 2/3)")
+    peak_distance_fraction: float = Field(
+        2.0 / 3.0, gt=0, description="min peak distance / diameter (Warp 2/3)"
+    )
     border_fraction: float = Field(1.0, ge=0, description="scores zeroed within this × diameter of the edge")
     peak_floor_sigma: float = Field(0.5, description="store peaks above mean + this × s.d. of the score map")
     oversampling: int = Field(2, ge=1, le=4, description="projector zero-padding factor")
     local_normalization: bool = Field(True, description="divide scores by the local s.d. (relative, ≥ 1)")
     # Warp multiplies the reference by a binary mask (> 0.2 × max, dilated); on our planted tests it
     # halved the detection scores (sharp mask edges), so it is off by default here: a deliberate change.
-    binary_threshold: float | None = Field(None, description="Warp's binary template mask (> this × max, "
-                                           "dilated 1 voxel); None: soft sphere only")
+    binary_threshold: float | None = Field(
+        None,
+        description="Warp's binary template mask (> this × max, dilated 1 voxel); None: soft sphere only",
+    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,9 @@ def tile_layout(length: int, tile: int, margin: int) -> list[tuple[int, int, int
     if length <= tile:
         return [(0, 0, length)]
     if tile <= 2 * margin:
-        raise ValueError(f"tile size {tile} px must exceed twice the margin ({margin} px); raise tile_size_px")
+        raise ValueError(
+            f"tile size {tile} px must exceed twice the margin ({margin} px); raise tile_size_px"
+        )
     n = math.ceil((length - 2 * margin) / (tile - 2 * margin))
     starts = [round(i * (length - tile) / max(n - 1, 1)) for i in range(n)] if n > 1 else [0]
     out = []
@@ -158,7 +164,9 @@ def match_template_2d(
     result : Match2DResult
     """
     if image.ndim != 2:
-        raise ValueError(f"match_template_2d: expected a 2-D micrograph (h, w), found shape {tuple(image.shape)}")
+        raise ValueError(
+            f"match_template_2d: expected a 2-D micrograph (h, w), found shape {tuple(image.shape)}"
+        )
     if not torch.isfinite(image).all():
         raise ValueError("match_template_2d: the micrograph contains NaN or infinite values")
     device = image.device
@@ -176,13 +184,19 @@ def match_template_2d(
     h, w = work.shape
     scale_xy = torch.tensor([w0 / w, h0 / h], dtype=torch.float64)
 
-    template = prepare_template(template_volume.to(device=device, dtype=torch.float32), template_pixel_size_a, p,
-                                diameter_a=settings.diameter_a, binary_threshold=settings.binary_threshold)
+    template = prepare_template(
+        template_volume.to(device=device, dtype=torch.float32),
+        template_pixel_size_a,
+        p,
+        diameter_a=settings.diameter_a,
+        binary_threshold=settings.binary_threshold,
+    )
     projector = make_projector(template.volume, oversampling=settings.oversampling)
     box = template.box_px
     diameter_px = template.diameter_px
-    euler = orientation_grid(settings.angular_step_deg, psi_step_deg=settings.psi_step_deg,
-                             tilt_range_deg=settings.tilt_range_deg)
+    euler = orientation_grid(
+        settings.angular_step_deg, psi_step_deg=settings.psi_step_deg, tilt_range_deg=settings.tilt_range_deg
+    )
     matrices = orientation_matrices(euler).to(device=device, dtype=torch.float32)
     n_orient = len(euler)
 
@@ -200,27 +214,43 @@ def match_template_2d(
     freq_yx = fftfreq_grid_2d((tile, tile), device=device)
     freq_px = torch.linalg.vector_norm(freq_yx, dim=-1)
     freq_per_a = freq_px / p
-    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(freq_per_a, settings.lowpass_a)
+    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(
+        freq_per_a, settings.lowpass_a
+    )
     tiles = []
     for ty in tiles_y:
         for tx in tiles_x:
             y0, x0 = ty[0], tx[0]
-            patch = work[y0:y0 + tile, x0:x0 + tile]
+            patch = work[y0 : y0 + tile, x0 : x0 + tile]
             if patch.shape != (tile, tile):  # micrograph smaller than a tile: reflect-pad
                 pad_y, pad_x = tile - patch.shape[0], tile - patch.shape[1]
-                patch = torch.nn.functional.pad(patch[None, None], (0, pad_x, 0, pad_y), mode="reflect")[0, 0] \
-                    if pad_y < patch.shape[0] and pad_x < patch.shape[1] else \
-                    torch.nn.functional.pad(patch, (0, pad_x, 0, pad_y))
+                patch = (
+                    torch.nn.functional.pad(patch[None, None], (0, pad_x, 0, pad_y), mode="reflect")[0, 0]
+                    if pad_y < patch.shape[0] and pad_x < patch.shape[1]
+                    else torch.nn.functional.pad(patch, (0, pad_x, 0, pad_y))
+                )
             spec = torch.fft.rfft2(patch)
             whiten = whitening_filter(spec.real**2 + spec.imag**2, freq_px) if settings.whiten else 1.0
             filt = band * whiten
             if ctf is not None:
-                centre_xy = torch.tensor([[(x0 + tile / 2) * scale_xy[0], (y0 + tile / 2) * scale_xy[1]]],
-                                         dtype=torch.float64)
-                defocus = float(local_defocus_um(centre_xy).reshape(-1)[0]) if local_defocus_um else ctf.defocus_um
-                c = ctf_2d(defocus, ctf.defocus_delta_um, ctf.astigmatism_angle_deg, voltage_kv=ctf.voltage_kv,
-                           cs_mm=ctf.cs_mm, amplitude_contrast=ctf.amplitude_contrast, pixel_size_a=p,
-                           shape_yx=(tile, tile), phase_shift_deg=ctf.phase_shift_deg, device=device)
+                centre_xy = torch.tensor(
+                    [[(x0 + tile / 2) * scale_xy[0], (y0 + tile / 2) * scale_xy[1]]], dtype=torch.float64
+                )
+                defocus = (
+                    float(local_defocus_um(centre_xy).reshape(-1)[0]) if local_defocus_um else ctf.defocus_um
+                )
+                c = ctf_2d(
+                    defocus,
+                    ctf.defocus_delta_um,
+                    ctf.astigmatism_angle_deg,
+                    voltage_kv=ctf.voltage_kv,
+                    cs_mm=ctf.cs_mm,
+                    amplitude_contrast=ctf.amplitude_contrast,
+                    pixel_size_a=p,
+                    shape_yx=(tile, tile),
+                    phase_shift_deg=ctf.phase_shift_deg,
+                    device=device,
+                )
                 matched = spec * (filt * whiten * c if settings.whiten else filt * c)
             else:
                 matched = spec * (filt * whiten if settings.whiten else filt)
@@ -232,15 +262,19 @@ def match_template_2d(
                 lsd = local_std(whitened, diameter_px / 2)[ty_lo:ty_hi, tx_lo:tx_hi]
                 # only damp regions busier than the median (carbon, contamination), never boost
                 inv_rel_std = 1.0 / (lsd / lsd.median().clamp_min(1e-12)).clamp_min(1.0)
-            tiles.append(dict(y0=y0, x0=x0, ys=(ty_lo, ty_hi), xs=(tx_lo, tx_hi), spec=matched,
-                              inv_rel_std=inv_rel_std))
+            tiles.append(
+                dict(
+                    y0=y0, x0=x0, ys=(ty_lo, ty_hi), xs=(tx_lo, tx_hi), spec=matched, inv_rel_std=inv_rel_std
+                )
+            )
 
     # background power of each filtered tile, radially averaged and put on the template's box grid, so
     # that each orientation's correlation s.d. follows from Parseval without touching the full tile
     n_shells = tile // 2 + 1
     shell_t = radial_index(freq_px, n_shells).reshape(-1)
-    counts = torch.zeros(n_shells, device=device).index_add_(0, shell_t, torch.ones_like(shell_t,
-                                                                                         dtype=torch.float32))
+    counts = torch.zeros(n_shells, device=device).index_add_(
+        0, shell_t, torch.ones_like(shell_t, dtype=torch.float32)
+    )
     freq_box = torch.linalg.vector_norm(fftfreq_grid_2d((box, box), device=device), dim=-1)
     shell_box = radial_index(freq_box, n_shells)
     weights_box = []
@@ -259,7 +293,7 @@ def match_template_2d(
     half = box // 2
     buffer = None
     for b, start in enumerate(range(0, n_orient, settings.batch_orientations)):
-        mats = matrices[start:start + settings.batch_orientations]
+        mats = matrices[start : start + settings.batch_orientations]
         proj_spec = project_spectra(projector, mats)  # (nb, B, B//2+1)
         proj_spec[:, 0, 0] = 0.0  # zero mean
         # Parseval on the box grid: s.d. of each correlation map over background (≈ noise), per tile
@@ -273,10 +307,10 @@ def match_template_2d(
         if buffer is None or buffer.shape[0] != len(mats):
             buffer = proj.new_zeros((len(mats), tile, tile))
         c = half - 1
-        buffer[:, :box - c, :box - c] = mirrored[:, c:, c:]
-        buffer[:, :box - c, tile - c:] = mirrored[:, c:, :c]
-        buffer[:, tile - c:, :box - c] = mirrored[:, :c, c:]
-        buffer[:, tile - c:, tile - c:] = mirrored[:, :c, :c]
+        buffer[:, : box - c, : box - c] = mirrored[:, c:, c:]
+        buffer[:, : box - c, tile - c :] = mirrored[:, c:, :c]
+        buffer[:, tile - c :, : box - c] = mirrored[:, :c, c:]
+        buffer[:, tile - c :, tile - c :] = mirrored[:, :c, :c]
         ref = torch.fft.rfft2(buffer)
         for i_tile, t in enumerate(tiles):
             cc = torch.fft.irfft2(t["spec"][None] * ref, s=(tile, tile))
@@ -285,8 +319,8 @@ def match_template_2d(
             if t["inv_rel_std"] is not None:
                 values = values * t["inv_rel_std"]
             gy, gx = t["y0"] + ylo, t["x0"] + xlo
-            region = best[gy:gy + (yhi - ylo), gx:gx + (xhi - xlo)]
-            region_index = best_index[gy:gy + (yhi - ylo), gx:gx + (xhi - xlo)]
+            region = best[gy : gy + (yhi - ylo), gx : gx + (xhi - xlo)]
+            region_index = best_index[gy : gy + (yhi - ylo), gx : gx + (xhi - xlo)]
             better = values > region
             region_index.copy_(torch.where(better, index + start, region_index))
             torch.maximum(region, values, out=region)
@@ -307,7 +341,14 @@ def match_template_2d(
     pos_yx = index.to(torch.float64) + offsets
     coords_xy = pos_yx.flip(-1).cpu() * scale_xy
     orient = euler[best_index[tuple(index.T)].cpu()] if len(index) else euler.new_zeros((0, 3))
-    matches = TemplateMatches(coords_xy, orient, values.cpu().to(torch.float32), float(pixel_size_a),
-                              template.diameter_a, float(settings.angular_step_deg), floor,
-                              meta={"ndim": 2, "matching_pixel_size_a": p, "n_orientations": n_orient})
+    matches = TemplateMatches(
+        coords_xy,
+        orient,
+        values.cpu().to(torch.float32),
+        float(pixel_size_a),
+        template.diameter_a,
+        float(settings.angular_step_deg),
+        floor,
+        meta={"ndim": 2, "matching_pixel_size_a": p, "n_orientations": n_orient},
+    )
     return Match2DResult(matches, scores, best_index, euler, p, template)

@@ -102,20 +102,27 @@ def match_template_3d(
         Coordinates are (x, y, z) in voxels of the input tomogram.
     """
     if tomogram.ndim != 3:
-        raise ValueError(f"match_template_3d: expected a tomogram (d, h, w), found shape {tuple(tomogram.shape)}")
+        raise ValueError(
+            f"match_template_3d: expected a tomogram (d, h, w), found shape {tuple(tomogram.shape)}"
+        )
     if not torch.isfinite(tomogram).all():
         raise ValueError("match_template_3d: the tomogram contains NaN or infinite values")
     device = tomogram.device
     d, h, w = tomogram.shape
-    template = prepare_template(template_volume.to(device=device, dtype=torch.float32), template_pixel_size_a,
-                                pixel_size_a, diameter_a=settings.diameter_a,
-                                binary_threshold=settings.binary_threshold)
+    template = prepare_template(
+        template_volume.to(device=device, dtype=torch.float32),
+        template_pixel_size_a,
+        pixel_size_a,
+        diameter_a=settings.diameter_a,
+        binary_threshold=settings.binary_threshold,
+    )
     p = template.pixel_size_a
     projector = make_projector(template.volume, oversampling=settings.oversampling)
     box = template.box_px
     diameter_px = template.diameter_px
-    euler = orientation_grid(settings.angular_step_deg, psi_step_deg=settings.psi_step_deg,
-                             tilt_range_deg=settings.tilt_range_deg)
+    euler = orientation_grid(
+        settings.angular_step_deg, psi_step_deg=settings.psi_step_deg, tilt_range_deg=settings.tilt_range_deg
+    )
     matrices = orientation_matrices(euler).to(device=device, dtype=torch.float32)
     n_orient = len(euler)
 
@@ -124,8 +131,9 @@ def match_template_3d(
     shape = tuple(min(settings.subvolume_size_px, n + n % 2) for n in (d, h, w))
     for n, sn in zip((d, h, w), shape, strict=True):
         if n > sn and sn <= 2 * margin:
-            raise ValueError(f"sub-volume size {sn} must exceed the template box {box} + 4; "
-                             "raise subvolume_size_px")
+            raise ValueError(
+                f"sub-volume size {sn} must exceed the template box {box} + 4; raise subvolume_size_px"
+            )
     sd, sh, sw = shape
     layouts = [tile_layout(n, sn, margin) for n, sn in zip((d, h, w), shape, strict=True)]
     work = tomogram.to(torch.float32)
@@ -136,7 +144,9 @@ def match_template_3d(
     kx = torch.fft.rfftfreq(sw, device=device)[None, None, :]
     freq_px = torch.sqrt(kz**2 + ky**2 + kx**2)
     freq_per_a = freq_px / p
-    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(freq_per_a, settings.lowpass_a)
+    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(
+        freq_per_a, settings.lowpass_a
+    )
     wedge = fourier_weight(shape).to(device) if fourier_weight is not None else None
     # nearest sub-volume frequency for every frequency of the template box (for Parseval on the box grid)
     bf = torch.fft.fftfreq(box, device=device)
@@ -155,8 +165,14 @@ def match_template_3d(
     total = len(blocks) * n_batches
     done = 0
     half = box // 2
+    c = half - 1
+
+    def parts(n: int) -> tuple[tuple[slice, slice], ...]:
+        # source/destination slices that put the mirrored box's centre (B//2 − 1) on index 0, wrapping
+        return ((slice(c, None), slice(0, box - c)), (slice(None, c), slice(n - c, None)))
+
     for (z0, zlo, zhi), (y0, ylo, yhi), (x0, xlo, xhi) in blocks:
-        sub = work[z0:z0 + sd, y0:y0 + sh, x0:x0 + sw]
+        sub = work[z0 : z0 + sd, y0 : y0 + sh, x0 : x0 + sw]
         if sub.shape != shape:
             pads = [0, sw - sub.shape[2], 0, sh - sub.shape[1], 0, sd - sub.shape[0]]
             sub = torch.nn.functional.pad(sub, pads)
@@ -182,18 +198,13 @@ def match_template_3d(
         region_index = best_index[zlo:zhi, ylo:yhi, xlo:xhi]
         buffer = None
         for start in range(0, n_orient, settings.batch_orientations):
-            mats = matrices[start:start + settings.batch_orientations]
+            mats = matrices[start : start + settings.batch_orientations]
             rot = rotate_spectra(projector, mats)  # (nb, B, B, B//2+1), centre at B//2
             rot[:, 0, 0, 0] = 0.0
             inv_sd = torch.einsum("zyx,ozyx->o", m_power, rot.real**2 + rot.imag**2).clamp_min(1e-30).rsqrt()
             vol = torch.fft.irfftn(rot, s=(box,) * 3).flip(-3, -2, -1)  # point-mirrored: centre at B//2 − 1
             if buffer is None or buffer.shape[0] != len(mats):
                 buffer = vol.new_zeros((len(mats), sd, sh, sw))
-            c = half - 1
-
-            def parts(n: int) -> tuple[tuple[slice, slice], ...]:
-                return ((slice(c, None), slice(0, box - c)), (slice(None, c), slice(n - c, None)))
-
             for sz_src, sz_dst in parts(sd):
                 for sy_src, sy_dst in parts(sh):
                     for sx_src, sx_dst in parts(sw):
@@ -220,7 +231,14 @@ def match_template_3d(
     pos_zyx = index.to(torch.float64) + parabolic_offsets(scores, index)
     coords_xyz = pos_zyx.flip(-1).cpu()
     orient = euler[best_index[tuple(index.T)].long().cpu()] if len(index) else euler.new_zeros((0, 3))
-    matches = TemplateMatches(coords_xyz, orient, values.cpu().to(torch.float32), float(pixel_size_a),
-                              template.diameter_a, float(settings.angular_step_deg), floor,
-                              meta={"ndim": 3, "n_orientations": n_orient, "subvolume_shape_zyx": list(shape)})
+    matches = TemplateMatches(
+        coords_xyz,
+        orient,
+        values.cpu().to(torch.float32),
+        float(pixel_size_a),
+        template.diameter_a,
+        float(settings.angular_step_deg),
+        floor,
+        meta={"ndim": 3, "n_orientations": n_orient, "subvolume_shape_zyx": list(shape)},
+    )
     return Match3DResult(matches, scores, best_index, euler, p, template)

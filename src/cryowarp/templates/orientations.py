@@ -39,7 +39,7 @@ def healpix_directions(nside: int, *, dtype: torch.dtype = torch.float64) -> tor
     # north polar cap
     north = p < ncap
     pn = p[north]
-    ring = ((1 + torch.sqrt(1 + 2 * pn.to(dtype)).floor().long()) // 2)
+    ring = (1 + torch.sqrt(1 + 2 * pn.to(dtype)).floor().long()) // 2
     # guard the integer square root against rounding
     ring = torch.where(2 * ring * (ring - 1) > pn, ring - 1, ring)
     ring = torch.where(2 * (ring + 1) * ring <= pn, ring + 1, ring)
@@ -67,8 +67,13 @@ def healpix_directions(nside: int, *, dtype: torch.dtype = torch.float64) -> tor
     return torch.rad2deg(torch.stack([theta, phi], -1))
 
 
-def orientation_grid(angular_step_deg: float, *, psi_step_deg: float | None = None,
-                     tilt_range_deg: float | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def orientation_grid(
+    angular_step_deg: float,
+    *,
+    psi_step_deg: float | None = None,
+    tilt_range_deg: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     """All orientations of an exhaustive search as `(m, 3)` RELION (rot, tilt, psi) in degrees.
 
     Parameters
@@ -91,7 +96,9 @@ def orientation_grid(angular_step_deg: float, *, psi_step_deg: float | None = No
     nside = healpix_nside_for_step(angular_step_deg)
     directions = healpix_directions(nside, dtype=dtype)
     if tilt_range_deg is not None:
-        keep = torch.cos(torch.deg2rad(directions[:, 0])).abs() <= math.sin(math.radians(tilt_range_deg)) + 1e-9
+        keep = (
+            torch.cos(torch.deg2rad(directions[:, 0])).abs() <= math.sin(math.radians(tilt_range_deg)) + 1e-9
+        )
         directions = directions[keep]
     psi_step = psi_step_deg if psi_step_deg is not None else 60.0 / nside
     n_psi = max(1, round(360.0 / psi_step))

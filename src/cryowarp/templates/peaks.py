@@ -21,12 +21,14 @@ def thin_peaks(coords: torch.Tensor, scores: torch.Tensor, min_distance_px: floa
         if suppressed[i]:
             continue
         kept.append(i)
-        close = ((coords[i + 1:] - coords[i]) ** 2).sum(-1) < d2
-        suppressed[i + 1:] |= close
+        close = ((coords[i + 1 :] - coords[i]) ** 2).sum(-1) < d2
+        suppressed[i + 1 :] |= close
     return order[torch.tensor(kept, dtype=torch.long, device=order.device)]
 
 
-def find_peaks(scores: torch.Tensor, floor: float, min_distance_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+def find_peaks(
+    scores: torch.Tensor, floor: float, min_distance_px: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Local maxima of a 2-D or 3-D score map above ``floor``, at least ``min_distance_px`` apart.
 
     Parameters

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FourierProjector", "make_projector", "project_spectra", "project_images", "rotate_spectra",
-           "rotate_volumes"]
+__all__ = [
+    "FourierProjector",
+    "make_projector",
+    "project_spectra",
+    "project_images",
+    "rotate_spectra",
+    "rotate_volumes",
+]
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,14 @@ def make_projector(volume: torch.Tensor, *, oversampling: int = 2) -> FourierPro
         On the device of ``volume``, float32.
     """
     if volume.ndim != 3 or len(set(volume.shape)) != 1:
-        raise ValueError(f"make_projector: expected a cubic volume (B, B, B), found shape {tuple(volume.shape)}")
+        raise ValueError(
+            f"make_projector: expected a cubic volume (B, B, B), found shape {tuple(volume.shape)}"
+        )
     box = volume.shape[0]
     if box % 2:
-        raise ValueError(f"make_projector: expected an even box size, found {box}; pad the volume by one voxel")
+        raise ValueError(
+            f"make_projector: expected an even box size, found {box}; pad the volume by one voxel"
+        )
     if oversampling < 1:
         raise ValueError(f"make_projector: oversampling must be ≥ 1, got {oversampling}")
     padded = box * oversampling
@@ -79,7 +89,7 @@ def make_projector(volume: torch.Tensor, *, oversampling: int = 2) -> FourierPro
     vol = vol / (c[:, None, None] * c[None, :, None] * c[None, None, :])
     lo = padded // 2 - box // 2
     big = vol.new_zeros((padded, padded, padded))
-    big[lo:lo + box, lo:lo + box, lo:lo + box] = vol
+    big[lo : lo + box, lo : lo + box, lo : lo + box] = vol
     spectrum = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(big)))
     stacked = torch.stack([spectrum.real, spectrum.imag])[None].contiguous()  # (1, 2, P, P, P)
     return FourierProjector(stacked, box, oversampling)
@@ -120,7 +130,9 @@ def project_spectra(projector: FourierProjector, matrices: torch.Tensor) -> torc
     kx = torch.fft.rfftfreq(box, device=dev) * box
     # columns of A^T that multiply kx and ky (kz = 0): A^T (kx, ky, 0) = kx·A[0, :] + ky·A[1, :]
     a = matrices.to(device=dev, dtype=torch.float32)
-    coords = kx[None, None, :, None] * a[:, None, None, 0, :] + ky[None, :, None, None] * a[:, None, None, 1, :]
+    coords = (
+        kx[None, None, :, None] * a[:, None, None, 0, :] + ky[None, :, None, None] * a[:, None, None, 1, :]
+    )
     spectra = _sample(projector, coords)  # (n, B, B//2+1)
     # move the real-space origin from the box centre to index 0: phase (−1)^(kx+ky) for even B
     sign = (1 - 2 * ((ky[:, None].long() + kx[None, :].long()) % 2)).to(torch.float32)
@@ -133,8 +145,9 @@ def project_images(projector: FourierProjector, matrices: torch.Tensor) -> torch
     return torch.fft.irfft2(project_spectra(projector, matrices), s=(box, box))
 
 
-def rotate_spectra(projector: FourierProjector, matrices: torch.Tensor,
-                   shape_zyx: tuple[int, int, int] | None = None) -> torch.Tensor:
+def rotate_spectra(
+    projector: FourierProjector, matrices: torch.Tensor, shape_zyx: tuple[int, int, int] | None = None
+) -> torch.Tensor:
     """rfftn spectra of the volume rotated by ``matrices``, sampled for a ``shape_zyx`` box.
 
     With ``shape_zyx`` larger than the projector's box the spectrum is interpolated onto a finer
@@ -153,14 +166,18 @@ def rotate_spectra(projector: FourierProjector, matrices: torch.Tensor,
     ky = torch.fft.fftfreq(h, device=dev) * box
     kx = torch.fft.rfftfreq(w, device=dev) * box
     a = matrices.to(device=dev, dtype=torch.float32)
-    coords = (kx[None, None, None, :, None] * a[:, None, None, None, 0, :]
-              + ky[None, None, :, None, None] * a[:, None, None, None, 1, :]
-              + kz[None, :, None, None, None] * a[:, None, None, None, 2, :])  # (n, d, h, w', 3)
+    coords = (
+        kx[None, None, None, :, None] * a[:, None, None, None, 0, :]
+        + ky[None, None, :, None, None] * a[:, None, None, None, 1, :]
+        + kz[None, :, None, None, None] * a[:, None, None, None, 2, :]
+    )  # (n, d, h, w', 3)
     spectra = _sample(projector, coords)
     # phase for the origin shift by (d//2, h//2, w//2): exp(−2πi Σ k·c / n)
-    phase = (2 * torch.pi) * (torch.fft.fftfreq(d, device=dev)[:, None, None] * (d // 2)
-                              + torch.fft.fftfreq(h, device=dev)[None, :, None] * (h // 2)
-                              + torch.fft.rfftfreq(w, device=dev)[None, None, :] * (w // 2))
+    phase = (2 * torch.pi) * (
+        torch.fft.fftfreq(d, device=dev)[:, None, None] * (d // 2)
+        + torch.fft.fftfreq(h, device=dev)[None, :, None] * (h // 2)
+        + torch.fft.rfftfreq(w, device=dev)[None, None, :] * (w // 2)
+    )
     return spectra * torch.polar(torch.ones_like(phase), -phase)
 
 

@@ -28,15 +28,27 @@ class CTFParameters:
     @classmethod
     def from_model(cls, model) -> CTFParameters:
         """Take the fields of any object or mapping with our CTF names (e.g. a ``CTFModel``)."""
+
         def get(name, default):
             value = model.get(name, default) if isinstance(model, dict) else getattr(model, name, default)
             if isinstance(value, torch.Tensor):
                 value = float(value.float().mean())
             return float(value) if value is not None else default
-        return cls(**{name: get(name, default) for name, default in
-                      (("defocus_um", None), ("defocus_delta_um", 0.0), ("astigmatism_angle_deg", 0.0),
-                       ("phase_shift_deg", 0.0), ("voltage_kv", 300.0), ("cs_mm", 2.7),
-                       ("amplitude_contrast", 0.07))})
+
+        return cls(
+            **{
+                name: get(name, default)
+                for name, default in (
+                    ("defocus_um", None),
+                    ("defocus_delta_um", 0.0),
+                    ("astigmatism_angle_deg", 0.0),
+                    ("phase_shift_deg", 0.0),
+                    ("voltage_kv", 300.0),
+                    ("cs_mm", 2.7),
+                    ("amplitude_contrast", 0.07),
+                )
+            }
+        )
 
     def to_dict(self) -> dict:
         """Plain-JSON form."""
@@ -87,25 +99,41 @@ class TemplateMatches:
     def above(self, threshold: float) -> TemplateMatches:
         """The peaks with score > ``threshold`` (no recomputation)."""
         keep = self.scores > threshold
-        return replace(self, coords_px=self.coords_px[keep], euler_deg=self.euler_deg[keep],
-                       scores=self.scores[keep])
+        return replace(
+            self, coords_px=self.coords_px[keep], euler_deg=self.euler_deg[keep], scores=self.scores[keep]
+        )
 
     def top(self, n: int) -> TemplateMatches:
         """The ``n`` best peaks."""
-        return replace(self, coords_px=self.coords_px[:n], euler_deg=self.euler_deg[:n], scores=self.scores[:n])
+        return replace(
+            self, coords_px=self.coords_px[:n], euler_deg=self.euler_deg[:n], scores=self.scores[:n]
+        )
 
     def to_dict(self) -> dict:
         """Plain-JSON form."""
-        return {"coords_px": self.coords_px.tolist(), "euler_deg": self.euler_deg.tolist(),
-                "scores": self.scores.tolist(), "pixel_size_a": self.pixel_size_a,
-                "diameter_a": self.diameter_a, "angular_step_deg": self.angular_step_deg, "floor": self.floor,
-                "meta": dict(self.meta)}
+        return {
+            "coords_px": self.coords_px.tolist(),
+            "euler_deg": self.euler_deg.tolist(),
+            "scores": self.scores.tolist(),
+            "pixel_size_a": self.pixel_size_a,
+            "diameter_a": self.diameter_a,
+            "angular_step_deg": self.angular_step_deg,
+            "floor": self.floor,
+            "meta": dict(self.meta),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> TemplateMatches:
         """Inverse of :meth:`to_dict`."""
         coords = torch.tensor(d["coords_px"], dtype=torch.float64)
         ndim = coords.shape[1] if coords.ndim == 2 and len(coords) else d.get("meta", {}).get("ndim", 2)
-        return cls(coords.reshape(-1, ndim), torch.tensor(d["euler_deg"], dtype=torch.float64).reshape(-1, 3),
-                   torch.tensor(d["scores"], dtype=torch.float32).reshape(-1), float(d["pixel_size_a"]),
-                   float(d["diameter_a"]), float(d["angular_step_deg"]), float(d["floor"]), dict(d.get("meta", {})))
+        return cls(
+            coords.reshape(-1, ndim),
+            torch.tensor(d["euler_deg"], dtype=torch.float64).reshape(-1, 3),
+            torch.tensor(d["scores"], dtype=torch.float32).reshape(-1),
+            float(d["pixel_size_a"]),
+            float(d["diameter_a"]),
+            float(d["angular_step_deg"]),
+            float(d["floor"]),
+            dict(d.get("meta", {})),
+        )

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PreparedTemplate", "fourier_rescale_3d", "estimate_diameter_a", "soft_sphere_mask",
-           "prepare_template"]
+__all__ = [
+    "PreparedTemplate",
+    "fourier_rescale_3d",
+    "estimate_diameter_a",
+    "soft_sphere_mask",
+    "prepare_template",
+]
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,15 @@ def _crop_or_pad_centred(volume: torch.Tensor, size: int) -> torch.Tensor:
     src_lo = max(0, n // 2 - size // 2)
     dst_lo = max(0, size // 2 - n // 2)
     m = min(n - src_lo, size - dst_lo)
-    out[dst_lo:dst_lo + m, dst_lo:dst_lo + m, dst_lo:dst_lo + m] = \
-        volume[src_lo:src_lo + m, src_lo:src_lo + m, src_lo:src_lo + m]
+    out[dst_lo : dst_lo + m, dst_lo : dst_lo + m, dst_lo : dst_lo + m] = volume[
+        src_lo : src_lo + m, src_lo : src_lo + m, src_lo : src_lo + m
+    ]
     return out
 
 
-def fourier_rescale_3d(volume: torch.Tensor, pixel_size_a: float, target_pixel_size_a: float
-                       ) -> tuple[torch.Tensor, float]:
+def fourier_rescale_3d(
+    volume: torch.Tensor, pixel_size_a: float, target_pixel_size_a: float
+) -> tuple[torch.Tensor, float]:
     """Resample a cubic volume to about ``target_pixel_size_a`` by Fourier cropping or padding.
 
     The box becomes the even size n' = round(n · p / p_target); the exact new voxel size p·n/n' is
@@ -79,8 +86,9 @@ def fourier_rescale_3d(volume: torch.Tensor, pixel_size_a: float, target_pixel_s
     keep = min(n, new_n)
     lo_in, lo_out = c_in - keep // 2, c_out - keep // 2
     out = spectrum.new_zeros((new_n,) * 3)
-    out[lo_out:lo_out + keep, lo_out:lo_out + keep, lo_out:lo_out + keep] = \
-        spectrum[lo_in:lo_in + keep, lo_in:lo_in + keep, lo_in:lo_in + keep]
+    out[lo_out : lo_out + keep, lo_out : lo_out + keep, lo_out : lo_out + keep] = spectrum[
+        lo_in : lo_in + keep, lo_in : lo_in + keep, lo_in : lo_in + keep
+    ]
     rescaled = torch.fft.ifftn(torch.fft.ifftshift(out)).real * (new_n / n) ** 3
     return rescaled.to(volume.dtype), pixel_size_a * n / new_n
 
@@ -90,8 +98,9 @@ def _radius_grid(n: int, device, dtype=torch.float32) -> torch.Tensor:
     return torch.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
 
 
-def soft_sphere_mask(box_px: int, radius_px: float, falloff_px: float, *,
-                     device: torch.device | None = None) -> torch.Tensor:
+def soft_sphere_mask(
+    box_px: int, radius_px: float, falloff_px: float, *, device: torch.device | None = None
+) -> torch.Tensor:
     """1 inside ``radius_px``, raised cosine to 0 at ``radius_px + falloff_px`` (centre at box // 2)."""
     r = _radius_grid(box_px, device)
     t = ((r - radius_px) / max(falloff_px, 1e-6)).clamp(0.0, 1.0)
@@ -107,9 +116,15 @@ def estimate_diameter_a(volume: torch.Tensor, pixel_size_a: float, *, threshold:
     return float(2.0 * (r[inside].max() + 1.0) * pixel_size_a)
 
 
-def prepare_template(volume: torch.Tensor, volume_pixel_size_a: float, pixel_size_a: float, *,
-                     diameter_a: float | None = None, box_px: int | None = None,
-                     binary_threshold: float | None = 0.2) -> PreparedTemplate:
+def prepare_template(
+    volume: torch.Tensor,
+    volume_pixel_size_a: float,
+    pixel_size_a: float,
+    *,
+    diameter_a: float | None = None,
+    box_px: int | None = None,
+    binary_threshold: float | None = 0.2,
+) -> PreparedTemplate:
     """Rescale a map to the matching pixel size, mask it and normalise it (warp-facts.md §4.1).
 
     Parameters
@@ -157,8 +172,10 @@ def prepare_template(volume: torch.Tensor, volume_pixel_size_a: float, pixel_siz
         mask = mask * binary
     inside = mask > 0.5
     if inside.sum() < 8:
-        raise ValueError("template map: the mask holds fewer than 8 voxels; check the map's contrast (protein "
-                         "should be positive) and the diameter")
+        raise ValueError(
+            "template map: the mask holds fewer than 8 voxels; check the map's contrast (protein "
+            "should be positive) and the diameter"
+        )
     values = rescaled[inside]
     normalised = (rescaled - values.mean()) / values.std().clamp_min(1e-12) * mask
     return PreparedTemplate(normalised, mask, new_px, float(diameter_a))

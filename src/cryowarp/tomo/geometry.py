@@ -15,7 +15,9 @@ from cryowarp.base.geometry import euler_zyz_to_matrix
 __all__ = ["tilt_matrices"]
 
 
-def tilt_matrices(tilt_angles_deg: torch.Tensor, tilt_axis_angle_deg: float | torch.Tensor = 0.0) -> torch.Tensor:
+def tilt_matrices(
+    tilt_angles_deg: torch.Tensor, tilt_axis_angle_deg: float | torch.Tensor = 0.0
+) -> torch.Tensor:
     """`(T, 3, 3)` matrices R_t = Euler(0, θ_t, −ψ_t) acting on (x, y, z) (warp-facts.md §6.1)."""
     tilt = torch.as_tensor(tilt_angles_deg, dtype=torch.float64)
     axis = torch.as_tensor(tilt_axis_angle_deg, dtype=torch.float64).expand_as(tilt)

@@ -50,10 +50,17 @@ def project_volume(volume: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor
         px = mt[0, 0] * xx[None, None, :] + mt[0, 1] * yy[None, :, None] + mt[0, 2] * zz[:, None, None]
         py = mt[1, 0] * xx[None, None, :] + mt[1, 1] * yy[None, :, None] + mt[1, 2] * zz[:, None, None]
         pz = mt[2, 0] * xx[None, None, :] + mt[2, 1] * yy[None, :, None] + mt[2, 2] * zz[:, None, None]
-        grid = torch.stack([(px + w // 2) * (2.0 / (w - 1)) - 1.0, (py + h // 2) * (2.0 / (h - 1)) - 1.0,
-                            (pz + d // 2) * (2.0 / (d - 1)) - 1.0], -1)
-        sampled = F.grid_sample(volume[None, None].float(), grid[None], mode="bilinear", padding_mode="zeros",
-                                align_corners=True)[0, 0]
+        grid = torch.stack(
+            [
+                (px + w // 2) * (2.0 / (w - 1)) - 1.0,
+                (py + h // 2) * (2.0 / (h - 1)) - 1.0,
+                (pz + d // 2) * (2.0 / (d - 1)) - 1.0,
+            ],
+            -1,
+        )
+        sampled = F.grid_sample(
+            volume[None, None].float(), grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
+        )[0, 0]
         out.append(sampled.sum(0))
     return torch.stack(out)
 
@@ -70,9 +77,14 @@ def ramp_filter(images: torch.Tensor, tilt_axis_angle_deg: float = 0.0) -> torch
     return torch.fft.irfft2(torch.fft.rfft2(images) * ramp, s=(h, w))
 
 
-def weighted_backprojection(tilt_series: torch.Tensor, matrices: torch.Tensor, shape_zyx: tuple[int, int, int],
-                            *, tilt_axis_angle_deg: float = 0.0,
-                            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def weighted_backprojection(
+    tilt_series: torch.Tensor,
+    matrices: torch.Tensor,
+    shape_zyx: tuple[int, int, int],
+    *,
+    tilt_axis_angle_deg: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Reconstruct a tomogram `(d, h, w)` by ramp-filtered back-projection of `(T, h', w')` images.
 
     Each voxel at r (relative to the volume centre) receives image t at (R_t r)_xy, sampled
@@ -84,8 +96,13 @@ def weighted_backprojection(tilt_series: torch.Tensor, matrices: torch.Tensor, s
     for t in range(n):
         grid = _sampling_grid(shape_zyx, matrices[t], filtered.shape[-2:], tilt_series.device)
         d = shape_zyx[0]
-        sampled = F.grid_sample(filtered[t][None, None].expand(d, 1, -1, -1), grid, mode="bilinear",
-                                padding_mode="zeros", align_corners=True)[:, 0]
+        sampled = F.grid_sample(
+            filtered[t][None, None].expand(d, 1, -1, -1),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )[:, 0]
         out += sampled
         if progress is not None:
             progress(t + 1, n)

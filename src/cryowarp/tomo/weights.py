@@ -17,11 +17,20 @@ from cryowarp.base.optics import ctf_1d
 __all__ = ["ctf_weight_3d"]
 
 
-def ctf_weight_3d(shape_zyx: tuple[int, int, int], pixel_size_a: float, matrices: torch.Tensor, *,
-                  defocus_um: torch.Tensor | float | None = None, exposure_e_per_a2: torch.Tensor | None = None,
-                  voltage_kv: float = 300.0, cs_mm: float = 2.7, amplitude_contrast: float = 0.07,
-                  phase_flipped: bool = False, bfactor_per_e_a2: float = -4.0,
-                  device: torch.device | None = None) -> torch.Tensor:
+def ctf_weight_3d(
+    shape_zyx: tuple[int, int, int],
+    pixel_size_a: float,
+    matrices: torch.Tensor,
+    *,
+    defocus_um: torch.Tensor | float | None = None,
+    exposure_e_per_a2: torch.Tensor | None = None,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    phase_flipped: bool = False,
+    bfactor_per_e_a2: float = -4.0,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """Missing-wedge × CTF weight on the rfftn grid of a ``shape_zyx`` (sub-)volume.
 
     Parameters
@@ -69,13 +78,18 @@ def ctf_weight_3d(shape_zyx: tuple[int, int, int], pixel_size_a: float, matrices
         if defocus_um is not None:
             dz = torch.as_tensor(defocus_um, dtype=torch.float32).reshape(-1)
             dz_t = float(dz[t] if dz.numel() > 1 else dz[0])
-            value = ctf_1d(freq_per_a, dz_t, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                           amplitude_contrast=amplitude_contrast)
+            value = ctf_1d(
+                freq_per_a, dz_t, voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast
+            )
             if phase_flipped:
                 value = value.abs()
         if exposure_e_per_a2 is not None:
             cos_tilt = float(n[2].abs())
-            value = value * torch.exp(bfactor_per_e_a2 * float(exposure_e_per_a2[t]) * freq_per_a**2 / 4.0) * cos_tilt
+            value = (
+                value
+                * torch.exp(bfactor_per_e_a2 * float(exposure_e_per_a2[t]) * freq_per_a**2 / 4.0)
+                * cos_tilt
+            )
         total += slab * value
         coverage += slab
     return total / coverage.clamp_min(1.0)

@@ -166,11 +166,11 @@ function overviewTraces(m) {
     groups[g].x.push(i); groups[g].y.push(v); groups[g].text.push(it.names[i]);
   }
   const traces = Object.entries(groups).map(([g, d]) => ({
-    type: "scatter", mode: "markers", name: g, x: d.x, y: d.y, text: d.text, xaxis: "x", yaxis: "y",
+    type: "scatter", mode: "markers", name: g, x: d.x, y: d.y, text: d.text, xaxis: "x", yaxis: "y", selectedpoints: null,
     hovertemplate: "%{text}<br>%{y}<extra></extra>",
     marker: { size: 5, color: COLORS[g], symbol: g === "excluded" ? "x" : "circle" },
   }));
-  traces.push({ type: "histogram", x: histVals, xaxis: "x2", yaxis: "y2", marker: { color: "#6a8fc7" },
+  traces.push({ type: "histogram", x: histVals, xaxis: "x2", yaxis: "y2", marker: { color: "#6a8fc7" }, selectedpoints: null,
     nbinsx: 40, hovertemplate: "%{x}: %{y}<extra></extra>", name: "histogram" });
   return traces;
 }
@@ -246,7 +246,7 @@ function bindLimitDrags(m, div) {
       const mt = k.match(/^shapes\[(\d+)\]\.(x0|y0)$/);
       if (!mt) continue;
       const meta = (div._limitMeta || [])[Number(mt[1])];
-      if (meta && meta.coord === mt[2]) { setFilter(m.key, meta.side, Number(ev[k])); return; }
+      if (meta && meta.coord === mt[2]) { setFilter(m.key, meta.side, roundFor(m, Number(ev[k]))); return; }
     }
   });
   div.on("plotly_click", (ev) => {
@@ -259,12 +259,21 @@ function bindLimitDrags(m, div) {
     if (!ev || !ev.range) return;
     const span = ev.range.x2 || ev.range.y;
     if (!span) return;
-    const lo = Math.min(...span), hi = Math.max(...span);
+    const lo = roundFor(m, Math.min(...span)), hi = roundFor(m, Math.max(...span));
     const patch = {};
     if (m.min_filter) patch.min = lo;
     if (m.max_filter) patch.max = hi;
+    // the range now shows as the dashed limits: drop the selection box and the dimming
+    Plotly.relayout(div, { selections: [] });
+    Plotly.restyle(div, { selectedpoints: [null] });
     setFilterRange(m.key, patch);
   });
+}
+
+function roundFor(m, v) {
+  // limits set with the mouse get the precision the metric is shown with (plus one digit)
+  const d = Math.max(1, (m.digits ?? 2) + 1);
+  return Number(v.toFixed(d));
 }
 
 async function setFilter(key, side, value) { return setFilterRange(key, { [side]: value }); }
