@@ -299,6 +299,25 @@ def timing_section(repeats: int, peers: bool, workdir: Path) -> list[str]:
             f"| {name} | {n_par / 1e6:.2f} M | {tile} | {statistics.median(runs):.2f} | "
             f"{', '.join(f'{r:.2f}' for r in runs)} |"
         )
+    if peers:
+        mrc = workdir / "timing_4096.mrc"
+        write_mrc(mrc, image.numpy(), 1.0)
+        runs = []
+        for _ in range(repeats):
+            res = peer_picks("topaz", mrc, 1.0, 200.0, workdir)
+            if res is None:
+                break
+            runs.append(res[2])
+        if runs:
+            t_tz = statistics.median(runs)
+            lines.append(
+                f"| topaz resnet16 (wrapper, incl. process start) | | | {t_tz:.2f} | "
+                f"{', '.join(f'{r:.2f}' for r in runs)} |"
+            )
+            lines.append("")
+            lines.append(
+                f"Ratio topaz / BoxNet (shipped, default): {t_tz / medians[(candidates[0][0], 1024)]:.1f}×"
+            )
     # training cost per iteration (batch 8 of 128² patches, forward + backward + AdamW step)
     lines += [
         "",
@@ -322,25 +341,6 @@ def timing_section(repeats: int, peers: bool, workdir: Path) -> list[str]:
         lines.append(f"| {name} | {statistics.median(runs):.2f} |")
         model.eval()
     lines.append("")
-    if peers:
-        mrc = workdir / "timing_4096.mrc"
-        write_mrc(mrc, image.numpy(), 1.0)
-        runs = []
-        for _ in range(repeats):
-            res = peer_picks("topaz", mrc, 1.0, 200.0, workdir)
-            if res is None:
-                break
-            runs.append(res[2])
-        if runs:
-            t_tz = statistics.median(runs)
-            lines.append(
-                f"| topaz resnet16 (wrapper, incl. process start) | | | {t_tz:.2f} | "
-                f"{', '.join(f'{r:.2f}' for r in runs)} |"
-            )
-            lines.append("")
-            lines.append(
-                f"Ratio topaz / BoxNet (shipped, default): {t_tz / medians[(candidates[0][0], 1024)]:.1f}×"
-            )
     lines.append("")
     return lines
 

@@ -15,6 +15,16 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 ORDER = ["io", "sim", "motion", "ctf", "picking", "pipeline", "web", "templates"]
 
 
+def _demote_headings(text: str) -> str:
+    """Turn each section's headings one level down (outside fenced code) so they nest under the title."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if (line.startswith("#") and not fenced) else line)
+    return "\n".join(out)
+
+
 def main() -> None:
     parts = sorted((DOCS / "benchmarks").glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
     header = [
@@ -32,8 +42,7 @@ def main() -> None:
     ]
     body = []
     for p in parts:
-        text = p.read_text().strip()
-        body += [text, ""]
+        body += [_demote_headings(p.read_text().strip()), ""]
     (DOCS / "benchmarks.md").write_text("\n".join(header + body) + "\n")
     print(f"wrote {DOCS / 'benchmarks.md'} from {len(parts)} sections")
 
