@@ -231,7 +231,9 @@ def test_motion_shift_sign_and_round_trip(tmp_path):
     assert shifts.loc[0, "rlnMicrographShiftX"] == pytest.approx(2.0)
     assert shifts.loc[0, "rlnMicrographShiftY"] == pytest.approx(-1.0)
     assert len(tables["local_shift"]) == 6
-    assert tables["local_shift"].loc[0, "rlnMicrographShiftX"] == pytest.approx(-0.4)  # −0.2 Å / 0.5
+    # local_shift holds the total shift: −(−1.0 + 0.2) Å / 0.5 Å/px at patch 0 of frame 1
+    assert tables["local_shift"].loc[0, "rlnMicrographShiftX"] == pytest.approx(1.6)
+    assert tables["local_shift"].loc[0, "rlnMicrographShiftY"] == pytest.approx(-1.2)
     back = star_tables_to_motion(read_star(write_star(tmp_path / "m.star", tables)))
     np.testing.assert_allclose(back["global_displacement_a_yx"], disp, atol=1e-12)
     assert back["image_size_xyz"] == (64, 48, 3)

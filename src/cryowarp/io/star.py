@@ -737,7 +737,8 @@ def motion_to_star_tables(
 
     ``rlnMicrographShiftX/Y`` = −displacement / pixel size (px of the movie), i.e. the shift that
     aligns the frame (docs/api-contracts.md). ``rlnMotionModelVersion`` is 0 (no polynomial model),
-    as Warp writes; local shifts are listed per patch and frame as the local part (total minus global).
+    as Warp writes; local shifts are listed per patch and frame as the *total* shift there (global +
+    local), as issue 3 specifies, so a reader needs no second table to place a patch.
 
     Parameters
     ----------
@@ -810,15 +811,14 @@ def motion_to_star_tables(
             raise ValueError(
                 f"local_displacement_a_yx: expected shape [{n_frames}, {len(coords)}, 2], got {local.shape}"
             )
-        residual = local - disp[:, None, :]
         frames, patches = np.meshgrid(np.arange(n_frames), np.arange(len(coords)), indexing="ij")
         tables["local_shift"] = pd.DataFrame(
             {
                 "rlnMicrographFrameNumber": frames.ravel() + 1,
                 "rlnCoordinateX": coords[patches.ravel(), 0],
                 "rlnCoordinateY": coords[patches.ravel(), 1],
-                "rlnMicrographShiftX": -residual[..., 1].ravel() / pixel_size_a,
-                "rlnMicrographShiftY": -residual[..., 0].ravel() / pixel_size_a,
+                "rlnMicrographShiftX": -local[..., 1].ravel() / pixel_size_a,
+                "rlnMicrographShiftY": -local[..., 0].ravel() / pixel_size_a,
             }
         )
     return tables
