@@ -211,3 +211,19 @@ def test_round_trip_any_shape_and_dtype(tmp_path_factory, shape, dtype, pixel_si
     back, got_pixel = read_mrc(path, squeeze=False)
     np.testing.assert_array_equal(back, values)  # integers 0..99 are exact in every mode
     assert got_pixel == pytest.approx(pixel_size_a, rel=1e-6)  # stored as float32 cell / grid
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    """Files are created with the umask's permissions, not mkstemp's 0600, so other users can read them."""
+    import os
+
+    import numpy as np
+
+    from cryowarp.io.mrc import write_mrc
+
+    old = os.umask(0o022)
+    try:
+        out = write_mrc(tmp_path / "a.mrc", np.zeros((8, 8), np.float32), 1.0)
+    finally:
+        os.umask(old)
+    assert (os.stat(out).st_mode & 0o777) == 0o644

@@ -403,6 +403,12 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would (umask),
+        # so RELION or a web server running as another user can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
