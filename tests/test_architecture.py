@@ -18,3 +18,12 @@ def test_import_contracts_are_kept():
     out = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
+
+
+def test_ruff_is_clean():
+    exe = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(exe).exists():
+        pytest.skip("ruff not installed (pip install -e '.[test]')")
+    out = subprocess.run([exe, "check", "src", "tests", "benchmarks", "scripts"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from cryowarp.cli.main import app
 
-EXPECTED = ["simulate", "motion", "ctf", "boxnet", "process", "watch", "serve", "demo", "deconv", "info"]
+EXPECTED = ["simulate", "motion", "ctf", "boxnet", "process", "watch", "serve", "demo", "deconv", "info",
+            "gain-check", "match2d", "match3d", "settings"]
 
 
 def test_help_lists_every_job():

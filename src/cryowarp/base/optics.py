@@ -20,7 +20,6 @@ import torch
 from cryowarp.base.fourier import fftfreq_grid_2d
 from cryowarp.base.units import ANGSTROM_PER_MM, ANGSTROM_PER_UM, VOLT_PER_KV
 
-
 # Warp's and RELION's constants (warp-facts.md §2.1): h/sqrt(2 m0 e) in Å·V^½ and e/(2 m0 c²) in 1/V.
 # CODATA 2018 gives 12.26426 and 0.9784756e-6 (6e-7 Å shorter at 300 kV); we keep the field's
 # values so our CTFs equal RELION's to float precision (tests/base/test_optics_relion.py).
