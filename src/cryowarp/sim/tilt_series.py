@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -383,23 +383,9 @@ def simulate_tilt_series(
         solvent=s.solvent_contrast,
         device=device,
     )
-    truth = TiltSeriesTruth(
-        angle_t,
-        acquisition_index,
-        prior,
-        defocus,
-        gradients,
-        s.tilt_axis_angle_deg,
-        xyz_a,
-        placed.euler_deg,
-        placed.species,
-        placed.species_names,
-        s.pixel_size_a,
-        (h, w),
-        voxel,
-        shape_zyx,
-        s.model_dump(mode="json"),
-    )
+    # the stub already holds the per-tilt geometry (its gradients were filled in place above)
+    truth = replace(truth_stub, volume_pixel_size_a=voxel, volume_shape_zyx=shape_zyx,
+                    settings=s.model_dump(mode="json"))
     return SimulatedTiltSeries(images, clean_images, phase_images, volume, truth)
 
 

@@ -99,6 +99,21 @@ class Match2DResult:
     template: PreparedTemplate
 
 
+def prepare_search(template: PreparedTemplate, settings, device: torch.device | None):
+    """Projector of the prepared template and the orientation set to search (shared by 2D and 3D).
+
+    ``settings`` is a ``Match2DSettings`` or ``Match3DSettings`` (fields ``oversampling``,
+    ``angular_step_deg``, ``psi_step_deg``, ``tilt_range_deg``). Returns ``(projector, euler_deg [N, 3],
+    matrices [N, 3, 3] float32 on device)``.
+    """
+    projector = make_projector(template.volume, oversampling=settings.oversampling)
+    euler = orientation_grid(
+        settings.angular_step_deg, psi_step_deg=settings.psi_step_deg, tilt_range_deg=settings.tilt_range_deg
+    )
+    matrices = orientation_matrices(euler).to(device=device, dtype=torch.float32)
+    return projector, euler, matrices
+
+
 def tile_layout(length: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
     """Tiles along one axis as (start, valid_from, valid_to) with valid ranges partitioning [0, length)."""
     if length <= tile:
@@ -191,13 +206,9 @@ def match_template_2d(
         diameter_a=settings.diameter_a,
         binary_threshold=settings.binary_threshold,
     )
-    projector = make_projector(template.volume, oversampling=settings.oversampling)
+    projector, euler, matrices = prepare_search(template, settings, device)
     box = template.box_px
     diameter_px = template.diameter_px
-    euler = orientation_grid(
-        settings.angular_step_deg, psi_step_deg=settings.psi_step_deg, tilt_range_deg=settings.tilt_range_deg
-    )
-    matrices = orientation_matrices(euler).to(device=device, dtype=torch.float32)
     n_orient = len(euler)
 
     deloc = _delocalisation_px(ctf, p) if ctf is not None else 0

@@ -21,10 +21,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryowarp.templates._filters import gaussian_lowpass, highpass_diameter, local_std, whitening_filter
-from cryowarp.templates.match2d import tile_layout
-from cryowarp.templates.orientations import orientation_grid, orientation_matrices
+from cryowarp.templates.match2d import prepare_search, tile_layout
 from cryowarp.templates.peaks import find_peaks, parabolic_offsets
-from cryowarp.templates.projector import make_projector, rotate_spectra
+from cryowarp.templates.projector import rotate_spectra
 from cryowarp.templates.results import TemplateMatches
 from cryowarp.templates.template import PreparedTemplate, prepare_template
 
@@ -117,13 +116,9 @@ def match_template_3d(
         binary_threshold=settings.binary_threshold,
     )
     p = template.pixel_size_a
-    projector = make_projector(template.volume, oversampling=settings.oversampling)
+    projector, euler, matrices = prepare_search(template, settings, device)
     box = template.box_px
     diameter_px = template.diameter_px
-    euler = orientation_grid(
-        settings.angular_step_deg, psi_step_deg=settings.psi_step_deg, tilt_range_deg=settings.tilt_range_deg
-    )
-    matrices = orientation_matrices(euler).to(device=device, dtype=torch.float32)
     n_orient = len(euler)
 
     margin = box // 2 + 2
