@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from cryowarp.motion._kernels import alignment_cost_and_grad_cpu
+
 
 def _chunk(n_patches: int, per_patch: int, budget: int = 4_000_000) -> int:
     return max(1, min(n_patches, budget // max(1, per_patch)))
@@ -47,6 +49,21 @@ def alignment_cost_and_grad(
     n_p, n_f, n_y, n_x = spectra.shape
     d = displacement_a_yx.detach().to(spectra.real.dtype)
     two_pi = 2.0 * math.pi
+    if spectra.device.type == "cpu" and spectra.dtype == torch.complex64:
+        # fused two-pass loop (numba): no (p, f, y, x) temporaries, ~2× less memory traffic
+        ramp_y = torch.polar(torch.ones_like(d[:, :, 0:1]).expand(-1, -1, n_y), two_pi * d[:, :, 0:1] * ky_per_a)
+        ramp_x = torch.polar(torch.ones_like(d[:, :, 1:2]).expand(-1, -1, n_x), two_pi * d[:, :, 1:2] * kx_per_a)
+        grad64 = torch.empty((n_p, n_f, 2), dtype=torch.float64)
+        partial = alignment_cost_and_grad_cpu(
+            spectra.contiguous().numpy(),
+            ramp_y.contiguous().numpy(),
+            ramp_x.contiguous().numpy(),
+            ky_per_a.to(torch.float32).contiguous().numpy(),
+            kx_per_a.to(torch.float32).contiguous().numpy(),
+            grad64.numpy(),
+        )
+        cost = torch.tensor(partial, dtype=d.dtype) + spectra_power(spectra)
+        return cost, grad64.to(d.dtype)
     grad = torch.empty_like(d)
     cost = torch.zeros((), dtype=d.dtype, device=d.device)
     step = _chunk(n_p, spectra[0].numel())

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
-from cryowarp.base.fourier import fftfreq_grid_2d
+from cryowarp.motion._kernels import accumulate_spectrum, warp_by_field
 from cryowarp.motion._patches import raise_non_finite
 from cryowarp.motion.model import MotionModel
 
@@ -31,7 +31,7 @@ class AlignedAverage:
     dose_weighted : bool
         Whether ``average`` is dose-weighted.
     n_resamplings : int
-        How many per-pixel resamplings were needed (frame groups with a spatially varying field).
+        How many frames needed a per-pixel resampling (those with a spatially varying field).
     """
 
     average: torch.Tensor
@@ -54,34 +54,38 @@ class AlignedAverage:
         }
 
 
-def _residual_groups(fields_px: list[torch.Tensor], tolerance_px: float) -> list[list[int]]:
-    """Split consecutive frames into groups whose residual fields span at most 2·``tolerance_px`` per
-    component, so that each frame lies within about ``tolerance_px`` of its group's mean field."""
-    groups: list[list[int]] = []
-    for i, field in enumerate(fields_px):
-        if groups and float((field - fields_px[groups[-1][0]]).abs().max()) <= 2 * tolerance_px:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
-def _warp(images: torch.Tensor, field_px_yx: torch.Tensor) -> torch.Tensor:
-    """``out(x) = image(x + field(x))`` for `(c, h, w)` images sharing one coarse field `(2, gy, gx)`:
-    the field is bilinearly upsampled to every pixel and the images sampled by bicubic interpolation
-    (all channels in one pass, so the sampling positions are computed once)."""
-    _, h, w = images.shape
-    dense = nnf.interpolate(
-        field_px_yx[None].to(images.dtype), size=(h, w), mode="bilinear", align_corners=True
+def _warp_torch(image: torch.Tensor, field_px_yx: torch.Tensor, offset_px_yx: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`cryowarp.motion._kernels.warp_by_field` (used on GPUs): the field is looked
+    up at ``(y, x) − offset`` (bilinear, clamped) and the image sampled bicubically (edge-clamped)."""
+    h, w = image.shape
+    dtype, device = image.dtype, image.device
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    # positions where the field is evaluated, normalised to [−1, 1] over the field's corner nodes
+    ly = (ys - offset_px_yx[0]) * (2.0 / max(1, h - 1)) - 1.0
+    lx = (xs - offset_px_yx[1]) * (2.0 / max(1, w - 1)) - 1.0
+    lookup = torch.stack(torch.broadcast_tensors(lx[None, :], ly[:, None]), dim=-1)[None]
+    dense = nnf.grid_sample(
+        field_px_yx[None].to(dtype), lookup, mode="bilinear", padding_mode="border", align_corners=True
     )[0]
-    gy = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
-    gx = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
-    grid = torch.empty((1, h, w, 2), device=images.device, dtype=images.dtype)
-    torch.add(gx[None, :], dense[1], alpha=2.0 / max(1, w - 1), out=grid[0, :, :, 0])
-    torch.add(gy[:, None], dense[0], alpha=2.0 / max(1, h - 1), out=grid[0, :, :, 1])
+    grid = torch.stack(
+        (
+            (xs[None, :] + dense[1]) * (2.0 / max(1, w - 1)) - 1.0,
+            (ys[:, None] + dense[0]) * (2.0 / max(1, h - 1)) - 1.0,
+        ),
+        dim=-1,
+    )[None]
     del dense
-    out = nnf.grid_sample(images[None], grid, mode="bicubic", padding_mode="reflection", align_corners=True)
-    return out[0]
+    out = nnf.grid_sample(image[None, None], grid, mode="bicubic", padding_mode="border", align_corners=True)
+    return out[0, 0]
+
+
+def _axis_dose_weights(n: int, pixel_size_a: float, exposure_before_e_per_a2: float, *, rfft: bool, device) -> torch.Tensor:
+    """Warp's dose weight exp(B k²/4), B = −3·(exposure before the frame's middle), along one axis.
+
+    The weight is Gaussian in |k|, so the 2D weight is the outer product of the two axis weights."""
+    k = (torch.fft.rfftfreq(n, device=device) if rfft else torch.fft.fftfreq(n, device=device)) / pixel_size_a
+    return torch.exp(-3.0 * exposure_before_e_per_a2 * k**2 / 4.0)
 
 
 def average_frames(
@@ -96,10 +100,15 @@ def average_frames(
     halves: bool = False,
     also_unweighted: bool = False,
     field_grid_yx: tuple[int, int] = (16, 16),
-    tolerance_px: float = 0.05,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> AlignedAverage:
     """Average frames after undoing the motion model, frame by frame.
+
+    Each frame's displacement field splits into its mean (a constant shift, applied exactly as a Fourier
+    phase) and the spatially varying rest (a few pixels at most), which is undone by resampling the frame
+    in real space (Catmull-Rom cubic) before its FFT. Dose weighting and the shift are then one fused
+    pass over the spectrum; only the final averages are transformed back. One FFT per frame and no
+    frame grouping: every frame gets its own exact field.
 
     Parameters
     ----------
@@ -120,11 +129,6 @@ def average_frames(
         With ``dose_weighted``, also return the average without dose weighting (one pass for both).
     field_grid_yx : tuple of int
         The deformation is evaluated on this grid and bilinearly interpolated per pixel (Warp: 16×16).
-    tolerance_px : float
-        Consecutive frames whose spatially varying part of the field stays within about this many pixels
-        of their mean share one resampling (the constant part of each frame's shift is applied exactly as
-        a Fourier phase). 0.05 px costs < 1 % of the amplitude at 3 Å for 1 Å pixels; 0 resamples every
-        frame on its own.
     progress : callable, optional
         ``progress("average", done, total)``.
 
@@ -145,65 +149,74 @@ def average_frames(
         )
     device = frames.device
     used = list(range(first, last))
-    freq = torch.linalg.vector_norm(fftfreq_grid_2d((h, w), device=device), dim=-1) / pixel_size_a
-    ky = torch.fft.fftfreq(h, device=device)[:, None]
-    kx = torch.fft.rfftfreq(w, device=device)[None, :]
-    # Warp's B_f = −3·d·(f + ½): W_f = base^(f + ½) with base = exp(−3 d k²/4), built by repeated products
-    dw_base = torch.exp(-3.0 * exposure_per_frame_e_per_a2 * freq**2 / 4.0) if dose_weighted else None
-
-    fields = []
-    constants = []
-    for f in used:
-        field = model.displacement_field_a_yx(f, field_grid_yx).to(device) / pixel_size_a  # (2, gy, gx) px
-        const = field.mean((1, 2))
-        fields.append(field - const[:, None, None])
-        constants.append(const)
-    groups = _residual_groups(fields, tolerance_px)
-
+    use_kernels = device.type == "cpu"  # fused numba loops on CPU, plain torch on GPUs
+    ky = torch.fft.fftfreq(h, device=device)  # cycles/px
+    kx = torch.fft.rfftfreq(w, device=device)
     keys = (
         ["main"]
         + (["nodw"] if dose_weighted and also_unweighted else [])
         + (["odd", "even"] if halves else [])
     )
-    totals = {key: torch.zeros((h, w), device=device, dtype=torch.float32) for key in keys}
-    counts = {"main": 0, "nodw": 0, "odd": 0, "even": 0}
-    weight = torch.pow(dw_base, first + 0.5) if dose_weighted else None
-    done = 0
+    shape_c = (h, w // 2 + 1)
+    acc = {key: torch.zeros(shape_c, device=device, dtype=torch.complex64) for key in keys}
+    counts = {key: 0 for key in keys}
+    unit_y = torch.ones(h, device=device)
+    unit_x = torch.ones(shape_c[1], device=device)
+    warped = torch.empty((h, w), device=device, dtype=torch.float32)
+    scratch = torch.empty((h, w), dtype=torch.float32) if use_kernels else None
+    spectrum = torch.empty(shape_c, device=device, dtype=torch.complex64)
     n_warps = 0
-    for group in groups:
-        accum = {key: None for key in keys}
-        field = torch.stack([fields[i] for i in group]).mean(0)
-        for i in group:
-            f = used[i]
-            spectrum = torch.fft.rfft2(frames[f].float())
-            if not bool(torch.isfinite(spectrum[0, 0])):
-                raise_non_finite(frames, "average_frames")
-            const = constants[i]
-            # aligned(x) = frame(x + d): multiply by exp(+2πi k·d)
-            spectrum *= torch.polar(torch.ones_like(ky), 2 * torch.pi * ky * const[0])
-            spectrum *= torch.polar(torch.ones_like(kx), 2 * torch.pi * kx * const[1])
-            weighted = spectrum * weight if dose_weighted else spectrum
-            targets = [("main", weighted)]
-            if "nodw" in accum:
-                targets.append(("nodw", spectrum))
-            if halves:
-                targets.append(("odd" if f % 2 else "even", weighted))
-            for key, value in targets:
-                accum[key] = value if accum[key] is None else accum[key] + value
-                counts[key] += 1
-            if dose_weighted:
-                weight = weight * dw_base
-            done += 1
-            if progress is not None:
-                progress("average", done, len(used))
-        present = [key for key in keys if accum[key] is not None]
-        images = torch.stack([torch.fft.irfft2(accum.pop(key), s=(h, w)) for key in present])
-        if float(field.abs().max()) > 1e-3:
-            images = _warp(images, field)
+    for done, f in enumerate(used, start=1):
+        field = model.displacement_field_a_yx(f, field_grid_yx).to(device) / pixel_size_a  # (2, gy, gx) px
+        const = field.mean((1, 2))
+        residual = (field - const[:, None, None]).contiguous()
+        frame = frames[f].to(torch.float32).contiguous()
+        # aligned(x) = frame(x + c + r(x)): warp by the residual r looked up at x − c, then shift by the
+        # constant c exactly as a Fourier phase (warp(x) = frame(x + r(x − c)), aligned(x) = warp(x + c))
+        if float(residual.abs().max()) > 1e-3:
+            if use_kernels:
+                warp_by_field(
+                    frame.numpy(), residual.numpy(), const.numpy().astype("float32"), warped.numpy(), scratch.numpy()
+                )
+            else:
+                warped.copy_(_warp_torch(frame, residual, const))
+            source = warped
             n_warps += 1
-        for key, image in zip(present, images, strict=True):
-            totals[key] += image
-        del images
+        else:
+            source = frame
+        torch.fft.rfft2(source, out=spectrum)
+        if not bool(torch.isfinite(spectrum[0, 0])):
+            raise_non_finite(frames, "average_frames")
+        ramp_y = torch.polar(unit_y, 2 * torch.pi * ky * const[0])  # exp(+2πi k·c)
+        ramp_x = torch.polar(unit_x, 2 * torch.pi * kx * const[1])
+        if dose_weighted:
+            dose_before = exposure_per_frame_e_per_a2 * (f + 0.5)
+            wy = _axis_dose_weights(h, pixel_size_a, dose_before, rfft=False, device=device)
+            wx = _axis_dose_weights(w, pixel_size_a, dose_before, rfft=True, device=device)
+        else:
+            wy, wx = unit_y, unit_x
+        targets = [("main", "nodw" if "nodw" in acc else None)]
+        if halves:
+            targets.append(("odd" if f % 2 else "even", None))
+        for key, plain_key in targets:
+            if use_kernels:
+                plain = acc[plain_key] if plain_key else acc[key]
+                accumulate_spectrum(
+                    spectrum.numpy(), ramp_y.numpy(), ramp_x.numpy(), wy.numpy(), wx.numpy(),
+                    acc[key].numpy(), plain.numpy(), plain_key is not None,
+                )  # fmt: skip
+            else:
+                shifted = spectrum * (ramp_y[:, None] * ramp_x[None, :])
+                acc[key] += shifted * (wy[:, None] * wx[None, :])
+                if plain_key:
+                    acc[plain_key] += shifted
+            counts[key] += 1
+            if plain_key:
+                counts[plain_key] += 1
+        if progress is not None:
+            progress("average", done, len(used))
+    del warped, spectrum, scratch
+    totals = {key: torch.fft.irfft2(acc.pop(key), s=(h, w)) for key in keys}
     out = {key: totals[key] / max(1, counts[key]) for key in keys}
     return AlignedAverage(
         average=out["main"],
