@@ -80,45 +80,53 @@ def warp_by_field(
         fx = min(max((x - offset_px_yx[1]) * sx, 0.0), gx - 1.0)
         col_node[x] = min(int(fx), max(0, gx - 2))
         col_t[x] = fx - col_node[x]
-    last = gx - 1
+    col_next = np.minimum(col_node + 1, gx - 1)
     for axis in range(2):  # 0: along x (image → scratch), 1: along y (scratch → out)
         source = image if axis == 0 else scratch
         target = scratch if axis == 0 else out
-        component = 1 - axis
         for y in numba.prange(h):
             row = np.empty(gx, np.float32)
-            _field_row(field_px_yx, component, y - offset_px_yx[0], sy, row)
+            _field_row(field_px_yx, 1 - axis, y - offset_px_yx[0], sy, row)
+            shift = np.empty(w, np.float32)
             for x in range(w):
-                i0 = col_node[x]
-                t = col_t[x]
-                shift = (1 - t) * row[i0] + t * row[min(i0 + 1, last)]
-                if axis == 0:
-                    pos = np.float32(x) + shift
+                shift[x] = (1 - col_t[x]) * row[col_node[x]] + col_t[x] * row[col_next[x]]
+            s_min, s_max = shift.min(), shift.max()
+            if axis == 0:
+                # columns whose four taps are inside the row for sure: a branch-free (vectorisable) loop
+                lo = min(w, max(0, int(3.0 - s_min)))
+                hi = max(lo, min(w, int(w - 4.0 - s_max)))
+                for x in range(lo, hi):
+                    pos = np.float32(x) + shift[x]
+                    j = int(pos)  # pos ≥ 1 here, so truncation is the floor
+                    a0, a1, a2, a3 = _catmull_rom(pos - np.float32(j))
+                    target[y, x] = a0 * source[y, j - 1] + a1 * source[y, j] + a2 * source[y, j + 1] + a3 * source[y, j + 2]
+                for x in list(range(0, lo)) + list(range(hi, w)):
+                    pos = np.float32(x) + shift[x]
                     j = int(np.floor(pos))
                     a0, a1, a2, a3 = _catmull_rom(pos - np.float32(j))
-                    if j >= 1 and j < w - 2:
-                        v = a0 * source[y, j - 1] + a1 * source[y, j] + a2 * source[y, j + 1] + a3 * source[y, j + 2]
-                    else:
-                        v = (
-                            a0 * source[y, min(max(j - 1, 0), w - 1)]
-                            + a1 * source[y, min(max(j, 0), w - 1)]
-                            + a2 * source[y, min(max(j + 1, 0), w - 1)]
-                            + a3 * source[y, min(max(j + 2, 0), w - 1)]
-                        )
-                else:
-                    pos = np.float32(y) + shift
+                    target[y, x] = (
+                        a0 * source[y, min(max(j - 1, 0), w - 1)]
+                        + a1 * source[y, min(max(j, 0), w - 1)]
+                        + a2 * source[y, min(max(j + 1, 0), w - 1)]
+                        + a3 * source[y, min(max(j + 2, 0), w - 1)]
+                    )
+            elif y + s_min >= 3.0 and y + s_max <= h - 4.0:  # all four source rows inside for sure
+                for x in range(w):
+                    pos = np.float32(y) + shift[x]
+                    j = int(pos)
+                    a0, a1, a2, a3 = _catmull_rom(pos - np.float32(j))
+                    target[y, x] = a0 * source[j - 1, x] + a1 * source[j, x] + a2 * source[j + 1, x] + a3 * source[j + 2, x]
+            else:
+                for x in range(w):
+                    pos = np.float32(y) + shift[x]
                     j = int(np.floor(pos))
                     a0, a1, a2, a3 = _catmull_rom(pos - np.float32(j))
-                    if j >= 1 and j < h - 2:
-                        v = a0 * source[j - 1, x] + a1 * source[j, x] + a2 * source[j + 1, x] + a3 * source[j + 2, x]
-                    else:
-                        v = (
-                            a0 * source[min(max(j - 1, 0), h - 1), x]
-                            + a1 * source[min(max(j, 0), h - 1), x]
-                            + a2 * source[min(max(j + 1, 0), h - 1), x]
-                            + a3 * source[min(max(j + 2, 0), h - 1), x]
-                        )
-                target[y, x] = v
+                    target[y, x] = (
+                        a0 * source[min(max(j - 1, 0), h - 1), x]
+                        + a1 * source[min(max(j, 0), h - 1), x]
+                        + a2 * source[min(max(j + 1, 0), h - 1), x]
+                        + a3 * source[min(max(j + 2, 0), h - 1), x]
+                    )
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
