@@ -17,8 +17,12 @@ What is measured (wall clock, median and min of ``--repeats`` runs):
 * **Filter change → STAR**: ``PUT /api/filters`` changing the resolution limit: the time until the request
   is answered (the page then shows the new counts), and until ``particles.star`` on disk holds the new
   selection (the web app rewrites the STAR files in a background thread with
-  ``pipeline.starfiles.write_star_files``; it reports when done). Parts timed separately: the store's
-  ``set_filters`` and ``get_particles``, and ``write_star_files``.
+  ``pipeline.starfiles.write_star_files``; it reports when done). The same for an exclude/include
+  (``PUT /api/items/{name}/selection``). Parts timed separately on the store: ``set_filters``,
+  ``write_star_files`` (incremental: concatenating the cached per-item row blocks), the same from
+  scratch (``incremental=False``, every row formatted again through pandas/starfile, the path before
+  the cache), ``get_particles(selected_only=True)``, and building the row cache of every item once
+  (what recording the results costs in total, normally spread over the session).
 
 There is no peer for this: Warp's own UI is a Windows desktop program and cryoSPARC Live is closed
 source, so no ratio to a peer is given.
@@ -45,6 +49,7 @@ sys.path.insert(0, str(REPO / "tests" / "web"))
 from project_factory import build_project, fake_items  # noqa: E402
 
 from cryowarp.io.star import read_star  # noqa: E402
+from cryowarp.pipeline.starfiles import update_star_blocks, write_star_files  # noqa: E402
 from cryowarp.pipeline.store import ProjectStore  # noqa: E402
 from cryowarp.web.app import create_app  # noqa: E402
 
@@ -92,10 +97,11 @@ def bench_browser(url: str, repeats: int) -> tuple[list[float], list[float]]:
                 page.goto(url) if i == 0 else page.reload()
                 page.wait_for_selector("body[data-ready='1']", timeout=60_000)
                 page.wait_for_selector("body[data-all-drawn-ms]", timeout=60_000)
-                ready, drawn = page.evaluate(
-                    "[+document.body.dataset.readyMs, +document.body.dataset.allDrawnMs]"
+                ready, drawn, script = page.evaluate(
+                    "[+document.body.dataset.readyMs, +document.body.dataset.allDrawnMs, "
+                    "+document.body.dataset.scriptStartMs]"
                 )
-                out.append((ready / 1000, drawn / 1000))
+                out.append((ready / 1000, drawn / 1000, script / 1000))
             n_plots = page.evaluate("document.querySelectorAll('#metric-cards .plot .main-svg').length")
             n_cells = page.evaluate("document.querySelectorAll('#navbar .cell').length")
             assert n_plots >= 8 and n_cells > 0, (n_plots, n_cells)
@@ -143,6 +149,22 @@ def bench_filter(url: str, project: Path, repeats: int) -> dict[str, list[float]
             out["rows"] = r.json()["project"]["n_particles"]
     # check the last file really holds the selection
     assert len(read_star(project / "particles.star")["particles"]) == out["rows"]
+    out["selection"] = []
+    with httpx.Client(base_url=url, timeout=120) as c:
+        names = c.get("api/items").json()["names"]
+        for i in range(repeats):
+            before = (project / "particles.star").stat().st_mtime_ns
+            t0 = time.perf_counter()
+            body = {"included": False if i % 2 == 0 else None}
+            c.put(f"api/items/{names[0]}/selection", json=body).raise_for_status()
+            while True:
+                w = c.get("api/project").json()["star_writer"]
+                if not (w["pending"] or w["writing"]):
+                    break
+                time.sleep(0.02)
+            out["selection"].append(time.perf_counter() - t0)
+            assert (project / "particles.star").stat().st_mtime_ns != before
+    out["scratch"], out["incremental"] = [], []
     with ProjectStore(project) as store:
         for limit in limits[:repeats]:
             t0 = time.perf_counter()
@@ -150,8 +172,21 @@ def bench_filter(url: str, project: Path, repeats: int) -> dict[str, list[float]
             store.set_filters(new)
             out["set_filters"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
+            write_star_files(store)
+            out["incremental"].append(time.perf_counter() - t0)
+            incremental = (project / "particles.star").read_bytes()
+            t0 = time.perf_counter()
+            write_star_files(store, incremental=False)
+            out["scratch"].append(time.perf_counter() - t0)
+            assert (project / "particles.star").read_bytes() == incremental  # the same bytes
+            t0 = time.perf_counter()
             store.get_particles(selected_only=True)
             out["get_particles"].append(time.perf_counter() - t0)
+        with store._write(bump=False) as c:  # the row cache of every item, once (a single run)
+            c.execute("DELETE FROM star_cache")
+        t0 = time.perf_counter()
+        out["n_built"] = update_star_blocks(store)
+        out["build_cache"] = [time.perf_counter() - t0]
     return out
 
 
@@ -199,15 +234,44 @@ def main() -> None:
         "| measurement | median (min, runs) | target |",
         "|---|---|---|",
         f"| overview, cold: navigation → first screen interactive | {stats([c[0] for c in cold])} | ≤ 2 s |",
+        f"| … of which navigation → page script starts (Plotly's bundle loaded and parsed) "
+        f"| {stats([c[2] for c in cold])} | – |",
         f"| overview, cold: navigation → all 8 figures drawn | {stats([c[1] for c in cold])} | – |",
         f"| overview, warm (reload): → first screen interactive | {stats([w[0] for w in warm])} | ≤ 2 s |",
         f"| overview, warm (reload): → all 8 figures drawn | {stats([w[1] for w in warm])} | – |",
         f"| overview API: /api/project + /api/items + /api/filters | {stats(api)} | – |",
         f"| filter change: PUT /api/filters answered (counts, plots update) | {stats(f['response'])} | – |",
         f"| filter change → `particles.star` rewritten on disk | {stats(f['star'])} | ≤ 1 s |",
-        f"| … of which `pipeline.starfiles.write_star_files` | {stats(f['star_write'])} | – |",
-        f"| … `ProjectStore.get_particles(selected_only=True)` alone | {stats(f['get_particles'])} | – |",
-        f"| … `ProjectStore.set_filters` alone (re-evaluation) | {stats(f['set_filters'])} | – |",
+        f"| … of which `pipeline.starfiles.write_star_files` (in the server) | {stats(f['star_write'])} | – |",
+        f"| exclude / include an item → `particles.star` rewritten on disk | {stats(f['selection'])} | ≤ 1 s |",
+        f"| store: `set_filters` (re-evaluation) | {stats(f['set_filters'])} | – |",
+        f"| store: `write_star_files` after it, incremental (cached row blocks) | {stats(f['incremental'])} | – |",
+        f"| store: `write_star_files(incremental=False)`, every row formatted again (the old path) "
+        f"| {stats(f['scratch'])} | – |",
+        f"| store: `get_particles(selected_only=True)` | {stats(f['get_particles'])} | – |",
+        f"| row cache of all {f['n_built']} done items built once (`update_star_blocks`; single run) "
+        f"| {f['build_cache'][0]:.3f} s ({1000 * f['build_cache'][0] / max(1, f['n_built']):.1f} ms per item) | – |",
+        "",
+        f"Ratio old path / incremental write: {statistics.median(f['scratch']) / statistics.median(f['incremental']):.0f}×"
+        " (both write the same bytes; checked in the run).",
+        "",
+        "Notes. The page answers a filter change as soon as the store has re-evaluated the filter; the STAR",
+        "files follow in a background thread (changes arriving meanwhile are coalesced; `?wait=true` blocks).",
+        "`write_star_files` no longer formats rows on a change: each done item's rows are formatted once into",
+        "a text block per file kind, cached in the store (`star_cache`) and keyed by the item's result hash",
+        "(renewed whenever a result is recorded), so a change only reads the selected items' blocks and",
+        "writes header + optics table + blocks (tmp + rename, under the project lock). The coordinator's",
+        "rewrite after recording new items builds their blocks "
+        f"({1000 * f['build_cache'][0] / max(1, f['n_built']):.0f} ms per item of ~{ppi} particles in this run).",
+        "A stale or lost cache is rebuilt, never used (tests/pipeline/test_starfiles.py compares the",
+        "incremental files with the from-scratch ones byte for byte after filter changes, exclusions,",
+        "reprocessing, pick edits, a lost cache and kill -9 at random moments). `get_particles` is no",
+        "longer on this path (it now selects in SQL and builds item fields once per item).",
+        "Cold overview time is dominated by loading and parsing Plotly's full 4.8 MB bundle (the row",
+        "'page script starts'); a partial bundle (e.g. npm's plotly.js-cartesian-dist-min, histogram +",
+        "scatter) would be the next step for the cold ≤ 2 s target.",
+        f"Machine load during this run (1-min load average at the end): {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs; the machine is shared, so absolute times vary between runs.",
         "",
     ]
     text = "\n".join(lines)

@@ -9,11 +9,13 @@ import pytest
 from cryowarp.pipeline.settings import (
     STAGES,
     ProcessingSettings,
+    UnknownSettingsWarning,
     downstream_of,
     load_settings,
     outdated_stages,
     save_settings,
     settings_hash,
+    split_unknown_settings,
     stage_hashes,
 )
 
@@ -94,3 +96,33 @@ def test_enabled_stages():
     assert ProcessingSettings().enabled_stages() == STAGES
     assert ProcessingSettings(do_export=False).enabled_stages() == ("motion", "ctf", "pick")
     assert ProcessingSettings(do_pick=False).enabled_stages() == ("motion", "ctf")
+
+
+def test_unknown_keys_in_a_user_file_are_an_error_naming_key_and_file(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"ctf": {"voltage_kv": 200.0, "windw": 512}, "export": {"box_size_px": 64}}))
+    with pytest.raises(ValueError, match=r"mine\.json: invalid settings — unknown setting 'ctf\.windw'"):
+        load_settings(path)
+    # the command line says the same and exits 2
+    from typer.testing import CliRunner
+
+    from cryowarp.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["process", str(tmp_path), "-p", str(tmp_path / "p"), "--settings", str(path), "--quiet"]
+    )
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2 and "mine.json" in output and "ctf.windw" in output, output
+
+
+def test_unknown_keys_in_saved_settings_are_dropped_with_a_warning(tmp_path):
+    path = save_settings(tmp_path / "settings.json", ProcessingSettings().updated({"pick": {"threshold": 0.6}}))
+    data = json.loads(path.read_text())
+    data["pick"]["future_knob"] = True
+    data["tomo"] = {"tilt_axis_deg": 85.0}
+    path.write_text(json.dumps(data))
+    with pytest.warns(UnknownSettingsWarning, match=r"settings\.json.*pick\.future_knob, tomo"):
+        settings = load_settings(path, unknown="warn")
+    assert settings.pick.threshold == 0.6
+    known, dropped = split_unknown_settings(data)
+    assert dropped == ["pick.future_knob", "tomo"] and ProcessingSettings.from_dict(known) == settings

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
+import warnings
 
 import pytest
 
 from cryowarp.pipeline.results import ItemResult
-from cryowarp.pipeline.settings import ProcessingSettings
+from cryowarp.pipeline.settings import ProcessingSettings, UnknownSettingsWarning, stage_hashes
 from cryowarp.pipeline.store import ItemNotFoundError, ProjectStore
 
 
@@ -151,3 +153,127 @@ def test_put_settings_validates_dicts(tmp_path):
     with pytest.raises(ValueError, match="box_size_px must be even"):
         store.put_settings({"export": {"box_size_px": 33}})
     assert store.get_settings() == ProcessingSettings()
+
+
+def _fail(store, name, error, stages_run=(), settings=None):
+    settings = settings or store.get_settings()
+    hashes = stage_hashes(settings)
+    store.add_item(name, f"/movies/{name}.mrc")
+    store.mark_running(name)
+    store.record_result(
+        ItemResult(
+            name=name,
+            path=f"/movies/{name}.mrc",
+            ok=False,
+            error=error,
+            stages_run=tuple(stages_run),
+            stage_hashes={s: hashes[s] for s in stages_run},
+        )
+    )
+
+
+def test_settings_change_requeues_failed_items_whose_failing_stage_it_touches(tmp_path, result_factory):
+    store = ProjectStore(tmp_path)
+    store.add_item("ok", "/movies/ok.mrc")
+    store.record_result(result_factory(tmp_path, "ok"))
+    _fail(store, "bad_motion", "motion: bad_motion.mrc: expected 40 frames, found 12")
+    _fail(store, "bad_read", "read: bad_read.mrc: truncated")
+    _fail(store, "bad_pick", "pick: bad_pick.mrc: no particles", stages_run=("motion", "ctf"))
+    store.add_item("worker_died", "/movies/worker_died.mrc")
+    store.record_failure("worker_died", "worker: the worker processing it died 3 times")
+
+    def statuses():
+        return {it["name"]: it["status"] for it in store.list_items()}
+
+    # a filter change never requeues, failed items included (they would only fail again)
+    store.set_filters({"resolution_max_a": 4.0})
+    assert set(statuses().values()) == {"done", "failed"}
+    # a pick change: the items failing in pick (or somewhere unknown) are retried, not the motion ones
+    store.put_settings(store.get_settings().updated({"pick": {"threshold": 0.9}}))
+    s = statuses()
+    assert (s["bad_pick"], s["worker_died"], s["ok"]) == ("queued", "queued", "queued")
+    assert (s["bad_motion"], s["bad_read"]) == ("failed", "failed")
+    assert store.get_item("bad_motion")["error"].startswith("motion:")
+    # an input change outdates motion and everything after it: all are retried
+    store.put_settings(store.get_settings().updated({"input": {"exposure_per_frame_e_per_a2": 1.5}}))
+    assert set(statuses().values()) == {"queued"}
+    # a coordinator starting (no settings change given) retries every failed item, as before
+    _fail(store, "bad_motion", "motion: bad_motion.mrc: still 12 frames")
+    assert store.requeue_outdated() == ["bad_motion"]
+    # switching the failing stage off retries the item (it can now finish without it)
+    _fail(store, "bad_pick", "pick: bad_pick.mrc: no particles", stages_run=("motion", "ctf"))
+    _fail(store, "bad_motion", "motion: bad_motion.mrc: still 12 frames")
+    store.put_settings(store.get_settings().updated({"do_pick": False}))
+    assert (store.get_item("bad_pick")["status"], store.get_item("bad_motion")["status"]) == ("queued", "failed")
+
+
+def test_public_queries_for_the_ui(tmp_path, result_factory):
+    store = ProjectStore(tmp_path)
+    for name in ("a", "b", "c"):
+        store.add_item(name, f"/movies/{name}.mrc")
+        store.record_result(result_factory(tmp_path, name, n_particles=3))
+    assert store.corrected_items() == [] and store.count_pick_removals("a") == 0
+    store.add_pick("c", 10.0, 20.0)
+    auto = store.get_picks("a")
+    store.remove_pick("a", auto[0]["id"])
+    store.remove_pick("a", auto[1]["id"])
+    assert store.corrected_items() == ["a", "c"]
+    assert store.count_pick_removals("a") == 2 and store.count_pick_removals("c") == 0
+    with pytest.raises(ItemNotFoundError):
+        store.count_pick_removals("nope")
+
+
+def test_get_particles_selected_only_matches_the_selection(tmp_path, result_factory):
+    store = ProjectStore(tmp_path)
+    for i, (name, res) in enumerate([("a", 3.0), ("b", 9.0), ("c", 3.0), ("d", 9.0), ("e", 3.0)]):
+        store.add_item(name, f"/movies/{name}.mrc")
+        store.record_result(result_factory(tmp_path, name, n_particles=2 + i, resolution_a=res, seed=i))
+    store.set_manual("b", "include")
+    store.set_manual("c", "exclude")
+    store.add_pick("e", 1.0, 1.0)  # queued again: not selected
+    everything = store.get_particles()
+    assert len(everything) == sum(2 + i for i in range(5))
+    selected = {it["name"] for it in store.list_items() if it["selected"]}
+    assert selected == {"a", "b"}
+    rows = store.get_particles(selected_only=True)
+    assert rows == [r for r in everything if r["name"] in selected]
+    assert [(r["name"], r["idx"]) for r in rows] == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 3)]
+    assert set(rows[0]) >= {"name", "particle_stack", "idx", "x_px", "y_px", "defocus_u_um", "score", "source"}
+    assert store.get_particles("b") == [r for r in everything if r["name"] == "b"]
+
+
+def test_stored_settings_with_unknown_keys_are_dropped_with_a_warning(tmp_path):
+    store = ProjectStore(tmp_path)
+    store.put_settings(ProcessingSettings().updated({"pick": {"threshold": 0.8}}))
+    with store._write() as c:  # as a newer cryowarp would have saved them
+        row = c.execute("SELECT id, json FROM settings ORDER BY id DESC LIMIT 1").fetchone()
+        data = json.loads(row["json"])
+        data["pick"]["new_option"] = 3
+        data["from_the_future"] = {"x": 1}
+        c.execute("UPDATE settings SET json = ? WHERE id = ?", (json.dumps(data), row["id"]))
+    store.close()
+    store = ProjectStore(tmp_path)
+    with pytest.warns(UnknownSettingsWarning, match=r"pick\.new_option, from_the_future"):
+        settings = store.get_settings()
+    assert settings.pick.threshold == 0.8
+    assert store.dropped_settings == ["pick.new_option", "from_the_future"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.get_settings() == settings  # warned once per stored record
+
+
+def test_project_from_before_the_star_cache_is_migrated(tmp_path, result_factory):
+    store = ProjectStore(tmp_path)
+    store.add_item("m", "/movies/m.mrc")
+    store.record_result(result_factory(tmp_path, "m", n_particles=2))
+    digest = store.get_item("m")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "cryowarp.sqlite")  # undo the additions, as an old project
+    conn.execute("DROP TABLE star_cache")
+    conn.execute("ALTER TABLE items DROP COLUMN result_hash")
+    conn.commit()
+    conn.close()
+    store = ProjectStore(tmp_path)
+    rows = store._query("SELECT result_hash FROM items")
+    assert rows[0][0] and len(rows[0][0]) == 32
+    assert store.get_item("m") == digest

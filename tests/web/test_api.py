@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from cryowarp.io.star import read_star
+from cryowarp.pipeline.settings import UnknownSettingsWarning
 from cryowarp.pipeline.store import ProjectStore
 from cryowarp.web.app import PLOTLY_JS, create_app
 
@@ -296,19 +297,25 @@ def test_changing_a_stage_setting_requeues_outdated_items(client, project):
     assert r.status_code == 200
     body = r.json()
     assert body["outdated_stages"] == ["pick", "export"]
-    # every processed item and the failed one (its stored stages are outdated too) go back to the queue
-    assert body["n_requeued"] == 7
+    # every processed item goes back to the queue; the failed one failed in motion, which a pick
+    # change does not touch (it would only fail again), so it stays failed
+    assert body["n_requeued"] == 6
     with ProjectStore(project) as store:
         assert store.get_settings().pick.threshold == 0.7
-        assert {it["status"] for it in store.list_items()} == {"queued"}
+        statuses = {it["name"]: it["status"] for it in store.list_items()}
+        assert statuses.pop("movie_0006") == "failed" and set(statuses.values()) == {"queued"}
         assert json.loads((project / "settings.json").read_text())["pick"]["threshold"] == 0.7
+    # a change to the input (motion's settings) also retries the item that failed in motion
+    body = client.put("/api/settings", json={"changes": {"input.exposure_per_frame_e_per_a2": 1.5}}).json()
+    assert body["outdated_stages"] == ["motion", "ctf", "pick", "export"]
+    assert body["requeued"] == ["movie_0006"]
 
 
 def test_changing_a_filter_setting_requeues_nothing(client):
     body = client.put("/api/settings", json={"changes": {"filter.motion_max_a": 2.0}}).json()
     assert body["outdated_stages"] == []
-    # no processed item is reprocessed (the store retries failed items on any settings write)
-    assert set(body["requeued"]) <= {"movie_0006"}
+    # nothing is reprocessed, failed items included
+    assert body["requeued"] == []
 
 
 @pytest.mark.parametrize(
@@ -516,17 +523,33 @@ def test_local_defocus_overlay_recovers_the_planted_tilt(client, truth):
     assert intercept + 0.5 * slope == pytest.approx(truth[name].defocus_um, abs=1e-3)
 
 
-def test_unreadable_stored_settings_give_a_clear_error(client, project):
-    """A project written by another version (unknown settings key) is reported, not a bare 500."""
+def test_stored_settings_with_unknown_keys_still_open(client, project):
+    """A project written by a newer version (unknown settings key) stays usable: the key is dropped
+    with a warning naming it, and the project summary lists it."""
     with ProjectStore(project) as store:
         with store._write() as c:
             row = c.execute("SELECT id, json FROM settings ORDER BY id DESC LIMIT 1").fetchone()
             data = json.loads(row["json"])
             data["input"]["from_the_future"] = 1
             c.execute("UPDATE settings SET json = ? WHERE id = ?", (json.dumps(data), row["id"]))
+    with pytest.warns(UnknownSettingsWarning, match=r"input\.from_the_future"):
+        r = client.get("/api/filters")
+        assert r.status_code == 200 and r.json()["settings"]["resolution_max_a"] > 0
+        assert client.get("/api/project").json()["settings_dropped"] == ["input.from_the_future"]
+
+
+def test_unreadable_stored_settings_give_a_clear_error(client, project):
+    """Stored settings with a known key of the wrong type are reported, not a bare 500."""
+    with ProjectStore(project) as store:
+        with store._write() as c:
+            row = c.execute("SELECT id, json FROM settings ORDER BY id DESC LIMIT 1").fetchone()
+            data = json.loads(row["json"])
+            data["input"]["exposure_per_frame_e_per_a2"] = "lots"
+            c.execute("UPDATE settings SET json = ? WHERE id = ?", (json.dumps(data), row["id"]))
     r = client.get("/api/filters")
     assert r.status_code == 500
-    assert "stored settings do not match" in r.json()["detail"] and "from_the_future" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert "stored settings do not match" in detail and "exposure_per_frame_e_per_a2" in detail
 
 
 def test_star_files_follow_in_the_background_without_wait(client, project):
@@ -546,3 +569,13 @@ def test_star_files_follow_in_the_background_without_wait(client, project):
     assert w["last"]["error"] is None and "particles" in w["last"]["files"]
     expected = {k: v for k, v in before.items() if k != victim}
     assert star_rows_by_micrograph(project) == expected
+
+
+def test_web_layer_uses_public_store_methods_only():
+    """The web layer reads the store through its public API (no private ``_query`` SQL)."""
+    from pathlib import Path
+
+    import cryowarp.web
+
+    for path in Path(cryowarp.web.__file__).parent.glob("*.py"):
+        assert "._query(" not in path.read_text() and "._conn" not in path.read_text(), path.name

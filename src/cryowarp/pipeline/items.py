@@ -141,7 +141,10 @@ def process_movie(
     from cryowarp.device import resolve_device
 
     if n_threads:
+        import numba  # the motion kernels' thread pool follows torch's
+
         torch.set_num_threads(int(n_threads))
+        numba.set_num_threads(min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
     project_dir = Path(project_dir)
     path = Path(path)
     name = item_name(path)

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,9 @@ __all__ = [
     "downstream_of",
     "load_settings",
     "save_settings",
+    "split_unknown_settings",
+    "UnknownSettingsWarning",
+    "warn_unknown_settings",
 ]
 
 SETTINGS_VERSION = 1
@@ -276,8 +282,62 @@ def save_settings(path: str | Path, settings: ProcessingSettings) -> Path:
     return path
 
 
-def load_settings(path: str | Path) -> ProcessingSettings:
-    """Read a settings JSON written by :func:`save_settings` (or by hand; missing keys take defaults)."""
+class UnknownSettingsWarning(UserWarning):
+    """Settings saved by a project held keys this cryowarp version does not know; they were dropped."""
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (also through ``Model | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def split_unknown_settings(
+    data: dict[str, Any], model: type[BaseModel] | None = None, _prefix: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """Separate keys that ``model`` (default :class:`ProcessingSettings`) does not know, at every level.
+
+    Returns
+    -------
+    known : dict
+        ``data`` without the unknown keys (nested sections filtered the same way).
+    unknown : list of str
+        The dropped keys as dotted paths (e.g. ``"ctf.new_option"``), in the order found.
+    """
+    model = model or ProcessingSettings
+    known: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(f"{_prefix}{key}")
+            continue
+        sub = _nested_model(field.annotation)
+        if sub is not None and isinstance(value, dict):
+            value, dropped = split_unknown_settings(value, sub, f"{_prefix}{key}.")
+            unknown.extend(dropped)
+        known[key] = value
+    return known, unknown
+
+
+def load_settings(path: str | Path, *, unknown: str = "error") -> ProcessingSettings:
+    """Read a settings JSON written by :func:`save_settings` (or by hand; missing keys take defaults).
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+    unknown : {"error", "warn"}
+        Keys this version does not know: ``"error"`` (a user's ``--settings FILE``: a typo must not be
+        ignored) raises ``ValueError`` naming them and the file; ``"warn"`` (settings a project saved,
+        possibly by a newer cryowarp) drops them with an :class:`UnknownSettingsWarning`.
+    """
+    if unknown not in ("error", "warn"):
+        raise ValueError(f"unknown must be 'error' or 'warn', got {unknown!r}")
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -287,7 +347,26 @@ def load_settings(path: str | Path) -> ProcessingSettings:
         raise ValueError(f"{path}: expected a JSON settings file, found invalid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of settings, found {type(data).__name__}")
+    known, dropped = split_unknown_settings(data)
+    if dropped and unknown == "error":
+        raise ValueError(
+            f"{path}: invalid settings — unknown setting{'s' if len(dropped) > 1 else ''} "
+            f"{', '.join(map(repr, dropped))} "
+            "(not a setting of this cryowarp version; check the spelling against `cryowarp settings PROJECT`)"
+        )
+    if dropped:
+        warn_unknown_settings(dropped, str(path))
     try:
-        return ProcessingSettings.from_dict(data)
+        return ProcessingSettings.from_dict(known)
     except ValidationError as exc:
         raise ValueError(f"{path}: invalid settings — {exc}") from exc
+
+
+def warn_unknown_settings(dropped: list[str], source: str) -> None:
+    """Warn (:class:`UnknownSettingsWarning`) that ``dropped`` keys of ``source`` were ignored."""
+    warnings.warn(
+        f"{source}: ignoring setting{'s' if len(dropped) > 1 else ''} unknown to this cryowarp version: "
+        f"{', '.join(dropped)} (saved by a newer version?); they are dropped when settings are next saved",
+        UnknownSettingsWarning,
+        stacklevel=3,
+    )

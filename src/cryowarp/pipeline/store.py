@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -41,7 +42,9 @@ from cryowarp.pipeline.settings import (
     ProcessingSettings,
     outdated_stages,
     save_settings,
+    split_unknown_settings,
     stage_hashes,
+    warn_unknown_settings,
 )
 
 __all__ = ["ProjectStore", "ItemNotFoundError", "DB_NAME", "SETTINGS_NAME", "ITEM_STATUSES"]
@@ -78,8 +81,10 @@ CREATE TABLE IF NOT EXISTS items (
     resolution_a REAL, mean_motion_a REAL, mask_percentage REAL, n_particles INTEGER,
     particle_stack TEXT, particle_pixel_size_a REAL, particle_box_px INTEGER,
     artifacts TEXT NOT NULL DEFAULT '{}',
-    timings TEXT NOT NULL DEFAULT '{}'
+    timings TEXT NOT NULL DEFAULT '{}',
+    result_hash TEXT
 );
+CREATE INDEX IF NOT EXISTS items_status ON items(status);
 CREATE TABLE IF NOT EXISTS stages (
     item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
     stage TEXT NOT NULL,
@@ -109,7 +114,38 @@ CREATE TABLE IF NOT EXISTS particles (
     score REAL, source TEXT,
     PRIMARY KEY (item_id, idx)
 );
+CREATE TABLE IF NOT EXISTS star_cache (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    result_hash TEXT NOT NULL,
+    done_seq INTEGER,
+    version INTEGER NOT NULL,
+    columns TEXT NOT NULL,
+    n_rows INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (item_id, kind)
+);
 """
+
+#: A cached block (``b``) is current for its item (``i``) when built from the same result: the same
+#: result hash and completion number (renewed by every recorded result, also by a cryowarp version that
+#: does not know the hash) and block layout version (the ``?`` parameter).
+_BLOCK_CURRENT_SQL = "b.result_hash = i.result_hash AND b.done_seq IS i.done_seq AND b.version = ?"
+
+#: SQL condition (items aliased ``i``) equal to ``status == "done" and is_selected(filter_passes, manual)``.
+_SELECTED_SQL = "i.status = 'done' AND (i.manual = 'include' OR (i.manual IS NULL AND i.filter_passes = 1))"
+
+_PARTICLE_COLUMNS = (
+    "idx",
+    "x_px",
+    "y_px",
+    "defocus_u_um",
+    "defocus_v_um",
+    "astigmatism_angle_deg",
+    "phase_shift_deg",
+    "score",
+    "source",
+)
 
 _ITEM_COLUMNS = (
     "id",
@@ -174,6 +210,9 @@ class ProjectStore:
         else:
             self.project_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._settings_cache: tuple[str, ProcessingSettings] | None = None
+        #: Keys of the stored settings this version does not know (dropped with a warning on load).
+        self.dropped_settings: list[str] = []
         self._conn = sqlite3.connect(
             self.db_path, timeout=timeout_s, isolation_level=None, check_same_thread=False
         )
@@ -186,6 +225,13 @@ class ProjectStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         c.execute(statement)
+                # additive migration of projects made before the STAR row cache existed
+                if "result_hash" not in {r[1] for r in c.execute("PRAGMA table_info(items)")}:
+                    c.execute("ALTER TABLE items ADD COLUMN result_hash TEXT")
+                for (item_id,) in c.execute(
+                    "SELECT id FROM items WHERE status = 'done' AND result_hash IS NULL"
+                ).fetchall():
+                    _update_result_hash(c, item_id)
                 c.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -211,14 +257,18 @@ class ProjectStore:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[Any]:
-        """One short write transaction (BEGIN IMMEDIATE); bumps the revision."""
+    def _write(self, *, bump: bool = True) -> Iterator[Any]:
+        """One short write transaction (BEGIN IMMEDIATE); bumps the revision unless ``bump`` is False
+        (derived data such as the STAR row cache, which no reader needs to be told about)."""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield _Cursor(conn)
-                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+                if bump:
+                    conn.execute(
+                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'"
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -249,11 +299,26 @@ class ProjectStore:
 
     # ------------------------------------------------------------------ settings
     def get_settings(self) -> ProcessingSettings:
-        """The current settings (defaults if none were ever stored)."""
+        """The current settings (defaults if none were ever stored).
+
+        Keys this cryowarp version does not know (settings saved by a newer version) are dropped with
+        an ``UnknownSettingsWarning`` naming them, once per stored settings record: the project stays
+        usable.
+        """
         rows = self._query("SELECT json FROM settings ORDER BY id DESC LIMIT 1")
         if not rows:
             return ProcessingSettings()
-        return ProcessingSettings.from_dict(json.loads(rows[0]["json"]))
+        text = rows[0]["json"]
+        cached = self._settings_cache
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        known, dropped = split_unknown_settings(json.loads(text))
+        if dropped:
+            warn_unknown_settings(dropped, f"{self.db_path} (project settings)")
+        settings = ProcessingSettings.from_dict(known)
+        self._settings_cache = (text, settings)
+        self.dropped_settings = dropped
+        return settings
 
     def put_settings(self, settings: ProcessingSettings | dict[str, Any]) -> list[str]:
         """Store new settings (and ``settings.json``); re-evaluate filters; requeue outdated items.
@@ -267,8 +332,9 @@ class ProjectStore:
         Returns
         -------
         outdated : list of str
-            Stages made outdated by the change (changed stages and everything downstream); items
-            whose stored hashes no longer match are set back to ``queued``.
+            Stages made outdated by the change (changed stages and everything downstream); ``done``
+            items whose stored hashes no longer match are set back to ``queued``, and so are
+            ``failed`` items whose failing stage is among them (see :meth:`requeue_outdated`).
         """
         if not isinstance(settings, ProcessingSettings):
             settings = ProcessingSettings.from_dict(dict(settings))
@@ -280,7 +346,7 @@ class ProjectStore:
             )
         save_settings(self.project_dir / SETTINGS_NAME, settings)
         changed = outdated_stages(old, settings)
-        self.requeue_outdated(settings)
+        self.requeue_outdated(settings, changed_stages=changed)
         self.apply_filters(settings.filter)
         return changed
 
@@ -342,7 +408,9 @@ class ProjectStore:
     def record_result(self, result: ItemResult) -> None:
         """Record a worker's :class:`ItemResult` in one transaction.
 
-        Status, stage hashes, scalars, picks and particles are written together.
+        Status, stage hashes, scalars, picks and particles are written together, with the item's
+        ``result_hash`` (a hash of everything its STAR rows are made of): cached STAR row blocks built
+        from an earlier result no longer match it, so they are never used again.
 
         A failed result (``ok`` False) records its error and keeps earlier successful stages.
         """
@@ -383,6 +451,7 @@ class ProjectStore:
                     )
                 sets = ", ".join(f"{k} = ?" for k in assignments)
                 c.execute(f"UPDATE items SET {sets} WHERE id = ?", (*assignments.values(), item_id))
+                _update_result_hash(c, item_id)
                 return
             seq = int(c.execute("SELECT value FROM meta WHERE key = 'done_seq'").fetchone()[0]) + 1
             c.execute("UPDATE meta SET value = ? WHERE key = 'done_seq'", (str(seq),))
@@ -439,6 +508,7 @@ class ProjectStore:
                     ],
                 )
                 c.execute("UPDATE items SET n_particles = ? WHERE id = ?", (len(result.particles), item_id))
+            _update_result_hash(c, item_id)
         self.apply_filters()
 
     def stages_to_run(self, item: str | int, settings: ProcessingSettings | None = None) -> list[str]:
@@ -458,11 +528,55 @@ class ProjectStore:
             if stored.get(s, (None, None))[0] != "done" or stored[s][1] != current[s]
         ]
 
-    def requeue_outdated(self, settings: ProcessingSettings | None = None) -> list[str]:
-        """Set ``done``/``failed`` items with outdated stages back to ``queued``; returns their names."""
+    def requeue_outdated(
+        self, settings: ProcessingSettings | None = None, *, changed_stages: Sequence[str] | None = None
+    ) -> list[str]:
+        """Set items whose results are outdated back to ``queued``; returns their names.
+
+        Parameters
+        ----------
+        settings : ProcessingSettings, optional
+            The settings to compare with (default: the stored ones).
+        changed_stages : sequence of str, optional
+            The stages a settings change made outdated (:func:`~cryowarp.pipeline.settings.outdated_stages`).
+            Given (as by :meth:`put_settings`), a ``failed`` item is requeued only if that change
+            touches its failing stage or switches that stage off (or, when the failing stage is
+            unknown, changes any stage): retrying an
+            item whose failing stage is unchanged would only fail again, and a filter change never
+            requeues anything. Not given (a coordinator starting), every ``failed`` item is retried.
+            ``done`` items are requeued whenever an enabled stage's stored hash differs from the
+            current one.
+        """
         settings = settings or self.get_settings()
-        names = [r["name"] for r in self._query("SELECT name FROM items WHERE status IN ('done', 'failed')")]
-        outdated = [n for n in names if self.stages_to_run(n, settings)]
+        current = stage_hashes(settings)
+        enabled = settings.enabled_stages()
+        items = {
+            r["id"]: (r["name"], r["status"], r["error"])
+            for r in self._query("SELECT id, name, status, error FROM items WHERE status IN ('done', 'failed')")
+        }
+        stored: dict[int, dict[str, tuple[str, str | None]]] = {}
+        for r in self._query(
+            "SELECT s.item_id, s.stage, s.status, s.settings_hash FROM stages s JOIN items i ON i.id = s.item_id "
+            "WHERE i.status IN ('done', 'failed')"
+        ):
+            stored.setdefault(r["item_id"], {})[r["stage"]] = (r["status"], r["settings_hash"])
+        changed = None if changed_stages is None else set(changed_stages)
+        outdated = []
+        for item_id, (name, status, error) in items.items():
+            stages = stored.get(item_id, {})
+            if status == "done":
+                if any(stages.get(s, (None, None)) != ("done", current[s]) for s in enabled):
+                    outdated.append(name)
+            elif changed is None:
+                outdated.append(name)
+            else:
+                failing = _failing_stage(stages, error)
+                if failing is None:
+                    retry = bool(changed)
+                else:  # its stage changed, or no longer runs (e.g. picking switched off)
+                    retry = failing in changed or failing not in enabled
+                if retry:
+                    outdated.append(name)
         if outdated:
             with self._write() as c:
                 c.executemany(
@@ -604,25 +718,66 @@ class ProjectStore:
             )
         ]
 
+    def count_pick_removals(self, item: str | int) -> int:
+        """How many BoxNet picks the user removed on an item (manual corrections)."""
+        item_id = self._item_id(item)
+        return int(self._query("SELECT COUNT(*) FROM pick_removals WHERE item_id = ?", (item_id,))[0][0])
+
+    def corrected_items(self) -> list[str]:
+        """Names (discovery order) of items with at least one manual pick or removed BoxNet pick —
+        the examples for retraining BoxNet."""
+        rows = self._query(
+            "SELECT name FROM items WHERE id IN (SELECT item_id FROM picks WHERE source = 'manual') "
+            "OR id IN (SELECT item_id FROM pick_removals) ORDER BY id"
+        )
+        return [r["name"] for r in rows]
+
     def get_particles(
         self, item: str | int | None = None, *, selected_only: bool = False
     ) -> list[dict[str, Any]]:
-        """Exported particle rows (stack order), with ``name`` and ``particle_stack`` of their item."""
-        sql = (
-            "SELECT i.name, i.particle_stack, i.manual, i.filter_passes, i.status, p.* FROM particles p "
-            "JOIN items i ON i.id = p.item_id"
-        )
-        params: tuple[Any, ...] = ()
+        """Exported particle rows (stack order), with ``name`` and ``particle_stack`` of their item.
+
+        Rows come in completion order of their items (``done_seq``), then stack index ``idx`` (from 1).
+        Keys: ``name, particle_stack, manual, filter_passes, status, item_id, idx, x_px, y_px,
+        defocus_u_um, defocus_v_um, astigmatism_angle_deg, phase_shift_deg, score, source``.
+        ``selected_only`` keeps the rows of done, selected items (filtered in SQL).
+        """
+        where, params = [], []
         if item is not None:
-            sql, params = sql + " WHERE p.item_id = ?", (self._item_id(item),)
-        rows = [dict(r) for r in self._query(sql + " ORDER BY i.done_seq, i.id, p.idx", params)]
+            where.append("i.id = ?")
+            params.append(self._item_id(item))
         if selected_only:
-            rows = [
-                r
-                for r in rows
-                if r["status"] == "done" and is_selected(bool(r["filter_passes"]), r["manual"])
+            where.append(_SELECTED_SQL)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            # the item columns once per item, not once per particle: most of the time goes into
+            # making Python objects of what SQLite returns
+            heads = [
+                (r[0], {"name": r[1], "particle_stack": r[2], "manual": r[3], "filter_passes": r[4], "status": r[5]})
+                for r in self._conn.execute(
+                    "SELECT i.id, i.name, i.particle_stack, i.manual, i.filter_passes, i.status FROM items i"
+                    + condition
+                    + " ORDER BY i.done_seq, i.id",
+                    params,
+                )
             ]
-        return rows
+            cursor = self._conn.execute(
+                f"SELECT p.item_id, {', '.join(f'p.{c}' for c in _PARTICLE_COLUMNS)} FROM particles p "
+                "JOIN items i ON i.id = p.item_id" + condition + " ORDER BY p.item_id, p.idx",
+                params,
+            )
+            cursor.row_factory = None
+            by_item: dict[int, list[tuple[Any, ...]]] = {}
+            for r in cursor.fetchall():
+                by_item.setdefault(r[0], []).append(r)
+        columns = ("item_id", *_PARTICLE_COLUMNS)
+        out = []
+        for item_id, head in heads:
+            for r in by_item.get(item_id, ()):
+                d = head.copy()
+                d.update(zip(columns, r, strict=True))
+                out.append(d)
+        return out
 
     def counts(self) -> dict[str, int]:
         """Totals for a dashboard: ``total, queued, running, done, failed, selected, excluded,
@@ -638,6 +793,106 @@ class ProjectStore:
         out["particles"] = sum(it["n_particles"] or 0 for it in done)
         out["particles_selected"] = sum(it["n_particles"] or 0 for it in done if it["selected"])
         return out
+
+    # ------------------------------------------------------------------ STAR row cache (pipeline.starfiles)
+    def star_blocks_to_build(self, kind: str, version: int) -> list[int]:
+        """Ids of done items whose cached STAR row block of ``kind`` is missing, was built from another
+        result (``result_hash``, ``done_seq``) or by another block ``version``."""
+        rows = self._query(
+            "SELECT i.id FROM items i LEFT JOIN star_cache b ON b.item_id = i.id AND b.kind = ? "
+            "WHERE i.status = 'done' AND i.result_hash IS NOT NULL "
+            f"AND (b.item_id IS NULL OR NOT ({_BLOCK_CURRENT_SQL})) ORDER BY i.id",
+            (kind, int(version)),
+        )
+        return [int(r[0]) for r in rows]
+
+    def star_block_sources(self, item_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """What STAR rows are made of, read in one snapshot: per item (in ``item_ids`` order, missing
+        ones left out) its :meth:`list_items` dict plus ``result_hash`` and ``particles`` (rows as in
+        :meth:`get_particles`, stack order)."""
+        out: dict[int, dict[str, Any]] = {}
+        with self._lock:
+            self._conn.execute("BEGIN")  # one read transaction: the hash matches the rows read
+            try:
+                for start in range(0, len(item_ids), 500):
+                    chunk = [int(i) for i in item_ids[start : start + 500]]
+                    marks = ", ".join("?" * len(chunk))
+                    for r in self._conn.execute(
+                        f"SELECT {', '.join(_ITEM_COLUMNS)}, result_hash FROM items WHERE id IN ({marks})", chunk
+                    ):
+                        d = self._item_dict(r)
+                        d["particles"] = []
+                        out[d["id"]] = d
+                    cursor = self._conn.execute(
+                        f"SELECT item_id, {', '.join(_PARTICLE_COLUMNS)} FROM particles "
+                        f"WHERE item_id IN ({marks}) ORDER BY item_id, idx",
+                        chunk,
+                    )
+                    cursor.row_factory = None
+                    for r in cursor:
+                        out[r[0]]["particles"].append(dict(zip(_PARTICLE_COLUMNS, r[1:], strict=True)))
+            finally:
+                self._conn.execute("COMMIT")
+        return [out[i] for i in item_ids if i in out]
+
+    def put_star_blocks(self, blocks: Sequence[dict[str, Any]]) -> int:
+        """Cache STAR row blocks: dicts with ``item_id, kind, result_hash, done_seq, version, columns``
+        (list of labels), ``n_rows, text``. A block whose ``result_hash`` or ``done_seq`` is no longer
+        the item's (a result was recorded meanwhile) is not stored.
+        Derived data: does not bump the revision. Returns how many were stored."""
+        stored = 0
+        with self._write(bump=False) as c:
+            for b in blocks:
+                stored += c.execute(
+                    "INSERT OR REPLACE INTO star_cache(item_id, kind, result_hash, done_seq, version, columns, "
+                    "n_rows, text) SELECT ?, ?, ?, ?, ?, ?, ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM items WHERE id = ? AND result_hash = ? AND done_seq IS ?)",
+                    (
+                        int(b["item_id"]),
+                        b["kind"],
+                        b["result_hash"],
+                        b["done_seq"],
+                        int(b["version"]),
+                        "\t".join(b["columns"]),
+                        int(b["n_rows"]),
+                        b["text"],
+                        int(b["item_id"]),
+                        b["result_hash"],
+                        b["done_seq"],
+                    ),
+                ).rowcount
+        return stored
+
+    def selected_star_blocks(self, kind: str, version: int) -> list[dict[str, Any]]:
+        """The selected items (done, passing the filter or included by hand) with their cached block of
+        ``kind``, read in one snapshot.
+
+        Returns
+        -------
+        rows : list of dict
+            ``id, name, done_seq, pixel_size_a, particle_pixel_size_a, particle_box_px`` and ``text``,
+            ``columns`` (list), ``n_rows`` of the block — ``text`` None when the block is missing or
+            stale (not built from the item's current result), in discovery order.
+        """
+        with self._lock:
+            cursor = self._conn.execute(
+                "SELECT i.id, i.name, i.done_seq, i.pixel_size_a, i.particle_pixel_size_a, i.particle_box_px, "
+                f"CASE WHEN {_BLOCK_CURRENT_SQL} THEN b.text END, b.columns, b.n_rows "
+                "FROM items i LEFT JOIN star_cache b ON b.item_id = i.id AND b.kind = ? "
+                f"WHERE {_SELECTED_SQL} ORDER BY i.id",
+                (int(version), kind),
+            )
+            cursor.row_factory = None
+            rows = cursor.fetchall()
+        keys = ("id", "name", "done_seq", "pixel_size_a", "particle_pixel_size_a", "particle_box_px", "text")
+        return [
+            {
+                **dict(zip(keys, r[:7], strict=True)),
+                "columns": r[7].split("\t") if r[7] else [],
+                "n_rows": r[8] or 0,
+            }
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ UI side (writes)
     def set_manual(self, item: str | int, selection: str | None) -> None:
@@ -681,9 +936,42 @@ class ProjectStore:
 
     def _invalidate_export(self, c: Any, item_id: int) -> None:
         c.execute("UPDATE stages SET settings_hash = NULL WHERE item_id = ? AND stage = 'export'", (item_id,))
+        c.execute("DELETE FROM star_cache WHERE item_id = ?", (item_id,))
         c.execute(
             "UPDATE items SET status = 'queued' WHERE id = ? AND status IN ('done', 'failed')", (item_id,)
         )
+
+
+#: Item columns that say nothing about the result itself (selection, bookkeeping).
+_NOT_IN_RESULT_HASH = frozenset(
+    ("status", "error", "attempts", "discovered_at", "readable_at", "started_at", "finished_at", "done_seq")
+    + ("manual", "filter_passes", "filter_reasons", "timings")
+)
+
+
+def _update_result_hash(c: Any, item_id: int) -> None:
+    """Store the hash of everything an item's STAR rows are made of (its record and its particles)."""
+    row = c.execute(f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE id = ?", (item_id,)).fetchone()
+    particles = c.execute(
+        f"SELECT {', '.join(_PARTICLE_COLUMNS)} FROM particles WHERE item_id = ? ORDER BY idx", (item_id,)
+    ).fetchall()
+    record = [row[k] for k in row.keys() if k not in _NOT_IN_RESULT_HASH]
+    text = json.dumps([record, [list(p) for p in particles]], separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    c.execute("UPDATE items SET result_hash = ? WHERE id = ?", (digest, item_id))
+    c.execute("DELETE FROM star_cache WHERE item_id = ? AND result_hash != ?", (item_id, digest))
+
+
+def _failing_stage(stages: dict[str, tuple[str, str | None]], error: str | None) -> str | None:
+    """The stage a failed item failed in: from its error (``"ctf: ..."``; a read error is the motion
+    stage's input), else its earliest stage recorded as failed; None when unknown (e.g. a worker died)."""
+    prefix = (error or "").split(":", 1)[0].strip()
+    if prefix in STAGES:
+        return prefix
+    if prefix == "read":
+        return "motion"
+    failed = [s for s in STAGES if stages.get(s, ("", None))[0] == "failed"]
+    return failed[0] if failed else None
 
 
 class _Cursor:

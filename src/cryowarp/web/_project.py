@@ -168,6 +168,8 @@ class ProjectView:
             "n_particles": sum(it["n_particles"] or 0 for it in selected),
             "revision": self.store.revision(),
             "star": star,
+            # keys of the stored settings this version does not know (dropped, with a warning)
+            "settings_dropped": list(self.store.dropped_settings),
         }
 
     def items_table(self) -> dict[str, Any]:
@@ -225,14 +227,7 @@ class ProjectView:
 
     def n_pick_removals(self, name: str) -> int:
         """How many BoxNet picks the user removed on an item."""
-        counter = getattr(self.store, "count_pick_removals", None)
-        if counter is not None:
-            return int(counter(name))
-        rows = self.store._query(  # TODO(pipeline): a public store method for this
-            "SELECT COUNT(*) AS n FROM pick_removals r JOIN items i ON i.id = r.item_id WHERE i.name = ?",
-            (name,),
-        )
-        return int(rows[0]["n"])
+        return self.store.count_pick_removals(name)
 
     # ------------------------------------------------------------------ writes
     def update_filters(self, ranges: dict[str, dict[str, float | None]]) -> FilterSettings:

@@ -172,13 +172,4 @@ class RetrainJob:
 
 def corrected_items(view: ProjectView) -> list[str]:
     """Items with at least one manual pick or removed BoxNet pick (the corrections)."""
-    store = view.store
-    finder = getattr(store, "corrected_items", None)
-    if finder is not None:
-        return list(finder())
-    rows = store._query(  # TODO(pipeline): replace by a public store method listing corrected items
-        "SELECT DISTINCT i.name FROM items i "
-        "WHERE i.id IN (SELECT item_id FROM picks WHERE source = 'manual') "
-        "OR i.id IN (SELECT item_id FROM pick_removals) ORDER BY i.id"
-    )
-    return [r["name"] for r in rows]
+    return view.store.corrected_items()

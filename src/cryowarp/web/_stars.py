@@ -1,9 +1,10 @@
 """STAR upkeep off the request path: changes ask for a rewrite, one background thread does it.
 
-``cryowarp.pipeline.starfiles.write_star_files`` rewrites every STAR file from the store. On a large
-session that takes seconds, so a request that changes the selection (filters, include/exclude, picks,
-settings) only *asks* for a rewrite and returns; requests arriving while a rewrite runs are coalesced
-into one more rewrite afterwards, so the files always end up matching the latest state.
+``cryowarp.pipeline.starfiles.write_star_files`` rewrites every STAR file from the store (concatenating
+cached per-item row blocks: ~0.2 s for 10⁵ particles, longer when many items' blocks must first be
+built), so a request that changes the selection (filters, include/exclude, picks, settings) only *asks*
+for a rewrite and returns; requests arriving while a rewrite runs are coalesced into one more rewrite
+afterwards, so the files always end up matching the latest state.
 """
 
 from __future__ import annotations
