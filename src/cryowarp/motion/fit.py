@@ -29,6 +29,33 @@ def n_stages_for(global_nodes: int) -> int:
     return max(1, math.ceil(math.log(global_nodes - 0.01, 3)))
 
 
+def detect_jumps(track_a_yx: torch.Tensor, *, min_jump_a: float = 3.0, n_sigma: float = 8.0) -> torch.Tensor:
+    """The piecewise-constant part `(f, 2)` of a per-frame global track: sudden stage jumps.
+
+    A step between two frames is a jump when it differs from the median of its neighbouring steps (two
+    on each side) by more than ``n_sigma`` robust standard deviations of that difference and by more
+    than ``min_jump_a``. Beam-induced drift changes smoothly from frame to frame; a stage jump moves
+    the specimen by Ångströms within one frame, which a spline with fewer nodes than frames (Warp's
+    ceil(total exposure) nodes) would smear over several frames. Returns the cumulative sum of the jumps'
+    excess over the expected step, so that ``track − jumps`` is smooth.
+    """
+    n_f = track_a_yx.shape[0]
+    jumps = torch.zeros_like(track_a_yx)
+    if n_f < 4:
+        return jumps
+    steps = track_a_yx[1:] - track_a_yx[:-1]  # (f − 1, 2)
+    expected = torch.empty_like(steps)
+    for i in range(steps.shape[0]):
+        around = torch.cat([steps[max(0, i - 2) : i], steps[i + 1 : i + 3]])
+        expected[i] = around.median(0).values
+    excess = steps - expected
+    size = torch.linalg.vector_norm(excess, dim=-1)
+    noise = 1.4826 * float(size.median())
+    is_jump = size > max(n_sigma * noise, min_jump_a)
+    jumps[1:] = torch.cumsum(torch.where(is_jump[:, None], excess, torch.zeros_like(excess)), dim=0)
+    return jumps
+
+
 def _displacements(
     glob: CubicGrid,
     local: CubicGrid | None,
@@ -197,9 +224,11 @@ def fit_motion(
         weights_g = natural_spline_weights_1d(nodes, t)  # (f, nodes)
         if last:
             # refit the whole global track as one Z-node spline (least squares through the per-frame track)
-            values = torch.linalg.lstsq(weights_g.cpu(), base.cpu()).solution.T.to(device)
+            # plus the detected stage jumps, which stay per frame
+            jumps = detect_jumps(base) if nodes < n_f else torch.zeros_like(base)
+            values = torch.linalg.lstsq(weights_g.cpu(), (base - jumps).cpu()).solution.T.to(device)
             glob = CubicGrid((nodes,), 2, values=values.contiguous())
-            offset = torch.zeros_like(base)
+            offset = jumps
         else:
             glob = CubicGrid((nodes,), 2, device=device)
             offset = base
@@ -227,8 +256,9 @@ def fit_motion(
     with torch.no_grad():
         # gauge: the mean of the global displacement over frames is 0 (docs/api-contracts.md)
         weights_g = natural_spline_weights_1d(z_global, t)
-        mean = (weights_g @ glob.values.T).mean(0)
+        mean = (weights_g @ glob.values.T + offset).mean(0)  # a natural spline reproduces constants
         global_values = (glob.values - mean[:, None]).detach().clone()
+        has_jumps = bool(offset.abs().max() > 0)
     return MotionModel(
         shape_yx=(h, w),
         pixel_size_a=float(pixel_size_a),
@@ -238,4 +268,5 @@ def fit_motion(
         patch_centers_px_yx=centers.detach().clone(),
         cost_per_stage=costs,
         binned_pixel_size_a=float(max(pixel_b_yx)),
+        global_jumps_a_yx=offset.detach().clone() if has_jumps else None,
     )

@@ -60,6 +60,12 @@ class MotionModel:
         Why no motion was fitted (e.g. a single frame); the model is then all zeros.
     cost_per_stage : list of float
         Normalised cost (0 = all frames agree) after each coarse-to-fine stage.
+    binned_pixel_size_a : float or None
+        Pixel size (Å) of the binned movie the fit ran on.
+    global_jumps_a_yx : torch.Tensor or None
+        `(n_frames, 2)` piecewise-constant part of the global track, Å: the sum of the sudden stage jumps
+        detected before each frame (none: zeros). Added to the spline, which with fewer nodes than
+        frames could not follow a step between two frames.
     """
 
     shape_yx: tuple[int, int]
@@ -71,6 +77,7 @@ class MotionModel:
     skipped_reason: str | None = None
     cost_per_stage: list[float] = field(default_factory=list)
     binned_pixel_size_a: float | None = None
+    global_jumps_a_yx: torch.Tensor | None = None
 
     # ---- evaluation -----------------------------------------------------------------------------
     def global_displacement_a_yx(self, frame_index: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -79,7 +86,11 @@ class MotionModel:
             frame_index = torch.arange(self.n_frames)
         t = _frame_coords(frame_index, self.n_frames, self.global_values_a_yx.device)
         w = natural_spline_weights_1d(self.global_values_a_yx.shape[1], t)
-        return w @ self.global_values_a_yx.T
+        track = w @ self.global_values_a_yx.T
+        if self.global_jumps_a_yx is not None:
+            index = torch.as_tensor(frame_index, device=track.device).reshape(-1).round().long()
+            track = track + self.global_jumps_a_yx.to(track.device)[index.clamp(0, self.n_frames - 1)]
+        return track
 
     def local_displacement_a_yx(
         self, coords_px_yx: torch.Tensor, frame_index: torch.Tensor | int
@@ -185,6 +196,11 @@ class MotionModel:
             "skipped_reason": self.skipped_reason,
             "cost_per_stage": list(self.cost_per_stage),
             "binned_pixel_size_a": self.binned_pixel_size_a,
+            **(
+                {"global_jumps_a_yx": self.global_jumps_a_yx.detach().cpu().tolist()}
+                if self.global_jumps_a_yx is not None
+                else {}
+            ),
             "stats": self.stats(),
         }
 
@@ -202,6 +218,11 @@ class MotionModel:
             skipped_reason=d.get("skipped_reason"),
             cost_per_stage=[float(c) for c in d.get("cost_per_stage", [])],
             binned_pixel_size_a=d.get("binned_pixel_size_a"),
+            global_jumps_a_yx=(
+                torch.tensor(d["global_jumps_a_yx"], dtype=torch.float32).reshape(-1, 2)
+                if d.get("global_jumps_a_yx") is not None
+                else None
+            ),
         )
 
     @classmethod
