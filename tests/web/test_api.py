@@ -17,7 +17,7 @@ from PIL import Image
 from cryowarp.io.star import read_star
 from cryowarp.pipeline.settings import UnknownSettingsWarning
 from cryowarp.pipeline.store import ProjectStore
-from cryowarp.web.app import PLOTLY_JS, create_app
+from cryowarp.web.app import create_app
 
 # ---------------------------------------------------------------------- helpers
 
@@ -47,11 +47,13 @@ def test_index_page_loads_plotly_locally_and_nothing_from_the_internet(client):
     assert sources and not [s for s in sources if s.startswith(("http:", "https:", "//"))]
 
 
-def test_plotly_bundle_is_the_installed_packages_file(client):
+def test_plotly_bundle_is_the_installed_file(client):
+    # the partial bundle from npm when scripts/install.sh fetched it, else the plotly package's
+    # (tests/web/test_plotly_bundle.py covers both)
     r = client.get("/static/plotly.min.js")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/javascript")
-    assert r.content == PLOTLY_JS.read_bytes()
+    assert r.content == client.app.state.plotly_js.read_bytes()
 
 
 @pytest.mark.parametrize("name", ["app.js", "style.css"])

@@ -3,8 +3,9 @@
 It reads the project store (``cryowarp.pipeline.store.ProjectStore``) and the artifacts the pipeline
 wrote, and writes only what a user decides: filters, include/exclude, pick corrections, settings.
 It never computes physics (the deconvolution preview calls ``cryowarp.deconv``; retraining calls
-``cryowarp.picking.train_boxnet``). JavaScript is served from the installed ``plotly`` package and
-``web/static``; nothing is fetched from the internet.
+``cryowarp.picking.train_boxnet``). JavaScript is served from ``web/static``: Plotly's partial
+"cartesian" bundle that ``scripts/install.sh`` fetches from npm into ``web/static/vendor``, or, without
+it, the full bundle of the installed ``plotly`` package; nothing is fetched from the internet.
 
 Security: :func:`serve` binds 127.0.0.1 unless told otherwise, and any other address requires a
 token; every file the app serves is resolved inside the project folder.
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +51,37 @@ from cryowarp.web._security import (
 )
 from cryowarp.web._stars import StarWriter
 
-__all__ = ["create_app", "serve", "PLOTLY_JS"]
+__all__ = ["create_app", "serve", "plotly_bundle", "PLOTLY_JS", "PLOTLY_FULL_JS", "PLOTLY_PARTIAL_JS"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: Plotly's bundle as installed with the ``plotly`` Python package (served at /static/plotly.min.js).
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+#: Plotly's full bundle (4.8 MB, every trace type) as installed with the ``plotly`` Python package.
+PLOTLY_FULL_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+#: Plotly's partial bundle (npm ``plotly.js-cartesian-dist-min``, 1.5 MB: scatter, histogram, heatmap, …,
+#: all the UI draws), fetched by ``scripts/install.sh`` into this git-ignored folder.
+PLOTLY_PARTIAL_JS = STATIC_DIR / "vendor" / "plotly-cartesian.min.js"
+
+
+def plotly_bundle(choice: str | Path | None = None) -> Path:
+    """The Plotly bundle the page loads (served at ``/static/plotly.min.js``).
+
+    ``choice`` (default: the environment variable ``CRYOWARP_PLOTLY_JS``, else ``"auto"``):
+    ``"auto"`` = the partial bundle when installed, else the full one; ``"partial"``; ``"full"``; or
+    the path of any other Plotly bundle.
+    """
+    choice = choice or os.environ.get("CRYOWARP_PLOTLY_JS") or "auto"
+    if choice == "auto":
+        return PLOTLY_PARTIAL_JS if PLOTLY_PARTIAL_JS.is_file() else PLOTLY_FULL_JS
+    if choice == "full":
+        return PLOTLY_FULL_JS
+    if choice == "partial":
+        return PLOTLY_PARTIAL_JS
+    return Path(choice)
+
+
+#: The bundle served by default (see :func:`plotly_bundle`).
+PLOTLY_JS = plotly_bundle()
+#: The bundle changes only with an install: browsers may keep it a day (then revalidate with the ETag).
+_STATIC_CACHE = "max-age=86400"
 _NO_CACHE = {"Cache-Control": "no-store"}
 #: Retraining defaults of the UI button, as ``cryowarp boxnet retrain``.
 RETRAIN_DEFAULTS = {"epochs": 20, "patch_px": 128, "batch_size": 8, "lr_start": 3e-4, "lr_end": 3e-5}
@@ -78,6 +107,7 @@ def create_app(
     token: str | None = None,
     poll_interval_s: float = 0.5,
     display_max_px: int = 1024,
+    plotly_js: str | Path | None = None,
 ) -> FastAPI:
     """Build the web app for one project folder.
 
@@ -92,6 +122,9 @@ def create_app(
         How often the live-update stream checks the store for changes.
     display_max_px : int
         Longest side of averages sent to the browser.
+    plotly_js : str or Path, optional
+        Which Plotly bundle to serve: ``"auto"`` (default), ``"partial"``, ``"full"`` or a path; see
+        :func:`plotly_bundle`.
 
     Returns
     -------
@@ -125,9 +158,7 @@ def create_app(
                 or request.cookies.get(TOKEN_COOKIE)
             )
             if not token_matches(token, found):
-                return JSONResponse(
-                    {"detail": "this cryowarp server needs its token: open /?token=TOKEN"}, status_code=401
-                )
+                return JSONResponse({"detail": "this cryowarp server needs its token: open /?token=TOKEN"}, status_code=401)
             response = await call_next(request)
             if request.query_params.get(TOKEN_QUERY):
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
@@ -146,13 +177,27 @@ def create_app(
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=_NO_CACHE)
 
+    bundle = plotly_bundle(plotly_js)
+    app.state.plotly_js = bundle
+    gz_cache: dict[str, bytes] = {}  # ETag -> the gzipped bundle
+
     @app.get("/static/plotly.min.js", include_in_schema=False)
-    def plotly_js() -> FileResponse:
-        if not PLOTLY_JS.is_file():
-            raise HTTPException(500, f"{PLOTLY_JS}: missing; reinstall the plotly package")
-        return FileResponse(
-            PLOTLY_JS, media_type="application/javascript", headers={"Cache-Control": "max-age=86400"}
-        )
+    def plotly_script(request: Request) -> Response:
+        try:
+            st = bundle.stat()
+        except OSError as exc:
+            raise HTTPException(500, f"{bundle}: missing; run scripts/install.sh or reinstall plotly") from exc
+        etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        headers = {"Cache-Control": _STATIC_CACHE, "ETag": etag, "Vary": "Accept-Encoding"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        if "gzip" not in request.headers.get("accept-encoding", ""):
+            return FileResponse(bundle, media_type="application/javascript", headers=headers)
+        if etag not in gz_cache:  # compressed once: a third of the bytes to send
+            gz_cache.clear()
+            gz_cache[etag] = gzip.compress(bundle.read_bytes(), compresslevel=6, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+        return Response(gz_cache[etag], media_type="application/javascript", headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -254,9 +299,7 @@ def create_app(
         if not (math.isfinite(body.x) and math.isfinite(body.y)):
             raise HTTPException(422, f"{name}: pick coordinates must be finite, got ({body.x}, {body.y})")
         if h and w and not (0 <= body.x < w and 0 <= body.y < h):
-            raise HTTPException(
-                422, f"{name}: ({body.x:.1f}, {body.y:.1f}) lies outside the {w}×{h} micrograph"
-            )
+            raise HTTPException(422, f"{name}: ({body.x:.1f}, {body.y:.1f}) lies outside the {w}×{h} micrograph")
         if body.action == "add":
             view.store.add_pick(name, body.x, body.y)
         elif body.action == "remove":
@@ -264,9 +307,7 @@ def create_app(
             radius_px = _particle_radius_px(view, it)
             best = min(picks, key=lambda p: math.hypot(p["x_px"] - body.x, p["y_px"] - body.y), default=None)
             if best is None or math.hypot(best["x_px"] - body.x, best["y_px"] - body.y) > radius_px:
-                raise HTTPException(
-                    404, f"{name}: no pick within {radius_px:.0f} px of ({body.x:.0f}, {body.y:.0f})"
-                )
+                raise HTTPException(404, f"{name}: no pick within {radius_px:.0f} px of ({body.x:.0f}, {body.y:.0f})")
             view.store.remove_pick(name, best["id"], radius_px=max(2.0, 0.25 * radius_px))
         else:
             raise HTTPException(422, f"action must be 'add' or 'remove', got {body.action!r}")
@@ -287,9 +328,7 @@ def create_app(
         """
         ranges = body.get("ranges")
         if not isinstance(ranges, dict) or not all(isinstance(v, dict) for v in ranges.values()):
-            raise HTTPException(
-                422, 'expected {"ranges": {"<metric>": {"min": number|null, "max": number|null}}}'
-            )
+            raise HTTPException(422, 'expected {"ranges": {"<metric>": {"min": number|null, "max": number|null}}}')
         t0 = time.perf_counter()
         try:
             view.update_filters(ranges)
@@ -525,9 +564,7 @@ def _item_detail(view: ProjectView, it: dict[str, Any]) -> dict[str, Any]:
     if it["status"] == "done":
         all_items = view.list_items()
         sig = astigmatism_sigmas(all_items)
-        metrics["astigmatism_sigma"] = next(
-            (s for x, s in zip(all_items, sig, strict=True) if x["name"] == name), None
-        )
+        metrics["astigmatism_sigma"] = next((s for x, s in zip(all_items, sig, strict=True) if x["name"] == name), None)
     shape = [it["height"] or 0, it["width"] or 0]
     images = {
         "average": f"/api/items/{name}/average.png" if view.artifact_path(it, "average") else None,
@@ -586,15 +623,9 @@ def _settings_fields(settings: BaseModel, prefix: str = "") -> list[dict[str, An
             kind = "string"
         enum = None
         args = getattr(info.annotation, "__args__", None)
-        if (
-            args
-            and getattr(info.annotation, "__origin__", None) is not None
-            and "Literal" in str(info.annotation)
-        ):
+        if args and getattr(info.annotation, "__origin__", None) is not None and "Literal" in str(info.annotation):
             enum = list(args)
-        out.append(
-            {"path": path, "type": kind, "value": value, "description": info.description or "", "enum": enum}
-        )
+        out.append({"path": path, "type": kind, "value": value, "description": info.description or "", "enum": enum})
     return out
 
 

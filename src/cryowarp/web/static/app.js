@@ -220,10 +220,15 @@ function renderOverview() {
     if (maxIn && document.activeElement !== maxIn) maxIn.value = r.max ?? "";
     const failing = state.filters && state.filters.n_failing ? state.filters.n_failing[m.key] : null;
     $(`fcount-${m.key}`).textContent = failing !== null && failing !== undefined ? `${failing} outside` : "";
-    const bb = $(`card-${m.key}`).getBoundingClientRect();
-    if (bb.bottom > -200 && bb.top < window.innerHeight + 200 && !$("view-overview").hidden) visibleCards.add(m.key);
-    if (visibleCards.has(m.key)) drawMetric(m.key);
   }
+  // which cards are (nearly) on screen: all positions read in one layout pass, before any drawing
+  if (!$("view-overview").hidden) {
+    for (const m of state.metrics) {
+      const bb = $(`card-${m.key}`).getBoundingClientRect();
+      if (bb.bottom > -200 && bb.top < window.innerHeight + 200) visibleCards.add(m.key);
+    }
+  }
+  for (const m of state.metrics) if (visibleCards.has(m.key)) drawMetric(m.key);
   scheduleOffscreenDraws();
 }
 
@@ -656,9 +661,21 @@ function scheduleRefresh() {
     } catch (e) { /* next event retries */ }
   }, 200);
 }
+function isCurrent(d) {
+  // an update event {revision, star_version, star_busy} that matches the data on the page
+  const p = state.project, w = (p && p.star_writer) || {};
+  return !!(p && state.items && d.revision === p.revision && d.revision === state.items.revision
+    && d.star_version === w.version && d.star_busy === !!(w.writing || w.pending));
+}
 function connectEvents() {
   const es = new EventSource("/api/events");
-  es.addEventListener("update", scheduleRefresh);
+  es.addEventListener("update", (ev) => {
+    // the first event after connecting usually describes what the page already shows: skip the refetch
+    let d = null;
+    try { d = JSON.parse(ev.data); } catch (e) { /* refresh */ }
+    if (d && isCurrent(d)) return;
+    scheduleRefresh();
+  });
   es.addEventListener("retrain", (ev) => { if (state.view === "item") renderRetrain(JSON.parse(ev.data)); });
   es.onopen = () => $("live").classList.add("on");
   es.onerror = () => $("live").classList.remove("on");
