@@ -30,12 +30,16 @@ def synth_micrograph(
     noise: float = 1.0,
     n_frames: int = 1,
     seed: int = 0,
+    extra_defocus_um: torch.Tensor | None = None,
+    level_step_um: float = 0.005,
 ) -> torch.Tensor:
     """Image `(h, w)` (or frames `(f, h, w)` whose sum is it) with a known, possibly tilted, CTF.
 
     The defocus at pixel (x, y) is ``defocus_um + tan(tilt) · s / 10⁴`` where s (Å) is the signed
     distance of the pixel from the image centre perpendicular to the tilt axis, measured along the
     direction ``tilt_axis_deg − 90°`` (from +x towards +y): underfocus grows towards that direction.
+    ``extra_defocus_um`` `(h, w)`, µm, is added to it (a non-planar specimen). ``level_step_um`` is
+    the spacing of the blended defocus levels.
     """
     gen = torch.Generator().manual_seed(seed)
     h, w = shape_yx
@@ -49,7 +53,9 @@ def synth_micrograph(
     direction = math.radians(tilt_axis_deg - 90.0)
     distance_a = (xx * math.cos(direction) + yy * math.sin(direction)) * pixel_size_a
     local_um = defocus_um + math.tan(math.radians(tilt_deg)) * distance_a / 1e4
-    step = 0.005
+    if extra_defocus_um is not None:
+        local_um = local_um + extra_defocus_um
+    step = level_step_um
     lo, hi = float(local_um.min()), float(local_um.max())
     levels = torch.arange(math.floor(lo / step) * step, hi + 2 * step, step)
     image = torch.zeros(shape_yx)

@@ -43,9 +43,7 @@ def test_patch_grid_is_warps_equal_spacing():
 def test_spectrum_peak_sits_at_the_planted_frequency_and_angle():
     # a plane wave with 40 cycles per 128-px window (80 per 256-px patch) at 30° from +x towards +y
     size, window = 512, 128
-    yy, xx = torch.meshgrid(
-        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
-    )
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
     k = 80 / 256
     wave = torch.cos(2 * math.pi * k * (xx * math.cos(math.radians(30)) + yy * math.sin(math.radians(30))))
     spectra = amplitude_spectra(wave, window=window).spectra.mean((0, 1))
@@ -75,15 +73,11 @@ def test_radial_average_of_a_radial_function():
 def test_zeros_are_where_the_closed_form_puts_them():
     # without Cs and amplitude contrast, CTF = sin(π λ Δz k²): zeros at k² = n / (λ Δz)
     window, pixel, defocus_um = 512, 1.0, 2.0
-    zeros, peaks = ctf_zeros_and_peaks(
-        256, window, pixel, defocus_um, voltage_kv=300.0, cs_mm=0.0, amplitude_contrast=0.0
-    )
+    zeros, peaks = ctf_zeros_and_peaks(256, window, pixel, defocus_um, voltage_kv=300.0, cs_mm=0.0, amplitude_contrast=0.0)
     wavelength = electron_wavelength_a(300.0)
     expected = [math.sqrt(n / (wavelength * defocus_um * 1e4)) * window * pixel for n in range(1, 6)]
     np.testing.assert_allclose(zeros[:5].numpy(), expected, atol=0.02)
-    expected_peaks = [
-        math.sqrt((n + 0.5) / (wavelength * defocus_um * 1e4)) * window * pixel for n in range(0, 4)
-    ]
+    expected_peaks = [math.sqrt((n + 0.5) / (wavelength * defocus_um * 1e4)) * window * pixel for n in range(0, 4)]
     np.testing.assert_allclose(peaks[:4].numpy(), expected_peaks, atol=0.1)
 
 
@@ -93,10 +87,7 @@ def test_rescaled_frequency_maps_zeros_onto_zeros():
     src_zeros, _ = ctf_zeros_and_peaks(256, 512, 1.0, source_um, amplitude_contrast=0.0, **kwargs)
     tgt_zeros, _ = ctf_zeros_and_peaks(256, 512, 1.0, target_um, amplitude_contrast=0.0, **kwargs)
     k_src = src_zeros[:8].double() / 512
-    mapped = (
-        torch.sqrt(rescaled_frequency_sq(k_src**2, torch.tensor(source_um * 1e4), target_um * 1e4, **kwargs))
-        * 512
-    )
+    mapped = torch.sqrt(rescaled_frequency_sq(k_src**2, torch.tensor(source_um * 1e4), target_um * 1e4, **kwargs)) * 512
     np.testing.assert_allclose(mapped.numpy(), tgt_zeros[:8].numpy(), atol=0.02)
     same = rescaled_frequency_sq(k_src**2, torch.tensor(target_um * 1e4), target_um * 1e4, **kwargs)
     torch.testing.assert_close(same, k_src**2)

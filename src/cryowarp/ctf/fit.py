@@ -9,9 +9,14 @@ The stages follow warp-facts.md §2.2–2.7:
    the patch values, which initialises the defocus grid;
 4. (ours, for large astigmatism) an exhaustive search over the astigmatism vector on the mean polar
    spectrum rescaled to a common defocus;
-5. L-BFGS with autograd over the defocus grid nodes, the astigmatism vector and the phase nodes,
-   maximising the mean normalised correlation of simulated |CTF| × envelope with every
-   background-subtracted polar spectrum (two passes, re-estimating the background in between);
+5. L-BFGS with autograd, maximising the summed normalised correlation of simulated |CTF| × envelope
+   with every background-subtracted spectrum over all pixels of the fit annulus (ours: Warp samples
+   a polar grid). Pass 1 fits a *plane* through the defocus grid (mean defocus and gradient) with the
+   astigmatism vector and phase nodes; then (ours) each patch's own defocus step away from that plane
+   and its noise (from two disjoint halves of its pixels) decide, by empirical Bayes with a BIC guard,
+   how far the grid may leave the plane (:func:`_grid_prior_width`); pass 2 fits the grid nodes under
+   that Gaussian prior, or the plane again if the data show no departure from it. The background and
+   envelope are re-estimated between the passes;
 6. the astigmatism-corrected 1D average at the mean defocus, its background, envelope, fit quality
    and the resolution estimate.
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -73,12 +78,17 @@ class CTFFit:
         `(n, 2)` patch centres.
     patch_defocus_um : torch.Tensor
         `(t, n)` defocus of each patch from the fitted grid.
+    grid_prior : dict
+        How far the defocus grid was allowed to leave the fitted plane: ``tau_um`` (prior s.d. of
+        the nodes' departure; 0 = the plane was kept), ``noise_um`` (median s.d. of one patch's own
+        defocus estimate), ``noise_scale`` (κ, see :func:`_grid_prior_width`).
     """
 
     model: CTFModel
     spectrum_2d: torch.Tensor
     patch_centers_px_xy: torch.Tensor
     patch_defocus_um: torch.Tensor
+    grid_prior: dict = field(default_factory=dict)
 
 
 def _fit_bins(settings: CTFSettings, pixel_size_a: float) -> tuple[int, int]:
@@ -121,45 +131,208 @@ def _robust_plane(values: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
     return solution
 
 
+def _annulus_pixels(
+    window: int, r_min: float, r_max: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixels of a fftshifted `(window, window)` spectrum with r_min ≤ radius < r_max, one per Friedel pair.
+
+    Returns flat indices `(m,)`, radii in Fourier px `(m,)` and angles θ ∈ [0, π) from +kx towards +ky.
+    """
+    c = window // 2
+    coords = torch.arange(window, device=device, dtype=torch.float32) - c
+    ky, kx = torch.meshgrid(coords, coords, indexing="ij")
+    radius = torch.sqrt(kx**2 + ky**2)
+    keep = (radius >= r_min) & (radius < r_max) & ((ky > 0) | ((ky == 0) & (kx > 0)))
+    index = torch.nonzero(keep.reshape(-1))[:, 0]
+    theta = torch.atan2(ky, kx).reshape(-1)[index] % math.pi
+    return index, radius.reshape(-1)[index], theta
+
+
+def _weighted_pearson(simulated: torch.Tensor, experimental: torch.Tensor, mask: torch.Tensor | None):
+    """Pearson correlation along the last dim, optionally over the pixels where ``mask`` is true."""
+    if mask is not None:
+        simulated, experimental = simulated[..., mask], experimental[..., mask]
+    a = simulated - simulated.mean(-1, keepdim=True)
+    b = experimental - experimental.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (torch.sqrt((a * a).sum(-1) * (b * b).sum(-1)).clamp_min(1e-20))
+
+
+def _plane_basis(grid_t: int, grid_y: int, grid_x: int, device: torch.device) -> torch.Tensor:
+    """`(t·y·x, k)` columns 1, x − ½, y − ½, t − ½ at the grid nodes (only axes with > 1 node)."""
+    axes = [
+        torch.linspace(0, 1, n, device=device) if n > 1 else torch.zeros(1, device=device) for n in (grid_t, grid_y, grid_x)
+    ]
+    tt, yy, xx = (a.reshape(-1) for a in torch.meshgrid(*axes, indexing="ij"))
+    columns = [torch.ones_like(tt)]
+    for size, axis in ((grid_x, xx), (grid_y, yy), (grid_t, tt)):
+        if size > 1:
+            columns.append(axis - 0.5)
+    return torch.stack(columns, -1)
+
+
+def _gradient_is_noise(
+    steps_um: torch.Tensor,
+    curvature: torch.Tensor,
+    half_steps_um: torch.Tensor,
+    choice: dict,
+    plane_um: torch.Tensor,
+    coords_xy: torch.Tensor,
+) -> bool:
+    """Whether the fitted plane's gradient is indistinguishable from zero (BIC, 2 parameters).
+
+    The patches' own defoci (plane + Newton step, noise σ_i² = κ/h_i as in :func:`_grid_prior_width`)
+    are fitted by weighted least squares with and without a gradient; the gradient is kept only if
+    it raises the log-likelihood by more than ln n (½ ln n per parameter).
+    """
+    kappa = choice.get("noise_scale", 0.0)
+    h = curvature.double().cpu()
+    usable = h > 0.1 * float(h.median())
+    n = int(usable.sum())
+    if not (kappa > 0 and math.isfinite(kappa)) or n < 6:
+        return False
+    values = (plane_um.double().cpu() + steps_um.double().cpu())[usable]
+    weights = h[usable] / kappa
+    xy = coords_xy.double().cpu()[usable] - 0.5
+    design = torch.cat([torch.ones(n, 1, dtype=torch.float64), xy], 1)
+    root = weights.sqrt()[:, None]
+    solution = torch.linalg.lstsq(design * root, values[:, None] * root).solution
+    chi2_plane = float((((design @ solution)[:, 0] - values) ** 2 * weights).sum())
+    mean = float((values * weights).sum() / weights.sum())
+    chi2_level = float(((values - mean) ** 2 * weights).sum())
+    return 0.5 * (chi2_level - chi2_plane) < math.log(n)
+
+
+def _grid_prior_width(
+    steps_um: torch.Tensor,
+    curvature: torch.Tensor,
+    half_steps_um: torch.Tensor,
+    off_plane_weights: torch.Tensor,
+) -> tuple[float, dict]:
+    """Width τ of the Gaussian prior on the grid's departure from the plane, by empirical Bayes.
+
+    Each spectrum i gives a Newton step e_i (µm) from the fitted plane towards its own best defocus.
+    Its noise variance is σ_i² = κ / h_i, h_i the curvature of its score; κ is calibrated from the
+    disagreement of the steps measured on two disjoint halves of every spectrum's pixels
+    (Var(e_A − e_B) = 4 σ², so κ = mean(h (e_A − e_B)² / 4)), which also absorbs the correlation
+    between neighbouring pixels. With node departures v ~ N(0, τ² I) projected off the plane,
+    e ~ N(0, τ² A Aᵀ + diag σ²) (A = spline weights × off-plane projector); τ maximises that
+    marginal likelihood over 0 and a log grid 10 Å – 0.5 µm. Returns the L-BFGS penalty weight
+    κ / (2 τ²) on |off-plane part of the nodes|² (0 if τ = 0: keep the plane) and the numbers.
+    """
+    e = steps_um.double().cpu()
+    h = curvature.double().cpu()
+    half = half_steps_um.double().cpu()
+    # spectra whose score is not clearly concave at the plane carry no usable local information
+    usable = h > 0.1 * float(h.median())
+    if int(usable.sum()) < 4:
+        return 0.0, {"tau_um": 0.0, "noise_scale": 0.0}
+    kappa = float((h * (half[0] - half[1]) ** 2 / 4)[usable].mean())
+    if not math.isfinite(kappa) or kappa <= 0:
+        return 0.0, {"tau_um": 0.0, "noise_scale": kappa}
+    noise = torch.where(usable, kappa / h, torch.full_like(h, 1e6))
+    e = torch.where(usable, e, torch.zeros_like(e))
+    a = off_plane_weights.double().cpu()
+    gram = a @ a.T
+    best_tau, best_ll, ll_plane = 0.0, None, None
+    for tau in [0.0] + torch.logspace(-3, math.log10(0.5), 28).tolist():
+        cov = tau**2 * gram + torch.diag(noise)
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if int(info) != 0:
+            continue
+        z = torch.cholesky_solve(e[:, None], chol)[:, 0]
+        ll = -0.5 * float(e @ z) - float(torch.log(torch.diagonal(chol)).sum())
+        if tau == 0.0:
+            ll_plane = ll
+        if best_ll is None or ll > best_ll:
+            best_tau, best_ll = tau, ll
+    # BIC for the one extra parameter: the grid must beat the plane by ½ ln n (without it the
+    # maximum-likelihood τ is > 0 on about half of all truly flat specimens)
+    if ll_plane is not None and best_ll is not None and best_ll - ll_plane < 0.5 * math.log(int(usable.sum())):
+        best_tau = 0.0
+    weight = 0.0 if best_tau == 0 else kappa / (2 * best_tau**2)
+    return weight, {"tau_um": best_tau, "noise_scale": kappa, "noise_um": float(noise[usable].sqrt().median())}
+
+
 class _Cost:
-    """Mean normalised correlation of simulated |CTF| × envelope with the polar spectra."""
+    """Normalised correlation of simulated |CTF| × envelope with every spectrum, pixel by pixel.
+
+    Ours, not Warp's: Warp resamples the spectra on a polar grid with w/4 angles, which oversamples
+    the low-frequency rings and drops about two thirds of the pixels at 4 Å, where the defocus
+    information is; here every pixel of the fit annulus (one per Friedel pair) counts once.
+    """
 
     def __init__(
         self,
-        polar: torch.Tensor,
+        experimental: torch.Tensor,
         freq_per_a: torch.Tensor,
-        angles_rad: torch.Tensor,
+        theta_rad: torch.Tensor,
         envelope: torch.Tensor,
         weights_defocus: torch.Tensor,
         weights_phase: torch.Tensor,
         settings: CTFSettings,
     ) -> None:
-        experimental = polar - polar.mean(dim=(-2, -1), keepdim=True)
-        self.experimental = experimental / experimental.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        experimental = experimental - experimental.mean(-1, keepdim=True)
+        self.experimental = experimental / experimental.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         wavelength_a = electron_wavelength_a(settings.voltage_kv)
         cs_a = settings.cs_mm * ANGSTROM_PER_MM
-        k2 = (freq_per_a**2)[:, None]  # (r, 1)
+        k2 = freq_per_a**2  # (m,)
         self.defocus_term = math.pi * wavelength_a * ANGSTROM_PER_UM * k2  # × defocus µm
         self.cs_term = -0.5 * math.pi * cs_a * wavelength_a**3 * k2 * k2
-        self.cos2 = torch.cos(2 * angles_rad)
-        self.sin2 = torch.sin(2 * angles_rad)
-        self.envelope = envelope[:, None]
+        self.cos2 = torch.cos(2 * theta_rad)
+        self.sin2 = torch.sin(2 * theta_rad)
+        self.envelope = envelope
         self.weights_defocus = weights_defocus
         self.weights_phase = weights_phase
         self.amp = settings.amplitude_contrast
         self.phase_amp = math.sqrt(1 - settings.amplitude_contrast**2)
+        # √(1 − A²) sin χ + A cos χ = sin(χ + α), α = atan2(A, √(1 − A²)): one sine per pixel
+        self.alpha = math.atan2(self.amp, self.phase_amp)
 
-    def per_spectrum(
-        self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor
-    ) -> torch.Tensor:
-        defocus = self.weights_defocus @ nodes  # (s,)
-        phase = self.weights_phase @ phase_nodes_rad  # (s,)
-        local = defocus[:, None] + astig[0] * self.cos2 + astig[1] * self.sin2  # (s, a)
-        chi = self.defocus_term * local[:, None, :] + self.cs_term + phase[:, None, None]  # (s, r, a)
-        simulated = (self.phase_amp * torch.sin(chi) + self.amp * torch.cos(chi)).abs() * self.envelope
-        simulated = simulated - simulated.mean(dim=(-2, -1), keepdim=True)
-        simulated = simulated / simulated.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        return (simulated * self.experimental).mean(dim=(-2, -1))
+    def simulate(self, defocus: torch.Tensor, astig: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """|CTF| × envelope `(s, m)` for per-spectrum defocus `(s,)` (µm) and phase `(s,)` (rad)."""
+        local = defocus[:, None] + astig[0] * self.cos2 + astig[1] * self.sin2  # (s, m)
+        chi = self.defocus_term * local + (self.cs_term + self.alpha) + phase[:, None]
+        return torch.sin(chi).abs() * self.envelope
+
+    def per_spectrum(self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor) -> torch.Tensor:
+        simulated = self.simulate(self.weights_defocus @ nodes, astig, self.weights_phase @ phase_nodes_rad)
+        simulated = simulated - simulated.mean(-1, keepdim=True)
+        simulated = simulated / simulated.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return (simulated * self.experimental).sum(-1)
+
+    def local_steps(
+        self,
+        nodes: torch.Tensor,
+        astig: torch.Tensor,
+        phase_nodes_rad: torch.Tensor,
+        halves: torch.Tensor,
+        step_um: float = 0.005,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-spectrum Newton step of the defocus and its curvature, on all pixels and on two halves.
+
+        Returns ``step (s,)`` µm, ``curvature (s,)`` (−d² score / dD², per µm²) and ``half_steps (2, s)``.
+        """
+        # float64: a 50 Å shift changes a correlation by ~10⁻⁴, too little for float32 differences
+        double = {
+            name: getattr(self, name).double()
+            for name in ("defocus_term", "cs_term", "cos2", "sin2", "envelope", "experimental")
+        }
+        defocus = (self.weights_defocus @ nodes).double()
+        phase = (self.weights_phase @ phase_nodes_rad).double()
+        astig = astig.double()
+        scores = []
+        for offset in (-step_um, 0.0, step_um):
+            local = defocus[:, None] + offset + astig[0] * double["cos2"] + astig[1] * double["sin2"]
+            chi = double["defocus_term"] * local + double["cs_term"] + self.alpha + phase[:, None]
+            sim = torch.sin(chi).abs() * double["envelope"]
+            scores.append(torch.stack([_weighted_pearson(sim, double["experimental"], m) for m in (None, halves, ~halves)]))
+        minus, zero, plus = scores  # (3, s) each
+        gradient = (plus - minus) / (2 * step_um)
+        # a Pearson correlation is a mean, so each half has the same expected curvature as the whole;
+        # the whole's (less noisy) curvature converts all three gradients into steps
+        curvature = ((2 * zero[0] - plus[0] - minus[0]) / step_um**2).clamp_min(1e-12)
+        steps = gradient / curvature
+        return steps[0], curvature, steps[1:]
 
 
 def _astigmatism_search(
@@ -183,9 +356,7 @@ def _astigmatism_search(
     cos2, sin2 = torch.cos(2 * angles_rad), torch.sin(2 * angles_rad)
     for offset in offsets.tolist():
         for c0 in range(0, a1.numel(), 256):
-            local = (
-                defocus_um + offset + a1[c0 : c0 + 256, None] * cos2 + a2[c0 : c0 + 256, None] * sin2
-            )  # (c, a)
+            local = defocus_um + offset + a1[c0 : c0 + 256, None] * cos2 + a2[c0 : c0 + 256, None] * sin2  # (c, a)
             sim = (
                 ctf_1d(
                     freq_per_a[None, :, None],
@@ -245,9 +416,7 @@ def fit_ctf_detailed(
     # coordinates of every spectrum in the (t, y, x) grid space
     uv = normalized_coords_xy(patches.centers_px_xy, patches.shape_yx).to(device)  # (n, 2) x, y
     if n_time > 1:
-        centers_t = torch.tensor(
-            [((a + b - 1) / 2) / max(n_frames - 1, 1) for a, b in patches.group_frames], device=device
-        )
+        centers_t = torch.tensor([((a + b - 1) / 2) / max(n_frames - 1, 1) for a, b in patches.group_frames], device=device)
     else:
         centers_t = torch.zeros(1, device=device)
     coord_t = centers_t[:, None].expand(n_time, n_patches).reshape(-1)
@@ -256,9 +425,7 @@ def fit_ctf_detailed(
     w_t = natural_spline_weights_1d(grid_t, coord_t)
     w_y = natural_spline_weights_1d(grid_y, coord_y)
     w_x = natural_spline_weights_1d(grid_x, coord_x)
-    weights_defocus = (w_t[:, :, None, None] * w_y[:, None, :, None] * w_x[:, None, None, :]).reshape(
-        n_spectra, -1
-    )
+    weights_defocus = (w_t[:, :, None, None] * w_y[:, None, :, None] * w_x[:, None, None, :]).reshape(n_spectra, -1)
     weights_phase = w_t
 
     # --- 1D: rotational average, background, exhaustive search ------------------------------------
@@ -366,7 +533,6 @@ def fit_ctf_detailed(
     angles = polar_angles_rad(n_angles, device=device)
     radii = torch.arange(bin_min, bin_max, device=device, dtype=torch.float32)
     freq_fit = radii / (window * pixel_size_a)
-    polar = polar_spectra(flat_spectra, radii, n_angles)  # (s, r, a)
 
     # --- astigmatism search on the mean polar spectrum at a common defocus ---------------------------
     report("astigmatism search", 0.65)
@@ -379,9 +545,7 @@ def fit_ctf_detailed(
         **_optics_kv_cs(settings),
     )
     source_bins = torch.sqrt(source_sq) * window * pixel_size_a  # (s, r)
-    polar_common = (
-        polar_spectra(flat_spectra, source_bins, n_angles) - _interp_bins(backgrounds, source_bins)[..., None]
-    )
+    polar_common = polar_spectra(flat_spectra, source_bins, n_angles) - _interp_bins(backgrounds, source_bins)[..., None]
     polar_common = polar_common - polar_common.mean(dim=(-2, -1), keepdim=True)
     polar_common = polar_common / polar_common.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     if settings.max_astigmatism_um > 0:
@@ -411,35 +575,54 @@ def fit_ctf_detailed(
     # --- 2D fit range: stop where the rings of the largest local defocus get narrower than 2.5 bins ---
     largest_um = float(nodes_init.max()) + math.hypot(a1, a2)
     alias_bin = int(
-        float(alias_limit_per_a(largest_um + 0.05, voltage_kv=settings.voltage_kv, bin_width_per_a=bin_width))
+        float(
+            alias_limit_per_a(
+                largest_um + 0.05,
+                voltage_kv=settings.voltage_kv,
+                bin_width_per_a=bin_width,
+            )
+        )
         / bin_width
     )
     fit_max_2d = max(bin_min + 8, min(bin_max, alias_bin))
-    if fit_max_2d < bin_max:
-        radii = radii[: fit_max_2d - bin_min]
-        freq_fit = freq_fit[: fit_max_2d - bin_min]
-        polar = polar[:, : fit_max_2d - bin_min]
-    fit2d = slice(bin_min, bin_min + radii.numel())
+    pixel_index, pixel_radius, pixel_theta = _annulus_pixels(window, bin_min, fit_max_2d, device)
+    pixel_freq = pixel_radius / (window * pixel_size_a)
+    pixels = flat_spectra.reshape(n_spectra, -1)[:, pixel_index]  # (s, m)
+    # two disjoint halves (alternating 11.25° wedges) give each patch two independent defocus estimates
+    halves = torch.floor(pixel_theta / (math.pi / 16)).long() % 2 == 0
 
     # --- 2D refinement with L-BFGS ---------------------------------------------------------------
-    nodes = nodes_init.reshape(-1).clone().requires_grad_(True)
+    # pass 1 fits a plane (mean defocus + gradient; + a linear drift in time) through the grid nodes;
+    # pass 2 lets the nodes leave the plane under a Gaussian prior whose width τ is chosen from the
+    # data (empirical Bayes, :func:`_grid_prior_width`); τ = 0 keeps the plane.
+    plane_basis = _plane_basis(grid_t, grid_y, grid_x, device)  # (nodes, k)
+    coeffs = torch.linalg.lstsq(plane_basis, nodes_init.reshape(-1, 1)).solution[:, 0]
+    coeffs = coeffs.clone().requires_grad_(True)
+    off_plane = torch.eye(plane_basis.shape[0], device=device) - plane_basis @ torch.linalg.pinv(plane_basis)
+    nodes = (plane_basis @ coeffs).detach().clone()
     astig = torch.tensor([a1, a2], device=device, requires_grad=True)
-    phase_nodes = torch.full(
-        (grid_t,), math.radians(phase_deg), device=device, requires_grad=settings.fit_phase
-    )
-    params = [nodes, astig] + ([phase_nodes] if settings.fit_phase else [])
+    phase_nodes = torch.full((grid_t,), math.radians(phase_deg), device=device, requires_grad=settings.fit_phase)
+    prior_weight = 0.0  # κ / (2 τ²); 0 means "plane only"
+    grid_choice: dict = {"tau_um": 0.0, "noise_scale": 0.0}
     score = torch.zeros(n_spectra)
     for refinement in range(2):
         report("2D fit", 0.7 + 0.1 * refinement)
         cost = _Cost(
-            polar - backgrounds[:, fit2d][:, :, None],
-            freq_fit,
-            angles,
-            envelope[fit2d],
+            pixels - _interp_bins(backgrounds, pixel_radius.expand(n_spectra, -1)),
+            pixel_freq,
+            pixel_theta,
+            _interp_bins(envelope[None], pixel_radius[None])[0],
             weights_defocus,
             weights_phase,
             settings,
         )
+        use_grid = refinement == 1 and prior_weight > 0
+        if use_grid:
+            nodes = nodes.detach().clone().requires_grad_(True)
+            params = [nodes, astig]
+        else:
+            params = [coeffs, astig]
+        params += [phase_nodes] if settings.fit_phase else []
         optimizer = torch.optim.LBFGS(
             params,
             lr=1.0,
@@ -449,20 +632,46 @@ def fit_ctf_detailed(
             tolerance_change=1e-12,
         )
 
-        def closure(optimizer=optimizer, cost=cost, nodes=nodes, phase_nodes=phase_nodes) -> torch.Tensor:
+        def closure(
+            optimizer=optimizer,
+            cost=cost,
+            free=nodes if use_grid else None,
+            coeffs=coeffs,
+            phase_nodes=phase_nodes,
+            weight=prior_weight,
+            basis=plane_basis,
+        ) -> torch.Tensor:
             optimizer.zero_grad()
-            loss = -cost.per_spectrum(nodes, astig, phase_nodes).mean()
+            values = free if free is not None else basis @ coeffs
+            loss = -cost.per_spectrum(values, astig, phase_nodes).sum()
+            if weight > 0:
+                loss = loss + weight * (off_plane @ values).pow(2).sum()
             loss.backward()
             return loss
 
         optimizer.step(closure)
         with torch.no_grad():
+            nodes = (nodes if use_grid else plane_basis @ coeffs).detach().clone()
             score = cost.per_spectrum(nodes, astig, phase_nodes)
             defocus_delta_um = 2 * float(torch.linalg.vector_norm(astig))
             angle_deg = math.degrees(0.5 * math.atan2(float(astig[1]), float(astig[0]))) % 180.0
             mean_defocus = float(nodes.mean())
             spectrum_defocus = weights_defocus @ nodes
             phase_mean_deg = math.degrees(float(phase_nodes.mean())) % 180.0
+            if refinement == 0 and spatial and off_plane.abs().max() > 1e-6:
+                local = cost.local_steps(nodes, astig, phase_nodes, halves)
+                prior_weight, grid_choice = _grid_prior_width(*local, weights_defocus @ off_plane)
+                if (
+                    prior_weight == 0
+                    and grid_t == 1
+                    and _gradient_is_noise(*local, grid_choice, spectrum_defocus, torch.stack([coord_x, coord_y], -1))
+                ):
+                    # a level specimen: the fitted gradient is no larger than its own noise, so
+                    # keep a single defocus (the plane's value at the centre) for pass 2
+                    plane_basis = plane_basis[:, :1]
+                    coeffs = coeffs[:1].detach().clone().requires_grad_(True)
+                    nodes = (plane_basis @ coeffs).detach().clone()
+                    grid_choice["level"] = True
             # background and envelope again, from the astigmatism-corrected average
             corrected = corrected_average_1d(
                 flat_spectra,
@@ -499,7 +708,9 @@ def fit_ctf_detailed(
                     max_freq_per_a=alias_freq(mean_defocus + 0.3),
                     **optics,
                 )
-                nodes += float(d[0]) - mean_defocus
+                shift = float(d[0]) - mean_defocus
+                nodes += shift
+                coeffs += shift * torch.linalg.pinv(plane_basis) @ torch.ones_like(nodes)
                 if settings.fit_phase:
                     phase_nodes += math.radians(float(p[0])) - float(phase_nodes.mean())
                 mean_defocus, phase_mean_deg = float(d[0]), float(p[0]) if settings.fit_phase else 0.0
@@ -515,9 +726,7 @@ def fit_ctf_detailed(
             background, envelope = refine_background_and_envelope(
                 corrected, zeros, peaks, max(5, bin_min // 2), n_bins - 1, fallback_background=background
             )
-            scale = (ps1d_each[:, fit] * background[fit]).sum(-1) / (background[fit] ** 2).sum().clamp_min(
-                1e-20
-            )
+            scale = (ps1d_each[:, fit] * background[fit]).sum(-1) / (background[fit] ** 2).sum().clamp_min(1e-20)
             backgrounds = scale[:, None] * background
 
     # --- fit quality and resolution ------------------------------------------------------------------
@@ -572,6 +781,7 @@ def fit_ctf_detailed(
         spectrum_2d=(mean_spectrum - background_2d).detach(),
         patch_centers_px_xy=patches.centers_px_xy,
         patch_defocus_um=spectrum_defocus.detach().reshape(n_time, n_patches),
+        grid_prior=grid_choice,
     )
 
 
