@@ -46,6 +46,35 @@ from cryowarp.picking import (  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def cryoppp_test_names(root: Path) -> set[str]:
+    """Example names the CryoPPP *test* micrographs would get (they must never be in the corpus)."""
+    return {f"cryoppp_{img.stem}" for _, img, _ in cryoppp_items(root, "test")}
+
+
+def assert_no_test_images(examples, root: Path) -> None:
+    """Fail if any CryoPPP *test* micrograph is among the training examples (by name)."""
+    leaked = {ex.name for ex in examples} & cryoppp_test_names(root)
+    if leaked:
+        raise AssertionError(f"CryoPPP test micrographs in the training corpus: {sorted(leaked)}")
+
+
+def cryoppp_train_examples(root: Path) -> list:
+    """Examples of the CryoPPP *train* micrographs; asserts none of them is (a copy of) a test image."""
+    import hashlib
+
+    test_hashes = {hashlib.sha256(img.read_bytes()).hexdigest() for _, img, _ in cryoppp_items(root, "test")}
+    test_stems = {img.stem for _, img, _ in cryoppp_items(root, "test")}
+    out = []
+    for ds, img_path, lab_path in cryoppp_items(root, "train"):
+        assert img_path.parent.parent.name == "train", img_path
+        assert img_path.stem not in test_stems, f"{img_path} has the name of a test micrograph"
+        assert hashlib.sha256(img_path.read_bytes()).hexdigest() not in test_hashes, f"{img_path} is a test image"
+        pixel_size_a, diameter_a = CRYOPPP[ds]
+        img, coords, _ = cryoppp_load(img_path, lab_path)
+        out.append(make_training_example(img, pixel_size_a, coords, diameter_a, name=f"cryoppp_{img_path.stem}"))
+    return out
+
+
 def sim_examples(n: int, seed0: int) -> list:
     """Examples from ``cryowarp.sim.simulate_micrograph`` (training kinds only; skipped if unavailable)."""
     if n == 0:
@@ -78,6 +107,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--config", choices=["narrow", "warp2"], default="narrow")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", type=Path, default=None, help="fine-tune from these weights instead of from scratch")
+    ap.add_argument(
+        "--real-share",
+        type=float,
+        default=None,
+        help="share of training draws from the CryoPPP train micrographs (default: as prepared, ~7 %%)",
+    )
+    ap.add_argument("--noise-sd", type=float, default=0.3, help="augmentation noise |N(0, s)| (Warp 0.3)")
+    ap.add_argument("--lr-start", type=float, default=1e-3)
+    ap.add_argument("--lr-end", type=float, default=5e-5)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--cryoppp", type=Path, default=REPO.parent / "shared/data/cryoppp_prompt_sam")
     ap.add_argument(
         "--corpus",
@@ -127,6 +167,9 @@ def main() -> None:
                 seen.add(ex.name)
                 write_example_tiff(args.export_corpus / f"{ex.name}.tif", ex)
         print(f"wrote {len(seen)} example TIFFs to {args.export_corpus}")
+    assert_no_test_images(examples, args.cryoppp)
+    if args.real_share is not None:
+        examples = reweight_real(examples, args.real_share)
     if args.prepare_only:
         return
     train(args, examples, n_synth, n_sim, n_real, t_data)
@@ -147,14 +190,12 @@ def prepare(args, t0):
     n_synth = len(examples)
     examples += sim_examples(args.sim, seed0=50_000)
     n_sim = len(examples) - n_synth
-    n_real = 0
-    for ds, img_path, lab_path in cryoppp_items(args.cryoppp, "train"):
-        pixel_size_a, diameter_a = CRYOPPP[ds]
-        img, coords, _ = cryoppp_load(img_path, lab_path)
-        ex = make_training_example(img, pixel_size_a, coords, diameter_a, name=f"cryoppp_{img_path.stem}")
-        # one real micrograph among ~150 synthetic ones: repeat it so that it is seen ~10 % of the time
+    real = cryoppp_train_examples(args.cryoppp)
+    # one real micrograph among ~150 synthetic ones: repeat it so that it is seen ~10 % of the time
+    # (train() re-weights it with --real-share)
+    for ex in real:
         examples += [ex] * max(1, n_synth // 10)
-        n_real += 1
+    n_real = len(real)
     t_data = time.time() - t0
     print(
         f"{n_synth} synthetic + {n_sim} sim + {n_real} CryoPPP train micrographs prepared in {t_data:.0f} s"
@@ -162,18 +203,38 @@ def prepare(args, t0):
     return examples, n_synth, n_sim, n_real, t_data
 
 
+def reweight_real(examples: list, share: float) -> list:
+    """Repeat the CryoPPP (real) examples so that they make up ``share`` of the draws."""
+    if not 0 <= share < 1:
+        raise ValueError(f"--real-share must be in [0, 1), found {share}")
+    real = {ex.name: ex for ex in examples if ex.name.startswith("cryoppp_")}
+    other = [ex for ex in examples if not ex.name.startswith("cryoppp_")]
+    if not real:
+        return other
+    n_rep = max(1, round(share * len(other) / (1 - share) / len(real)))
+    out = other + [ex for ex in real.values() for _ in range(n_rep)]
+    print(f"real share: {len(real)} CryoPPP train micrograph(s) x {n_rep} among {len(out)} draws")
+    return out
+
+
 def train(args, examples, n_synth, n_sim, n_real, t_data):
     """Train the narrow (or Warp 2) BoxNet within the wall-clock budget and save it."""
 
     config = BoxNetConfig.narrow() if args.config == "narrow" else BoxNetConfig.warp2()
-    model = BoxNet(config)
+    if args.init is not None:
+        from cryowarp.picking import boxnet_from_state
+
+        model = boxnet_from_state(torch.load(args.init, map_location="cpu", weights_only=True)).train()
+    else:
+        model = BoxNet(config)
     settings = TrainSettings(
         epochs=10_000,
         batch_size=args.batch,
         patch_px=args.patch,
-        lr_start=1e-3,
-        lr_end=5e-5,
-        warmup_iterations=100,
+        lr_start=args.lr_start,
+        lr_end=args.lr_end,
+        warmup_iterations=args.warmup,
+        noise_sd=args.noise_sd,
         max_iterations=args.iterations,
         eval_crop_px=256,
         n_eval_general=8,
@@ -198,7 +259,9 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
     meta = {
         "command": " ".join(sys.argv),
         "data": f"{n_synth} synthetic micrographs ({len(TRAIN_KINDS)} kinds x {args.per_kind}), {n_sim} sim, "
-        f"{n_real} CryoPPP train",
+        f"{n_real} CryoPPP train"
+        + (f" (share {args.real_share})" if args.real_share is not None else "")
+        + (f"; fine-tuned from {args.init.name}" if args.init is not None else ""),
         "iterations": n_it,
         "batch": args.batch,
         "patch_px": args.patch,

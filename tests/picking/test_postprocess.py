@@ -110,3 +110,78 @@ def test_bad_input_is_rejected():
         find_particles(torch.zeros(2, 10, 10), particle_diameter_a=D_A)
     with pytest.raises(ValueError, match="particle_diameter_a must be > 0"):
         find_particles(_probs(), particle_diameter_a=0.0)
+
+
+# ---- ours: method="smoothed" and the artefact-probability mask threshold ----
+# D = 160 Å at 8 Å/px: label-disc radius max(1.5, 20/8) = 2.5 px; suppression distance 13.3 px.
+
+
+def _disc(p: torch.Tensor, cy: float, cx: float, radius: float, value: float, cls: int = 1) -> None:
+    h, w = p.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    sel = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    p[:, sel] = (1 - value) / 2
+    p[cls, sel] = value
+
+
+def test_smoothed_score_of_a_perfect_label_disc_is_one_and_scales_with_probability():
+    for value in (1.0, 0.3):
+        p = _probs()
+        _disc(p, 48, 48, 2.5, value)
+        cand = find_particles(p, particle_diameter_a=D_A, threshold=0.1, method="smoothed", border_frac=0.5)
+        assert cand.coords_px_xy.shape == (1, 2)
+        torch.testing.assert_close(cand.coords_px_xy[0], torch.tensor([48.0, 48.0]))
+        assert float(cand.scores[0]) == pytest.approx(value, abs=0.03)
+    # the threshold applies to that score: a p = 0.3 disc is dropped at 0.35
+    p = _probs()
+    _disc(p, 48, 48, 2.5, 0.3)
+    assert len(find_particles(p, particle_diameter_a=D_A, threshold=0.35, method="smoothed").coords_px_xy) == 0
+
+
+def test_smoothed_integrates_fragments_that_warps_argmax_gate_drops():
+    p = _probs()
+    # two 2x2 fragments of p1 = 0.45 (argmax = background), 4 px apart: one particle at their middle
+    for y0, x0 in ((46, 44), (46, 48)):
+        p[0, y0 : y0 + 2, x0 : x0 + 2] = 0.55
+        p[1, y0 : y0 + 2, x0 : x0 + 2] = 0.45
+    assert len(find_particles(p, particle_diameter_a=D_A, threshold=0.1, method="warp").coords_px_xy) == 0
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.1, method="smoothed")
+    assert cand.coords_px_xy.shape == (1, 2)
+    torch.testing.assert_close(cand.coords_px_xy[0], torch.tensor([46.5, 46.5]), atol=0.51, rtol=0)
+
+
+def test_smoothed_suppression_keeps_the_higher_score_and_border_frac_applies():
+    p = _probs(128, 128)
+    _disc(p, 60, 60, 2.5, 0.9)
+    _disc(p, 60, 70, 2.5, 0.6)  # 10 px < 13.3 px away, lower: suppressed
+    _disc(p, 60, 100, 2.5, 0.6)  # 40 px away: kept
+    cand = find_particles(p, particle_diameter_a=D_A, threshold=0.2, method="smoothed")
+    xs = sorted(round(float(x)) for x in cand.coords_px_xy[:, 0])
+    assert len(xs) == 2 and 59 <= xs[0] <= 62 and xs[1] == 100  # the neighbour pulls the peak ≤ 2 px
+    # border: a particle 12 px from the edge survives border_frac 0.5 (10 px), not 0.8 (16 px)
+    p = _probs()
+    _disc(p, 12, 48, 2.5, 0.9)
+    n = [
+        len(find_particles(p, particle_diameter_a=D_A, threshold=0.2, method="smoothed", border_frac=b).scores)
+        for b in (0.5, 0.8)
+    ]
+    assert n == [1, 0]
+
+
+def test_mask_threshold_masks_by_artefact_probability():
+    p = _probs(128, 128)
+    _paint(p, 2, slice(20, 108), slice(0, 30), value=0.6)  # argmax = artefact, but p2 = 0.6 only
+    _paint(p, 1, slice(40, 43), slice(38, 41))  # 10 px from that region
+    for method in ("warp", "smoothed"):
+        warp_rule = find_particles(p, particle_diameter_a=D_A, threshold=0.3, method=method)
+        assert len(warp_rule.scores) == 0 and bool(warp_rule.mask.any())
+        ours = find_particles(p, particle_diameter_a=D_A, threshold=0.3, method=method, mask_threshold=0.7)
+        assert len(ours.scores) == 1 and not bool(ours.mask.any())
+    # a confident artefact is masked either way
+    _paint(p, 2, slice(20, 108), slice(0, 30), value=0.9)
+    assert len(find_particles(p, particle_diameter_a=D_A, threshold=0.3, mask_threshold=0.7).scores) == 0
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="method must be 'warp' or 'smoothed'"):
+        find_particles(_probs(), particle_diameter_a=D_A, method="blob")

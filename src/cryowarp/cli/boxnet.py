@@ -153,7 +153,9 @@ def pick_command(
     output: Path = typer.Option(..., "-o", "--output", help="output folder"),
     pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å/px (default: from the MRC header)"),
     diameter: float = typer.Option(200.0, "--diameter", help="particle diameter in Å (Warp GUI default 200)"),
-    threshold: float = typer.Option(0.5, "--threshold", help="minimum particle probability (WarpTools 0.5)"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="minimum particle score (default: PickSettings, calibrated; see docs/boxnet.md)"
+    ),
     min_mask_distance: float = typer.Option(0.0, "--min-mask-distance", help="extra distance to the mask, Å"),
     invert: bool = typer.Option(False, "--invert", help="negative stain: invert contrast"),
     model: Path | None = typer.Option(
@@ -172,9 +174,9 @@ def pick_command(
     dev = resolve_device(device)
     settings = PickSettings(
         particle_diameter_a=diameter,
-        threshold=threshold,
         minimum_mask_distance_a=min_mask_distance,
         invert_contrast=invert,
+        **({} if threshold is None else {"threshold": threshold}),
     )
     net = _load_model(model, dev)
     output.mkdir(parents=True, exist_ok=True)

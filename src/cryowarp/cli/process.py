@@ -172,7 +172,7 @@ def _options(
     diameter: float | None = typer.Option(
         None, "--diameter", help="particle diameter, Å (picking + normalisation)"
     ),
-    threshold: float | None = typer.Option(None, "--threshold", help="BoxNet score threshold (default 0.5)"),
+    threshold: float | None = typer.Option(None, "--threshold", help="BoxNet score threshold (default: PickSettings)"),
     box_size: int | None = typer.Option(None, "--box-size", help="particle box, px of the output (even)"),
     output_pixel_size: float | None = typer.Option(
         None, "--output-pixel-size", help="particle pixel size, Å"

@@ -6,6 +6,7 @@ import io
 import json
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,10 +25,24 @@ class PickSettings(BaseModel):
 
     particle_diameter_a: float = Field(200.0, gt=0, description="expected diameter D in Å (Warp GUI 200)")
     threshold: float = Field(
-        0.5, ge=0, le=1, description="min particle probability (WarpTools 0.5, GUI 0.95)"
+        0.35,
+        ge=0,
+        le=1,
+        description="min particle score: smoothed score (ours 0.35, calibrated) or, for peak_method='warp', "
+        "the probability (WarpTools 0.5, GUI 0.95)",
     )
     minimum_mask_distance_a: float = Field(0.0, ge=0, description="extra distance to the mask in Å (Warp 0)")
-    mask_min_component_px: int = Field(20, ge=1, description="mask components below this (8 Å px) removed")
+    mask_min_component_px: int = Field(
+        50, ge=1, description="mask components below this (8 Å px) removed (Warp 20; ours 50, calibrated)"
+    )
+    mask_threshold: float | None = Field(
+        0.7, ge=0, le=1, description="mask where artefact probability ≥ this (None = Warp's argmax rule)"
+    )
+    peak_method: Literal["smoothed", "warp"] = Field(
+        "smoothed", description="'smoothed' (ours, calibrated) or 'warp' (argmax-gated components, §3.5)"
+    )
+    smooth_sigma_frac: float = Field(0.25, gt=0, description="'smoothed': Gaussian s.d. as a fraction of D")
+    border_frac: float = Field(0.5, ge=0, description="no picks closer than this × D to the edge (Warp 0.8)")
     highpass_a: float = Field(500.0, gt=0, description="high-pass cut-off in Å before normalising")
     invert_contrast: bool = Field(False, description="multiply by −1 (negative stain); cryo: False")
     tile_px: int = Field(512, gt=0, description="inference tile at 8 Å/px (Warp 2: 512)")
@@ -47,7 +62,7 @@ class Picks:
         `(n, 2)` particle centres (x, y) in pixels of the input micrograph (RELION's
         rlnCoordinateX/Y).
     scores : torch.Tensor
-        `(n,)` particle probability at each centre (rlnAutopickFigureOfMerit).
+        `(n,)` score at each centre (rlnAutopickFigureOfMerit): smoothed score, or the probability for peak_method="warp".
     mask_8a : torch.Tensor
         `(h', w')` bool artefact mask at BoxNet's (about) 8 Å/px.
     mask_percentage : float
@@ -173,6 +188,10 @@ def pick_particles(
         minimum_mask_distance_a=settings.minimum_mask_distance_a,
         mask_min_component_px=settings.mask_min_component_px,
         pixel_size_a=pixel_size_8a,
+        method=settings.peak_method,
+        smooth_sigma_frac=settings.smooth_sigma_frac,
+        border_frac=settings.border_frac,
+        mask_threshold=settings.mask_threshold,
     )
     scale = torch.tensor(scale_xy, device=cand.coords_px_xy.device, dtype=torch.float32)
     coords = cand.coords_px_xy * scale

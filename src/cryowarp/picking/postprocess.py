@@ -34,6 +34,12 @@ class PickCandidates:
     extents_px: torch.Tensor
     mask: torch.Tensor
 
+    def to(self, device: torch.device | str) -> PickCandidates:
+        """The same candidates on ``device``."""
+        return PickCandidates(
+            self.coords_px_xy.to(device), self.scores.to(device), self.extents_px.to(device), self.mask.to(device)
+        )
+
 
 def clean_mask(mask: torch.Tensor, min_component_px: int = 20) -> torch.Tensor:
     """Remove 4-connected components with fewer than ``min_component_px`` pixels from a bool mask."""
@@ -47,6 +53,37 @@ def clean_mask(mask: torch.Tensor, min_component_px: int = 20) -> torch.Tensor:
     return torch.from_numpy(keep[labels]).to(mask.device)
 
 
+def _greedy_nms(yx: np.ndarray, score: np.ndarray, min_sep: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression (highest score first, ties by position)."""
+    from scipy.spatial import cKDTree
+
+    if len(yx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((yx[:, 1], yx[:, 0], -score))
+    tree = cKDTree(yx)
+    alive = np.ones(len(yx), dtype=bool)
+    kept = []
+    for i in order:
+        if not alive[i]:
+            continue
+        kept.append(i)
+        alive[tree.query_ball_point(yx[i], np.nextafter(min_sep, 0))] = False
+    return np.asarray(kept, dtype=np.int64)
+
+
+def smoothed_particle_score(p1: np.ndarray, d_px: float, sigma_frac: float) -> np.ndarray:
+    """Particle probability smoothed by a Gaussian of s.d. ``sigma_frac``·D, scaled so that a perfectly
+    predicted training label (a disc of radius max(1.5, D/8) px of probability 1) scores 1 at its centre.
+    """
+    sigma = max(sigma_frac * d_px, 0.5)
+    r_label = max(1.5, d_px / 8)
+    half = int(np.ceil(max(4 * sigma, r_label) + 1))
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    disc = (np.hypot(yy, xx) <= r_label).astype(np.float64)
+    ref = float(ndimage.gaussian_filter(disc, sigma, mode="constant")[half, half])
+    return ndimage.gaussian_filter(p1.astype(np.float64), sigma, mode="nearest") / max(ref, 1e-12)
+
+
 def find_particles(
     probabilities: torch.Tensor,
     *,
@@ -55,8 +92,14 @@ def find_particles(
     minimum_mask_distance_a: float = 0.0,
     mask_min_component_px: int = 20,
     pixel_size_a: float = PIXEL_SIZE_A,
+    method: str = "warp",
+    smooth_sigma_frac: float = 0.2,
+    border_frac: float = 0.8,
+    mask_threshold: float | None = None,
 ) -> PickCandidates:
-    """Apply Warp's post-processing rules to a `(3, h, w)` softmax map (warp-facts.md §3.5).
+    """Turn a `(3, h, w)` softmax map into picks (warp-facts.md §3.5) and an artefact mask.
+
+    ``method="warp"`` applies Warp's rules:
 
     1. Particle map = p₁ where argmax = 1 and p₁ ≥ ``threshold``, else 0; mask = argmax = 2 with
        4-connected components < ``mask_min_component_px`` removed.
@@ -67,6 +110,20 @@ def find_particles(
     4. A centroid survives only if its distance to the nearest masked pixel exceeds
        floor((D/2 + ``minimum_mask_distance_a``)/px).
     5. Of two centroids closer than D/1.5 Å, the one with the smaller component is deleted.
+
+    ``method="smoothed"`` (ours, the :class:`PickSettings` default) keeps the mask rules (1, 4) but finds
+    particles as peaks of the particle probability p₁ smoothed by a Gaussian of s.d.
+    ``smooth_sigma_frac``·D (no argmax gate), scaled so that a perfectly predicted label disc scores 1
+    (:func:`smoothed_particle_score`); peaks ≥ ``threshold``, not closer than
+    round(``border_frac``·D/px) to the border, greedy suppression at D/1.5 keeping the higher score.
+    The score (figure of merit) is the smoothed value, clipped to [0, 1]; the extent is the pixel
+    count of the peak's 4-connected component of score ≥ ``threshold``. On real micrographs the net's
+    particle blobs are fragmented and often below the argmax gate; smoothing integrates them
+    (docs/boxnet.md, "Post-processing on real data").
+
+    ``border_frac`` = 0.8 is Warp's border. ``mask_threshold`` = None is Warp's artefact rule (argmax = 2);
+    a number masks pixels whose artefact probability p₂ is ≥ it instead (ours: 0.7, see
+    :class:`PickSettings`), before the small-component removal.
 
     Parameters
     ----------
@@ -84,20 +141,35 @@ def find_particles(
         raise ValueError(f"expected probabilities of shape (3, h, w), found {tuple(probabilities.shape)}")
     if particle_diameter_a <= 0:
         raise ValueError(f"particle_diameter_a must be > 0 Å, found {particle_diameter_a}")
+    if method not in ("warp", "smoothed"):
+        raise ValueError(f"method must be 'warp' or 'smoothed', found {method!r}")
     device = probabilities.device
     probs = probabilities.detach().float().cpu()
     h, w = probs.shape[-2:]
     argmax = probs.argmax(dim=0)
     p1 = probs[1]
+    raw_mask = argmax == 2 if mask_threshold is None else probs[2] >= mask_threshold
+    if method == "smoothed":
+        return _find_smoothed(
+            probs,
+            raw_mask,
+            particle_diameter_a=particle_diameter_a,
+            threshold=threshold,
+            minimum_mask_distance_a=minimum_mask_distance_a,
+            mask_min_component_px=mask_min_component_px,
+            pixel_size_a=pixel_size_a,
+            smooth_sigma_frac=smooth_sigma_frac,
+            border_frac=border_frac,
+        ).to(device)
     particle = torch.where((argmax == 1) & (p1 >= threshold), p1, torch.zeros_like(p1)).numpy()
-    mask = clean_mask(argmax == 2, mask_min_component_px).numpy()
+    mask = clean_mask(raw_mask, mask_min_component_px).numpy()
 
     d_px = particle_diameter_a / pixel_size_a
     radius = max(int(round(d_px / 4)), 1)
     footprint = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
     local_max = ndimage.maximum_filter(particle, footprint=footprint, mode="constant", cval=0.0)
     peaks = (particle == local_max) & (particle > 1e-6)
-    border = int(round(0.8 * d_px))
+    border = int(round(border_frac * d_px))
     if border > 0:
         peaks[:border, :] = False
         peaks[-border:, :] = False
@@ -150,4 +222,62 @@ def find_particles(
         torch.from_numpy(scores.copy()).float().to(device),
         torch.from_numpy(extents).to(device),
         torch.from_numpy(mask).to(device),
+    )
+
+
+def _mask_distance_keep(mask: np.ndarray, yx: np.ndarray, min_dist: float) -> np.ndarray:
+    """Bool per centre: distance to the nearest masked pixel > ``min_dist`` (all True without a mask)."""
+    if not mask.any() or len(yx) == 0:
+        return np.ones(len(yx), dtype=bool)
+    distance = ndimage.distance_transform_edt(~mask)
+    iy = np.clip(np.round(yx[:, 0]).astype(int), 0, mask.shape[0] - 1)
+    ix = np.clip(np.round(yx[:, 1]).astype(int), 0, mask.shape[1] - 1)
+    return distance[iy, ix] > min_dist
+
+
+def _find_smoothed(
+    probs: torch.Tensor,
+    raw_mask: torch.Tensor,
+    *,
+    particle_diameter_a: float,
+    threshold: float,
+    minimum_mask_distance_a: float,
+    mask_min_component_px: int,
+    pixel_size_a: float,
+    smooth_sigma_frac: float,
+    border_frac: float,
+) -> PickCandidates:
+    """``find_particles(method="smoothed")`` on CPU tensors."""
+    mask = clean_mask(raw_mask, mask_min_component_px).numpy()
+    d_px = particle_diameter_a / pixel_size_a
+    score = smoothed_particle_score(probs[1].numpy(), d_px, smooth_sigma_frac)
+    min_sep = d_px / 1.5
+    radius = max(int(round(min_sep / 2)), 1)
+    footprint = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    local_max = ndimage.maximum_filter(score, footprint=footprint, mode="constant", cval=0.0)
+    peaks = (score == local_max) & (score >= threshold) & (score > 1e-6)
+    border = int(round(border_frac * d_px))
+    if border > 0:
+        peaks[:border, :] = False
+        peaks[-border:, :] = False
+        peaks[:, :border] = False
+        peaks[:, -border:] = False
+    yx = np.argwhere(peaks).astype(np.float64).reshape(-1, 2)
+    values = score[peaks]
+    keep = _mask_distance_keep(
+        mask, yx, np.floor((particle_diameter_a / 2 + minimum_mask_distance_a) / pixel_size_a)
+    )
+    yx, values = yx[keep], values[keep]
+    kept = _greedy_nms(yx, values, min_sep)
+    kept = sorted(kept.tolist(), key=lambda i: (yx[i, 0], yx[i, 1]))
+    yx, values = yx[kept].reshape(-1, 2), values[kept]
+    components, _ = ndimage.label(score >= max(threshold, 1e-6), structure=_FOUR_CONNECTED)
+    sizes = np.bincount(components.ravel())
+    iy, ix = yx[:, 0].astype(int), yx[:, 1].astype(int)
+    extents = sizes[components[iy, ix]] if len(yx) else np.zeros(0, dtype=np.int64)
+    return PickCandidates(
+        torch.from_numpy(yx[:, ::-1].copy()).float(),
+        torch.from_numpy(np.clip(values, 0.0, 1.0)).float(),
+        torch.from_numpy(np.asarray(extents, dtype=np.int64)),
+        torch.from_numpy(mask),
     )

@@ -146,13 +146,14 @@ def make_training_example(
 
 
 def augment_batch(
-    examples: Sequence[TrainingExample], patch_px: int, generator: torch.Generator
+    examples: Sequence[TrainingExample], patch_px: int, generator: torch.Generator, *, noise_sd: float = 0.3
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random augmented patches (warp-facts.md §3.6 ``BoxNet2Augment``).
 
     Per patch: random centre, rotation U(0, 2π), anisotropic scale U(0.8, 1.2) × U(0.8, 1.2) along
     a random direction, image resampled bilinearly (Warp: windowed sinc), labels nearest-neighbour,
-    additive Gaussian noise of s.d. |N(0, 0.3)|, intensity offset U(−0.4, 0.4) and scale U(0.5, 1.5).
+    additive Gaussian noise of s.d. |N(0, ``noise_sd``)| (Warp: 0.3), intensity offset U(−0.4, 0.4) and
+    scale U(0.5, 1.5).
 
     Returns
     -------
@@ -193,8 +194,8 @@ def augment_batch(
             .round()
             .long()
         )
-        noise_sd = abs(float(torch.randn((), generator=generator))) * 0.3
-        img = img + noise_sd * torch.randn(img.shape, generator=generator).to(device)
+        sd = abs(float(torch.randn((), generator=generator))) * noise_sd
+        img = img + sd * torch.randn(img.shape, generator=generator).to(device)
         img = img * u(0.5, 1.5) + u(-0.4, 0.4)
         images.append(img)
         labels.append(lab)
@@ -216,6 +217,7 @@ class TrainSettings(BaseModel):
     lr_end: float = Field(1e-4, gt=0, description="Warp SGD: 1e-5")
     warmup_iterations: int = Field(100, ge=0, description="linear warm-up (Warp: 100)")
     weight_decay: float = Field(1e-4, ge=0, description="Warp 2: 1e-4")
+    noise_sd: float = Field(0.3, ge=0, description="augmentation noise s.d. |N(0, noise_sd)| (Warp: 0.3)")
     max_iterations: int | None = Field(None, ge=1, description="hard cap on iterations (time budget)")
     eval_crop_px: int = Field(512, ge=32, description="central crop used for the per-epoch accuracies")
     n_eval_general: int = Field(8, ge=1, description="general-corpus examples used for the accuracies")
@@ -370,7 +372,7 @@ def train_boxnet(
                 examples[i]
                 for i in torch.randint(len(examples), (settings.batch_size,), generator=gen).tolist()
             ]
-        images, labels = augment_batch(batch, settings.patch_px, gen)
+        images, labels = augment_batch(batch, settings.patch_px, gen, noise_sd=settings.noise_sd)
         logits = net(images)
         loss = F.cross_entropy(logits, labels, weight=weights)
         opt.zero_grad(set_to_none=True)
