@@ -40,7 +40,7 @@ def test_match2d_cli_writes_relion_star_and_all_peaks(tmp_path):
             "--diameter",
             "150",
             "--threshold",
-            "9",
+            "12",
             "-o",
             str(out),
             "--device",
@@ -58,7 +58,7 @@ def test_match2d_cli_writes_relion_star_and_all_peaks(tmp_path):
         "rlnAnglePsi",
         "rlnAutopickFigureOfMerit",
     ]
-    assert (table["rlnAutopickFigureOfMerit"] > 9).all()
+    assert (table["rlnAutopickFigureOfMerit"] > 12).all()
     # the best match is a planted particle (at 30° sampling, within 1.5 px)
     best = table.sort_values("rlnAutopickFigureOfMerit", ascending=False).iloc[0]
     truth = torch.tensor(COORDS_XY)
@@ -66,7 +66,7 @@ def test_match2d_cli_writes_relion_star_and_all_peaks(tmp_path):
     # every peak above the floor is kept in the JSON, so other thresholds need no recomputation
     peaks = TemplateMatches.from_dict(json.loads((out / "mic_peaks.json").read_text()))
     assert len(peaks) > len(table)
-    assert len(peaks.above(9.0)) == len(table)
+    assert len(peaks.above(12.0)) == len(table)
     with mrcfile.open(out / "mic_scores.mrc", permissive=False) as mrc:
         assert mrc.data.shape == (256, 256)
     assert (out / "mic_scores.png").stat().st_size > 1000

@@ -94,6 +94,45 @@ def load_template(path: Path, pixel_size_a: float):
     return volume, float(voxel_a)
 
 
+def local_defocus_from_ctf_json(path: Path, shape_yx: tuple[int, int]):
+    """``f(coords_px_xy) -> defocus µm`` from the defocus grid of a cryowarp CTF model JSON, or None.
+
+    The grid (``defocus_grid_um``, nested ``[t][y][x]``, a natural-cubic :class:`CubicGrid` as in
+    ``CTFModel.local_defocus_um``) covers the fitted image (``image_shape_yx``); positions of a
+    micrograph of another size (e.g. binned) are scaled to it. Time nodes are averaged. Returns None
+    for a STAR file or a JSON without a grid.
+    """
+    import torch
+
+    from cryowarp.base.grids import CubicGrid
+
+    if path.suffix.lower() != ".json":
+        return None
+    data = json.loads(path.read_text())
+    grid_values = data.get("defocus_grid_um")
+    if not isinstance(grid_values, list):
+        return None
+    values = torch.tensor(grid_values, dtype=torch.float32)
+    while values.ndim < 3:
+        values = values[None]
+    if values.ndim != 3:
+        raise typer.BadParameter(f"{path}: defocus_grid_um must be nested [t][y][x], found {values.ndim} levels")
+    grid = CubicGrid(tuple(values.shape), 1, values=values[None])
+    fit_h, fit_w = (int(v) for v in data.get("image_shape_yx", shape_yx))
+    h, w = shape_yx
+    scale = torch.tensor([(fit_w - 1) / max(w - 1, 1), (fit_h - 1) / max(h - 1, 1)], dtype=torch.float64)
+    norm = torch.tensor([max(fit_w - 1, 1), max(fit_h - 1, 1)], dtype=torch.float64)
+    n_t = values.shape[0]
+    times = torch.linspace(0, 1, n_t) if n_t > 1 else torch.zeros(1)
+
+    def local_defocus_um(coords_px_xy):
+        uv = (torch.as_tensor(coords_px_xy, dtype=torch.float64).reshape(-1, 2) * scale / norm).float()
+        out = [grid.evaluate(torch.cat([torch.full_like(uv[:, :1], float(t)), uv.flip(-1)], -1))[:, 0] for t in times]
+        return torch.stack(out).mean(0).detach()
+
+    return local_defocus_um
+
+
 def _progress():
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -170,9 +209,7 @@ def _write_outputs(
 
 
 def match2d(
-    micrograph: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="Micrograph MRC (aligned average)."
-    ),
+    micrograph: Path = typer.Argument(..., exists=True, dir_okay=False, help="Micrograph MRC (aligned average)."),
     template: Path = typer.Option(
         ...,
         "--template",
@@ -182,12 +219,14 @@ def match2d(
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Output directory."),
     pixel_size_a: float | None = typer.Option(None, "--pixel-size", help="Å/px; default: from the header."),
-    ctf: Path | None = typer.Option(None, "--ctf", help="RELION micrographs STAR or cryowarp CTF JSON."),
+    ctf: Path | None = typer.Option(
+        None,
+        "--ctf",
+        help="RELION micrographs STAR or cryowarp CTF model JSON (its defocus grid gives each tile's defocus).",
+    ),
     defocus_um: float | None = typer.Option(None, "--defocus", help="Defocus in µm (if no --ctf)."),
     angular_step_deg: float = typer.Option(7.5, "--angular-step", help="Angular step in degrees (HEALPix)."),
-    diameter_a: float | None = typer.Option(
-        None, "--diameter", help="Particle diameter Å; default from map."
-    ),
+    diameter_a: float | None = typer.Option(None, "--diameter", help="Particle diameter Å; default from map."),
     matching_pixel_size_a: float | None = typer.Option(
         None, "--matching-pixel-size", help="Bin the micrograph to this Å/px first."
     ),
@@ -211,6 +250,12 @@ def match2d(
     if defocus_um is not None:
         params["defocus_um"] = defocus_um
     ctf_params = CTFParameters.from_model(params) if "defocus_um" in params else None
+    # a CTF model JSON with a defocus grid: every tile uses the local defocus (not with --defocus)
+    local = (
+        local_defocus_from_ctf_json(ctf, tuple(image.shape))
+        if ctf is not None and defocus_um is None and ctf_params is not None
+        else None
+    )
     volume, voxel = load_template(template, matching_pixel_size_a or pixel)
     dev = resolve_device(device)
     settings = Match2DSettings(
@@ -229,11 +274,10 @@ def match2d(
             voxel,
             ctf_params,
             settings,
+            local_defocus_um=local,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    info = _write_outputs(
-        output, micrograph.stem, micrograph.name, result.matches, result, threshold, pixel, 2
-    )
+    info = _write_outputs(output, micrograph.stem, micrograph.name, result.matches, result, threshold, pixel, 2)
     typer.echo(
         f"{micrograph.name}: {len(result.matches)} peaks stored (floor {result.matches.floor:.2f}), "
         f"{info['n']} in {info['star']}"
@@ -256,19 +300,13 @@ def _parse_tilts(spec: str):
 
 def match3d(
     tomogram: Path = typer.Argument(..., exists=True, dir_okay=False, help="Tomogram MRC."),
-    template: Path = typer.Option(
-        ..., "--template", exists=True, dir_okay=False, help="MRC map or atomic model."
-    ),
+    template: Path = typer.Option(..., "--template", exists=True, dir_okay=False, help="MRC map or atomic model."),
     output: Path = typer.Option(..., "-o", "--output", help="Output directory."),
     tilt_angles: str = typer.Option(..., "--tilt-angles", help=".tlt file or MIN:MAX:STEP in degrees."),
-    pixel_size_a: float | None = typer.Option(
-        None, "--pixel-size", help="Å/voxel; default: from the header."
-    ),
+    pixel_size_a: float | None = typer.Option(None, "--pixel-size", help="Å/voxel; default: from the header."),
     tilt_axis_deg: float = typer.Option(0.0, "--tilt-axis", help="Tilt-axis angle, degrees from +x."),
     defocus_um: float | None = typer.Option(None, "--defocus", help="Defocus µm (None: missing wedge only)."),
-    angular_step_deg: float = typer.Option(
-        7.5, "--angular-step", help="Angular step (WarpTools default 7.5)."
-    ),
+    angular_step_deg: float = typer.Option(7.5, "--angular-step", help="Angular step (WarpTools default 7.5)."),
     diameter_a: float | None = typer.Option(None, "--diameter", help="Particle diameter Å."),
     subvolume_size: int = typer.Option(192, "--subvolume-size", help="Sub-volume side (Warp 192)."),
     threshold: float | None = typer.Option(None, help="Write only matches above this score to the STAR."),
@@ -292,9 +330,7 @@ def match3d(
         raise typer.BadParameter(f"{tomogram}: no voxel size in the header; give --pixel-size")
     dev = resolve_device(device)
     mats = tilt_matrices(_parse_tilts(tilt_angles), tilt_axis_deg)
-    weight = functools.partial(
-        ctf_weight_3d, pixel_size_a=pixel, matrices=mats, defocus_um=defocus_um, device=dev
-    )
+    weight = functools.partial(ctf_weight_3d, pixel_size_a=pixel, matrices=mats, defocus_um=defocus_um, device=dev)
     ref, voxel = load_template(template, pixel)
     settings = Match3DSettings(
         angular_step_deg=angular_step_deg,
@@ -316,8 +352,7 @@ def match3d(
         )
     info = _write_outputs(output, tomogram.stem, tomogram.name, result.matches, result, threshold, pixel, 3)
     typer.echo(
-        f"{tomogram.name}: {len(result.matches)} peaks stored (floor {result.matches.floor:.2f}), "
-        f"{info['n']} in {info['star']}"
+        f"{tomogram.name}: {len(result.matches)} peaks stored (floor {result.matches.floor:.2f}), {info['n']} in {info['star']}"
     )
 
 

@@ -17,6 +17,7 @@ from cryowarp.templates.projector import (
     rotate_spectra,
     rotate_volumes,
 )
+from cryowarp.templates.refine import RefinedPeak, local_rotation_offsets, refine_levels, refine_peak
 from cryowarp.templates.results import CTFParameters, TemplateMatches
 from cryowarp.templates.template import (
     PreparedTemplate,
@@ -35,12 +36,14 @@ __all__ = [
     "Match3DSettings",
     "match_template_3d",
     "PreparedTemplate",
+    "RefinedPeak",
     "TemplateMatches",
     "estimate_diameter_a",
     "find_peaks",
     "fourier_rescale_3d",
     "healpix_directions",
     "healpix_nside_for_step",
+    "local_rotation_offsets",
     "make_projector",
     "match_template_2d",
     "orientation_grid",
@@ -49,6 +52,8 @@ __all__ = [
     "prepare_template",
     "project_images",
     "project_spectra",
+    "refine_levels",
+    "refine_peak",
     "rotate_spectra",
     "rotate_volumes",
     "soft_sphere_mask",

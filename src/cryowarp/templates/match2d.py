@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryowarp.base.fourier import fftfreq_grid_2d, fourier_rescale_2d
+from cryowarp.base.geometry import matrix_to_euler_zyz
 from cryowarp.base.optics import ctf_2d
 from cryowarp.templates._filters import (
     gaussian_lowpass,
@@ -33,6 +34,7 @@ from cryowarp.templates._filters import (
 from cryowarp.templates.orientations import orientation_grid, orientation_matrices
 from cryowarp.templates.peaks import find_peaks, parabolic_offsets
 from cryowarp.templates.projector import make_projector, project_spectra
+from cryowarp.templates.refine import refine_levels, refine_peak
 from cryowarp.templates.results import CTFParameters, TemplateMatches
 from cryowarp.templates.template import PreparedTemplate, prepare_template
 
@@ -56,9 +58,7 @@ class Match2DSettings(BaseModel):
     lowpass_a: float | None = Field(None, gt=0, description="optional Gaussian low-pass, Å")
     tile_size_px: int = Field(1024, ge=64, description="square tiles at the matching pixel size")
     batch_orientations: int = Field(8, ge=1, description="orientations correlated per FFT batch")
-    peak_distance_fraction: float = Field(
-        2.0 / 3.0, gt=0, description="min peak distance / diameter (Warp 2/3)"
-    )
+    peak_distance_fraction: float = Field(2.0 / 3.0, gt=0, description="min peak distance / diameter (Warp 2/3)")
     border_fraction: float = Field(1.0, ge=0, description="scores zeroed within this × diameter of the edge")
     peak_floor_sigma: float = Field(0.5, description="store peaks above mean + this × s.d. of the score map")
     oversampling: int = Field(2, ge=1, le=4, description="projector zero-padding factor")
@@ -69,6 +69,17 @@ class Match2DSettings(BaseModel):
         None,
         description="Warp's binary template mask (> this × max, dilated 1 voxel); None: soft sphere only",
     )
+    ctf_tile_size_px: int = Field(
+        384,
+        ge=64,
+        description="tile side used instead of tile_size_px when the local defocus varies over the "
+        "micrograph by more than local_defocus_tolerance_um (Warp's SubPatchSize 384)",
+    )
+    local_defocus_tolerance_um: float = Field(
+        0.02, ge=0, description="defocus range across the micrograph below which one tile CTF suffices"
+    )
+    refine_orientations: bool = Field(True, description="refine the best peaks locally (step/3, step/9)")
+    refine_max_peaks: int = Field(300, ge=0, description="refine at most this many peaks, best first")
 
 
 @dataclass(frozen=True)
@@ -119,9 +130,7 @@ def tile_layout(length: int, tile: int, margin: int) -> list[tuple[int, int, int
     if length <= tile:
         return [(0, 0, length)]
     if tile <= 2 * margin:
-        raise ValueError(
-            f"tile size {tile} px must exceed twice the margin ({margin} px); raise tile_size_px"
-        )
+        raise ValueError(f"tile size {tile} px must exceed twice the margin ({margin} px); raise tile_size_px")
     n = math.ceil((length - 2 * margin) / (tile - 2 * margin))
     starts = [round(i * (length - tile) / max(n - 1, 1)) for i in range(n)] if n > 1 else [0]
     out = []
@@ -170,7 +179,9 @@ def match_template_2d(
         Search settings.
     local_defocus_um : callable, optional
         ``f(coords_px_xy (n, 2)) -> (n,)`` defocus in µm at input-micrograph pixel positions (e.g.
-        ``CTFModel.local_defocus_um``); each tile uses the value at its centre.
+        ``CTFModel.local_defocus_um``); each tile uses the value at its centre. When the defocus varies
+        by more than ``settings.local_defocus_tolerance_um`` over the micrograph, the tiles shrink to
+        ``settings.ctf_tile_size_px`` so that each tile's CTF is local (Warp's sub-patches).
     progress : callable, optional
         ``progress(done, total)`` after each batch of orientations.
 
@@ -179,9 +190,7 @@ def match_template_2d(
     result : Match2DResult
     """
     if image.ndim != 2:
-        raise ValueError(
-            f"match_template_2d: expected a 2-D micrograph (h, w), found shape {tuple(image.shape)}"
-        )
+        raise ValueError(f"match_template_2d: expected a 2-D micrograph (h, w), found shape {tuple(image.shape)}")
     if not torch.isfinite(image).all():
         raise ValueError("match_template_2d: the micrograph contains NaN or infinite values")
     device = image.device
@@ -213,7 +222,15 @@ def match_template_2d(
 
     deloc = _delocalisation_px(ctf, p) if ctf is not None else 0
     margin = box // 2 + min(deloc, box)
-    tile = min(settings.tile_size_px, max(h, w))
+    tile_size = settings.tile_size_px
+    if ctf is not None and local_defocus_um is not None:
+        probe = torch.stack(
+            torch.meshgrid(torch.linspace(0, w0 - 1, 9), torch.linspace(0, h0 - 1, 9), indexing="xy"), -1
+        ).reshape(-1, 2)
+        values = torch.as_tensor(local_defocus_um(probe.to(torch.float64))).reshape(-1).to(torch.float64)
+        if float(values.max() - values.min()) > settings.local_defocus_tolerance_um:
+            tile_size = min(tile_size, max(settings.ctf_tile_size_px, 2 * margin + 32))
+    tile = min(tile_size, max(h, w))
     tile += tile % 2
     tile = max(tile, 2 * margin + 32) if max(h, w) > tile else tile
     tiles_y = tile_layout(h, tile, margin)
@@ -225,10 +242,9 @@ def match_template_2d(
     freq_yx = fftfreq_grid_2d((tile, tile), device=device)
     freq_px = torch.linalg.vector_norm(freq_yx, dim=-1)
     freq_per_a = freq_px / p
-    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(
-        freq_per_a, settings.lowpass_a
-    )
+    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(freq_per_a, settings.lowpass_a)
     tiles = []
+    tile_defocus: list[float] = []
     for ty in tiles_y:
         for tx in tiles_x:
             y0, x0 = ty[0], tx[0]
@@ -244,12 +260,8 @@ def match_template_2d(
             whiten = whitening_filter(spec.real**2 + spec.imag**2, freq_px) if settings.whiten else 1.0
             filt = band * whiten
             if ctf is not None:
-                centre_xy = torch.tensor(
-                    [[(x0 + tile / 2) * scale_xy[0], (y0 + tile / 2) * scale_xy[1]]], dtype=torch.float64
-                )
-                defocus = (
-                    float(local_defocus_um(centre_xy).reshape(-1)[0]) if local_defocus_um else ctf.defocus_um
-                )
+                centre_xy = torch.tensor([[(x0 + tile / 2) * scale_xy[0], (y0 + tile / 2) * scale_xy[1]]], dtype=torch.float64)
+                defocus = float(local_defocus_um(centre_xy).reshape(-1)[0]) if local_defocus_um else ctf.defocus_um
                 c = ctf_2d(
                     defocus,
                     ctf.defocus_delta_um,
@@ -263,6 +275,7 @@ def match_template_2d(
                     device=device,
                 )
                 matched = spec * (filt * whiten * c if settings.whiten else filt * c)
+                tile_defocus.append(defocus)
             else:
                 matched = spec * (filt * whiten if settings.whiten else filt)
             ty_lo, ty_hi = ty[1] - y0, ty[2] - y0
@@ -273,19 +286,13 @@ def match_template_2d(
                 lsd = local_std(whitened, diameter_px / 2)[ty_lo:ty_hi, tx_lo:tx_hi]
                 # only damp regions busier than the median (carbon, contamination), never boost
                 inv_rel_std = 1.0 / (lsd / lsd.median().clamp_min(1e-12)).clamp_min(1.0)
-            tiles.append(
-                dict(
-                    y0=y0, x0=x0, ys=(ty_lo, ty_hi), xs=(tx_lo, tx_hi), spec=matched, inv_rel_std=inv_rel_std
-                )
-            )
+            tiles.append(dict(y0=y0, x0=x0, ys=(ty_lo, ty_hi), xs=(tx_lo, tx_hi), spec=matched, inv_rel_std=inv_rel_std))
 
     # background power of each filtered tile, radially averaged and put on the template's box grid, so
     # that each orientation's correlation s.d. follows from Parseval without touching the full tile
     n_shells = tile // 2 + 1
     shell_t = radial_index(freq_px, n_shells).reshape(-1)
-    counts = torch.zeros(n_shells, device=device).index_add_(
-        0, shell_t, torch.ones_like(shell_t, dtype=torch.float32)
-    )
+    counts = torch.zeros(n_shells, device=device).index_add_(0, shell_t, torch.ones_like(shell_t, dtype=torch.float32))
     freq_box = torch.linalg.vector_norm(fftfreq_grid_2d((box, box), device=device), dim=-1)
     shell_box = radial_index(freq_box, n_shells)
     weights_box = []
@@ -349,17 +356,68 @@ def match_template_2d(
     floor = float(nonzero.mean() + settings.peak_floor_sigma * nonzero.std()) if len(nonzero) > 1 else 0.0
     index, values = find_peaks(scores, floor, settings.peak_distance_fraction * diameter_px)
     offsets = parabolic_offsets(scores, index)
-    pos_yx = index.to(torch.float64) + offsets
-    coords_xy = pos_yx.flip(-1).cpu() * scale_xy
+    pos_yx = (index.to(torch.float64) + offsets).cpu()
     orient = euler[best_index[tuple(index.T)].cpu()] if len(index) else euler.new_zeros((0, 3))
+    values = values.cpu().to(torch.float64)
+    n_refine = min(len(index), settings.refine_max_peaks) if settings.refine_orientations else 0
+    if n_refine:
+        filtered: dict[int, torch.Tensor] = {}
+
+        def block_of(yx: torch.Tensor) -> int:
+            for i, t in enumerate(tiles):
+                if (
+                    t["y0"] + t["ys"][0] <= yx[0] < t["y0"] + t["ys"][1]
+                    and t["x0"] + t["xs"][0] <= yx[1] < t["x0"] + t["xs"][1]
+                ):
+                    return i
+            raise AssertionError("peak outside every tile")
+
+        levels = refine_levels(settings.angular_step_deg)
+        for k in range(n_refine):
+            i_tile = block_of(index[k])
+            t = tiles[i_tile]
+            if i_tile not in filtered:
+                filtered[i_tile] = torch.fft.irfft2(t["spec"], s=(tile, tile))
+
+            def kernels(mats: torch.Tensor, i_tile=i_tile):
+                ps = project_spectra(projector, mats.to(device=device, dtype=torch.float32))
+                ps[:, 0, 0] = 0.0
+                inv = torch.einsum("yx,oyx->o", weights_box[i_tile], ps.real**2 + ps.imag**2)
+                return torch.fft.irfft2(ps, s=(box, box)), inv.clamp_min(1e-30).rsqrt()
+
+            factor = None
+            if t["inv_rel_std"] is not None:
+                rel, (ylo, yhi), (xlo, xhi) = t["inv_rel_std"], t["ys"], t["xs"]
+
+                def factor(pos: torch.Tensor, rel=rel, ylo=ylo, yhi=yhi, xlo=xlo, xhi=xhi) -> torch.Tensor:
+                    iy = pos[:, 0].clamp(ylo, yhi - 1) - ylo
+                    ix = pos[:, 1].clamp(xlo, xhi - 1) - xlo
+                    return rel[iy.to(rel.device), ix.to(rel.device)]
+
+            origin = torch.tensor([t["y0"], t["x0"]], dtype=torch.int64)
+            coarse_rot = orientation_matrices(orient[k][None])[0]
+            peak = refine_peak(filtered[i_tile], index[k].cpu() - origin, coarse_rot, kernels, factor, levels)
+            pos_yx[k] = peak.position + origin
+            orient[k] = matrix_to_euler_zyz(peak.rotation)
+            values[k] = peak.score
+        order = torch.argsort(values, descending=True, stable=True)
+        pos_yx, orient, values = pos_yx[order], orient[order], values[order]
+    coords_xy = pos_yx.flip(-1) * scale_xy
     matches = TemplateMatches(
         coords_xy,
         orient,
-        values.cpu().to(torch.float32),
+        values.to(torch.float32),
         float(pixel_size_a),
         template.diameter_a,
         float(settings.angular_step_deg),
         floor,
-        meta={"ndim": 2, "matching_pixel_size_a": p, "n_orientations": n_orient},
+        meta={
+            "ndim": 2,
+            "matching_pixel_size_a": p,
+            "n_orientations": n_orient,
+            "n_refined": n_refine,
+            "tile_px": tile,
+            "tile_defocus_um": tile_defocus,
+        },
     )
     return Match2DResult(matches, scores, best_index, euler, p, template)

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from cryowarp.base.geometry import matrix_to_euler_zyz
 from cryowarp.templates._filters import gaussian_lowpass, highpass_diameter, local_std, whitening_filter
 from cryowarp.templates.match2d import prepare_search, tile_layout
+from cryowarp.templates.orientations import orientation_matrices
 from cryowarp.templates.peaks import find_peaks, parabolic_offsets
 from cryowarp.templates.projector import rotate_spectra
+from cryowarp.templates.refine import refine_levels, refine_peak
 from cryowarp.templates.results import TemplateMatches
 from cryowarp.templates.template import PreparedTemplate, prepare_template
 
@@ -51,6 +54,8 @@ class Match3DSettings(BaseModel):
     local_normalization: bool = Field(True)
     binary_threshold: float | None = Field(None, description="Warp's binary template mask; None: soft sphere")
     oversampling: int = Field(2, ge=1, le=4)
+    refine_orientations: bool = Field(True, description="refine the best peaks locally (step/3, step/9)")
+    refine_max_peaks: int = Field(100, ge=0, description="refine at most this many peaks, best first")
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,7 @@ def match_template_3d(
         Coordinates are (x, y, z) in voxels of the input tomogram.
     """
     if tomogram.ndim != 3:
-        raise ValueError(
-            f"match_template_3d: expected a tomogram (d, h, w), found shape {tuple(tomogram.shape)}"
-        )
+        raise ValueError(f"match_template_3d: expected a tomogram (d, h, w), found shape {tuple(tomogram.shape)}")
     if not torch.isfinite(tomogram).all():
         raise ValueError("match_template_3d: the tomogram contains NaN or infinite values")
     device = tomogram.device
@@ -126,9 +129,7 @@ def match_template_3d(
     shape = tuple(min(settings.subvolume_size_px, n + n % 2) for n in (d, h, w))
     for n, sn in zip((d, h, w), shape, strict=True):
         if n > sn and sn <= 2 * margin:
-            raise ValueError(
-                f"sub-volume size {sn} must exceed the template box {box} + 4; raise subvolume_size_px"
-            )
+            raise ValueError(f"sub-volume size {sn} must exceed the template box {box} + 4; raise subvolume_size_px")
     sd, sh, sw = shape
     layouts = [tile_layout(n, sn, margin) for n, sn in zip((d, h, w), shape, strict=True)]
     work = tomogram.to(torch.float32)
@@ -139,9 +140,7 @@ def match_template_3d(
     kx = torch.fft.rfftfreq(sw, device=device)[None, None, :]
     freq_px = torch.sqrt(kz**2 + ky**2 + kx**2)
     freq_per_a = freq_px / p
-    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(
-        freq_per_a, settings.lowpass_a
-    )
+    band = highpass_diameter(freq_per_a, template.diameter_a) * gaussian_lowpass(freq_per_a, settings.lowpass_a)
     wedge = fourier_weight(shape).to(device) if fourier_weight is not None else None
     # nearest sub-volume frequency for every frequency of the template box (for Parseval on the box grid)
     bf = torch.fft.fftfreq(box, device=device)
@@ -166,7 +165,8 @@ def match_template_3d(
         # source/destination slices that put the mirrored box's centre (B//2 − 1) on index 0, wrapping
         return ((slice(c, None), slice(0, box - c)), (slice(None, c), slice(n - c, None)))
 
-    for (z0, zlo, zhi), (y0, ylo, yhi), (x0, xlo, xhi) in blocks:
+    def prepare_block(block):
+        (z0, zlo, zhi), (y0, ylo, yhi), (x0, xlo, xhi) = block
         sub = work[z0 : z0 + sd, y0 : y0 + sh, x0 : x0 + sw]
         if sub.shape != shape:
             pads = [0, sw - sub.shape[2], 0, sh - sub.shape[1], 0, sd - sub.shape[0]]
@@ -181,14 +181,17 @@ def match_template_3d(
         # background power of the matched spectrum sampled on the box grid, /(S³·B³) for Parseval
         m_power = (matched.real**2 + matched.imag**2)[iz, iy, ix] * col_weight / (n_voxels * box**3)
         m_power[0, 0, 0] = 0.0
-        vz = slice(zlo - z0, zhi - z0)
-        vy = slice(ylo - y0, yhi - y0)
-        vx = slice(xlo - x0, xhi - x0)
+        valid = (slice(zlo - z0, zhi - z0), slice(ylo - y0, yhi - y0), slice(xlo - x0, xhi - x0))
         inv_rel = None
         if settings.local_normalization:
             whitened = torch.fft.irfftn(spec * band * wht, s=shape)
-            lsd = local_std(whitened, diameter_px / 2)[vz, vy, vx]
+            lsd = local_std(whitened, diameter_px / 2)[valid]
             inv_rel = 1.0 / (lsd / lsd.median().clamp_min(1e-12)).clamp_min(1.0)
+        return matched, m_power, valid, inv_rel
+
+    for block in blocks:
+        (z0, zlo, zhi), (y0, ylo, yhi), (x0, xlo, xhi) = block
+        matched, m_power, (vz, vy, vx), inv_rel = prepare_block(block)
         region = scores[zlo:zhi, ylo:yhi, xlo:xhi]
         region_index = best_index[zlo:zhi, ylo:yhi, xlo:xhi]
         buffer = None
@@ -223,17 +226,65 @@ def match_template_3d(
     nonzero = scores[scores != 0]
     floor = float(nonzero.mean() + settings.peak_floor_sigma * nonzero.std()) if len(nonzero) > 1 else 0.0
     index, values = find_peaks(scores, floor, settings.peak_distance_fraction * diameter_px)
-    pos_zyx = index.to(torch.float64) + parabolic_offsets(scores, index)
-    coords_xyz = pos_zyx.flip(-1).cpu()
+    pos_zyx = (index.to(torch.float64) + parabolic_offsets(scores, index)).cpu()
     orient = euler[best_index[tuple(index.T)].long().cpu()] if len(index) else euler.new_zeros((0, 3))
+    values = values.cpu().to(torch.float64)
+    n_refine = min(len(index), settings.refine_max_peaks) if settings.refine_orientations else 0
+    if n_refine:
+        levels = refine_levels(settings.angular_step_deg)
+        owner = []
+        for k in range(n_refine):
+            z, y, x = (int(v) for v in index[k])
+            owner.append(
+                next(
+                    i
+                    for i, ((_, zlo, zhi), (_, ylo, yhi), (_, xlo, xhi)) in enumerate(blocks)
+                    if zlo <= z < zhi and ylo <= y < yhi and xlo <= x < xhi
+                )
+            )
+        for i_block in sorted(set(owner)):
+            block = blocks[i_block]
+            matched, m_power, valid, inv_rel = prepare_block(block)
+            data = torch.fft.irfftn(matched, s=shape)
+            origin = torch.tensor([block[0][0], block[1][0], block[2][0]], dtype=torch.int64)
+            lo = torch.tensor([v.start for v in valid], dtype=torch.int64)
+            hi = torch.tensor([v.stop for v in valid], dtype=torch.int64)
+
+            def kernels(mats: torch.Tensor, m_power=m_power):
+                rot = rotate_spectra(projector, mats.to(device=device, dtype=torch.float32))
+                rot[:, 0, 0, 0] = 0.0
+                inv = torch.einsum("zyx,ozyx->o", m_power, rot.real**2 + rot.imag**2)
+                return torch.fft.irfftn(rot, s=(box,) * 3), inv.clamp_min(1e-30).rsqrt()
+
+            def factor(pos: torch.Tensor, inv_rel=inv_rel, lo=lo, hi=hi) -> torch.Tensor:
+                if inv_rel is None:
+                    return torch.ones(len(pos))
+                q = torch.maximum(torch.minimum(pos, hi - 1), lo) - lo
+                q = q.to(inv_rel.device)
+                return inv_rel[q[:, 0], q[:, 1], q[:, 2]]
+
+            for k in (k for k in range(n_refine) if owner[k] == i_block):
+                coarse_rot = orientation_matrices(orient[k][None])[0]
+                peak = refine_peak(data, index[k].cpu() - origin, coarse_rot, kernels, factor, levels)
+                pos_zyx[k] = peak.position + origin
+                orient[k] = matrix_to_euler_zyz(peak.rotation)
+                values[k] = peak.score
+        order = torch.argsort(values, descending=True, stable=True)
+        pos_zyx, orient, values = pos_zyx[order], orient[order], values[order]
+    coords_xyz = pos_zyx.flip(-1)
     matches = TemplateMatches(
         coords_xyz,
         orient,
-        values.cpu().to(torch.float32),
+        values.to(torch.float32),
         float(pixel_size_a),
         template.diameter_a,
         float(settings.angular_step_deg),
         floor,
-        meta={"ndim": 3, "n_orientations": n_orient, "subvolume_shape_zyx": list(shape)},
+        meta={
+            "ndim": 3,
+            "n_orientations": n_orient,
+            "subvolume_shape_zyx": list(shape),
+            "n_refined": n_refine,
+        },
     )
     return Match3DResult(matches, scores, best_index, euler, p, template)

@@ -51,8 +51,16 @@ def find_peaks(
     if ndim not in (2, 3):
         raise ValueError(f"find_peaks: expected a 2-D or 3-D map, found shape {tuple(scores.shape)}")
     radius = max(1, int(math.floor(min_distance_px / math.sqrt(ndim))))  # window inside the exclusion disc
+    # the maximum over a (2r+1)^ndim window is separable: one 1-D pass per axis, O(n·r) not O(n·r^ndim)
+    local_max = scores[None, None]
     pool = F.max_pool2d if ndim == 2 else F.max_pool3d
-    local_max = pool(scores[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
+    for axis in range(ndim):
+        kernel = [1] * ndim
+        kernel[axis] = 2 * radius + 1
+        padding = [0] * ndim
+        padding[axis] = radius
+        local_max = pool(local_max, tuple(kernel), stride=1, padding=tuple(padding))
+    local_max = local_max[0, 0]
     candidates = (scores >= local_max) & (scores > floor)
     index = torch.nonzero(candidates)
     values = scores[candidates]
