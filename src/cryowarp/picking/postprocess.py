@@ -84,6 +84,20 @@ def smoothed_particle_score(p1: np.ndarray, d_px: float, sigma_frac: float) -> n
     return ndimage.gaussian_filter(p1.astype(np.float64), sigma, mode="nearest") / max(ref, 1e-12)
 
 
+
+def _disc_local_maxima(values: np.ndarray, radius_px: int, border_px: int) -> np.ndarray:
+    """Pixels that are the maximum of the disc of ``radius_px`` around them (and > 1e-6), none within
+    ``border_px`` of the edge."""
+    footprint = np.hypot(*np.mgrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]) <= radius_px
+    local_max = ndimage.maximum_filter(values, footprint=footprint, mode="constant", cval=0.0)
+    peaks = (values == local_max) & (values > 1e-6)
+    if border_px > 0:
+        peaks[:border_px, :] = False
+        peaks[-border_px:, :] = False
+        peaks[:, :border_px] = False
+        peaks[:, -border_px:] = False
+    return peaks
+
 def find_particles(
     probabilities: torch.Tensor,
     *,
@@ -165,16 +179,7 @@ def find_particles(
     mask = clean_mask(raw_mask, mask_min_component_px).numpy()
 
     d_px = particle_diameter_a / pixel_size_a
-    radius = max(int(round(d_px / 4)), 1)
-    footprint = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-    local_max = ndimage.maximum_filter(particle, footprint=footprint, mode="constant", cval=0.0)
-    peaks = (particle == local_max) & (particle > 1e-6)
-    border = int(round(border_frac * d_px))
-    if border > 0:
-        peaks[:border, :] = False
-        peaks[-border:, :] = False
-        peaks[:, :border] = False
-        peaks[:, -border:] = False
+    peaks = _disc_local_maxima(particle, max(int(round(d_px / 4)), 1), int(round(border_frac * d_px)))
 
     components, _ = ndimage.label(particle > 0, structure=_FOUR_CONNECTED)
     peak_components = np.unique(components[peaks])
@@ -252,16 +257,8 @@ def _find_smoothed(
     d_px = particle_diameter_a / pixel_size_a
     score = smoothed_particle_score(probs[1].numpy(), d_px, smooth_sigma_frac)
     min_sep = d_px / 1.5
-    radius = max(int(round(min_sep / 2)), 1)
-    footprint = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-    local_max = ndimage.maximum_filter(score, footprint=footprint, mode="constant", cval=0.0)
-    peaks = (score == local_max) & (score >= threshold) & (score > 1e-6)
-    border = int(round(border_frac * d_px))
-    if border > 0:
-        peaks[:border, :] = False
-        peaks[-border:, :] = False
-        peaks[:, :border] = False
-        peaks[:, -border:] = False
+    peaks = _disc_local_maxima(score, max(int(round(min_sep / 2)), 1), int(round(border_frac * d_px)))
+    peaks &= score >= threshold
     yx = np.argwhere(peaks).astype(np.float64).reshape(-1, 2)
     values = score[peaks]
     keep = _mask_distance_keep(
