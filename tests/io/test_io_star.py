@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA
 from cryowarp.io.errors import CorruptFileError, TruncatedFileError
 from cryowarp.io.star import (
     ctf_to_star_row,

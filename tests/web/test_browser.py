@@ -256,9 +256,10 @@ def test_settings_change_requeues_items(page, live_server, artifacts_dir):
     page.press("#set-pick-threshold", "Tab")
     page.click("#settings-save")
     # the 6 processed items; the failed one failed in motion, which a pick change leaves as it was
-    expect(page.locator("#settings-msg")).to_have_text("saved; 6 items requeued")
-    expect(page.locator("#navbar .cell.st-queued")).to_have_count(7)
-    expect(page.locator("#navbar .cell.st-failed")).to_have_count(1)
+    # generous timeouts: the save rewrites the project and the navbar follows over SSE (slow on a busy box)
+    expect(page.locator("#settings-msg")).to_have_text("saved; 6 items requeued", timeout=30_000)
+    expect(page.locator("#navbar .cell.st-queued")).to_have_count(7, timeout=30_000)
+    expect(page.locator("#navbar .cell.st-failed")).to_have_count(1, timeout=30_000)
     with ProjectStore(project) as store:
         assert store.get_settings().pick.threshold == 0.7
     page.screenshot(path=artifacts_dir / "settings_saved.png", full_page=True)
