@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from tests.conftest import SHARED_DATA
+
 from cryowarp.io.errors import CorruptFileError, TruncatedFileError
 from cryowarp.io.star import (
     ctf_to_star_row,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.web.conftest import LiveServer
+
 from cryowarp.web.app import PLOTLY_FULL_JS, PLOTLY_PARTIAL_JS, create_app, plotly_bundle
 
 APP_JS = Path(__file__).parents[2] / "src" / "cryowarp" / "web" / "static" / "app.js"
