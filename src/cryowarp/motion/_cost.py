@@ -49,10 +49,11 @@ def alignment_cost_and_grad(
     n_p, n_f, n_y, n_x = spectra.shape
     d = displacement_a_yx.detach().to(spectra.real.dtype)
     two_pi = 2.0 * math.pi
+    # the phase ramp exp(+2πi k·d) per axis, (p, f, y) and (p, f, x): separable, so never built in full
+    ramp_y = torch.polar(torch.ones_like(d[:, :, 0:1]).expand(-1, -1, n_y), two_pi * d[:, :, 0:1] * ky_per_a)
+    ramp_x = torch.polar(torch.ones_like(d[:, :, 1:2]).expand(-1, -1, n_x), two_pi * d[:, :, 1:2] * kx_per_a)
     if spectra.device.type == "cpu" and spectra.dtype == torch.complex64:
         # fused two-pass loop (numba): no (p, f, y, x) temporaries, ~2× less memory traffic
-        ramp_y = torch.polar(torch.ones_like(d[:, :, 0:1]).expand(-1, -1, n_y), two_pi * d[:, :, 0:1] * ky_per_a)
-        ramp_x = torch.polar(torch.ones_like(d[:, :, 1:2]).expand(-1, -1, n_x), two_pi * d[:, :, 1:2] * kx_per_a)
         grad64 = torch.empty((n_p, n_f, 2), dtype=torch.float64)
         partial = alignment_cost_and_grad_cpu(
             spectra.contiguous().numpy(),
@@ -73,13 +74,7 @@ def alignment_cost_and_grad(
     for start in range(0, n_p, step):
         sl = slice(start, start + step)
         n_c = spectra[sl].shape[0]
-        ramp_y = torch.polar(
-            torch.ones_like(d[sl, :, 0:1]).expand(-1, -1, n_y), two_pi * d[sl, :, 0:1] * ky_per_a
-        )
-        ramp_x = torch.polar(
-            torch.ones_like(d[sl, :, 1:2]).expand(-1, -1, n_x), two_pi * d[sl, :, 1:2] * kx_per_a
-        )
-        q = spectra[sl] * (ramp_y[..., :, None] * ramp_x[..., None, :])  # (c, f, y, x)
+        q = spectra[sl] * (ramp_y[sl, :, :, None] * ramp_x[sl, :, None, :])  # (c, f, y, x)
         q_real = torch.view_as_real(q).reshape(n_c, n_f, n_y * n_x * 2)  # interleaved re, im
         avg = ones_f @ q_real  # (c, 1, y*x*2): the mean over frames as one matmul pass
         cost = cost - n_f * avg.square().sum()
