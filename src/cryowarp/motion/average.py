@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
+from cryowarp.base.optics import dose_weights_bfactor
 from cryowarp.motion._kernels import accumulate_spectrum, warp_by_field
 from cryowarp.motion._patches import raise_non_finite
 from cryowarp.motion.model import MotionModel
@@ -78,14 +79,6 @@ def _warp_torch(image: torch.Tensor, field_px_yx: torch.Tensor, offset_px_yx: to
     del dense
     out = nnf.grid_sample(image[None, None], grid, mode="bicubic", padding_mode="border", align_corners=True)
     return out[0, 0]
-
-
-def _axis_dose_weights(n: int, pixel_size_a: float, exposure_before_e_per_a2: float, *, rfft: bool, device) -> torch.Tensor:
-    """Warp's dose weight exp(B k²/4), B = −3·(exposure before the frame's middle), along one axis.
-
-    The weight is Gaussian in |k|, so the 2D weight is the outer product of the two axis weights."""
-    k = (torch.fft.rfftfreq(n, device=device) if rfft else torch.fft.fftfreq(n, device=device)) / pixel_size_a
-    return torch.exp(-3.0 * exposure_before_e_per_a2 * k**2 / 4.0)
 
 
 def average_frames(
@@ -165,6 +158,14 @@ def average_frames(
     warped = torch.empty((h, w), device=device, dtype=torch.float32)
     scratch = torch.empty((h, w), dtype=torch.float32) if use_kernels else None
     spectrum = torch.empty(shape_c, device=device, dtype=torch.complex64)
+    if dose_weighted:
+        # Warp's weight exp(B_f k²/4) is Gaussian in |k|: the 2D weight is the outer product of the axis weights
+        def axis_weights(k_cycles_per_px: torch.Tensor) -> torch.Tensor:  # (n_used, n)
+            return dose_weights_bfactor(
+                k_cycles_per_px.abs() / pixel_size_a, len(used), exposure_per_frame_e_per_a2, first_frame_index=first
+            )
+
+        axis_weights_y, axis_weights_x = axis_weights(ky), axis_weights(kx)
     n_warps = 0
     for done, f in enumerate(used, start=1):
         field = model.displacement_field_a_yx(f, field_grid_yx).to(device) / pixel_size_a  # (2, gy, gx) px
@@ -189,12 +190,7 @@ def average_frames(
             raise_non_finite(frames, "average_frames")
         ramp_y = torch.polar(unit_y, 2 * torch.pi * ky * const[0])  # exp(+2πi k·c)
         ramp_x = torch.polar(unit_x, 2 * torch.pi * kx * const[1])
-        if dose_weighted:
-            dose_before = exposure_per_frame_e_per_a2 * (f + 0.5)
-            wy = _axis_dose_weights(h, pixel_size_a, dose_before, rfft=False, device=device)
-            wx = _axis_dose_weights(w, pixel_size_a, dose_before, rfft=True, device=device)
-        else:
-            wy, wx = unit_y, unit_x
+        wy, wx = (axis_weights_y[done - 1], axis_weights_x[done - 1]) if dose_weighted else (unit_y, unit_x)
         targets = [("main", "nodw" if "nodw" in acc else None)]
         if halves:
             targets.append(("odd" if f % 2 else "even", None))
