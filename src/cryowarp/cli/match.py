@@ -208,6 +208,20 @@ def _write_outputs(
     return {"star": str(star), "n": len(picked), "png": str(png) if png else None}
 
 
+def _read_searched(path: Path, ndim: int, pixel_size_a: float | None):
+    """The micrograph (2-D) or tomogram (3-D) to search and its pixel size (the option, else the header)."""
+    from cryowarp.io.mrc import read_mrc
+
+    kind, unit = ("micrograph", "pixel") if ndim == 2 else ("tomogram", "voxel")
+    data, header_px = read_mrc(path, as_tensor=True)
+    if data.ndim != ndim:
+        raise typer.BadParameter(f"{path}: expected a {ndim}-D {kind}, found shape {tuple(data.shape)}")
+    pixel = pixel_size_a or header_px
+    if not pixel:
+        raise typer.BadParameter(f"{path}: no {unit} size in the header; give --pixel-size")
+    return data, pixel
+
+
 def match2d(
     micrograph: Path = typer.Argument(..., exists=True, dir_okay=False, help="Micrograph MRC (aligned average)."),
     template: Path = typer.Option(
@@ -237,15 +251,9 @@ def match2d(
 ) -> None:
     """Find a 3-D reference in a micrograph (warp-facts.md §4.2)."""
     from cryowarp.device import resolve_device
-    from cryowarp.io.mrc import read_mrc
     from cryowarp.templates import CTFParameters, Match2DSettings, match_template_2d
 
-    image, header_px = read_mrc(micrograph, as_tensor=True)
-    if image.ndim != 2:
-        raise typer.BadParameter(f"{micrograph}: expected a 2-D micrograph, found shape {tuple(image.shape)}")
-    pixel = pixel_size_a or header_px
-    if not pixel:
-        raise typer.BadParameter(f"{micrograph}: no pixel size in the header; give --pixel-size")
+    image, pixel = _read_searched(micrograph, 2, pixel_size_a)
     params: dict[str, float] = load_ctf_parameters(ctf, micrograph) if ctf is not None else {}
     if defocus_um is not None:
         params["defocus_um"] = defocus_um
@@ -318,16 +326,10 @@ def match3d(
     import functools
 
     from cryowarp.device import resolve_device
-    from cryowarp.io.mrc import read_mrc
     from cryowarp.templates import Match3DSettings, match_template_3d
     from cryowarp.tomo import ctf_weight_3d, tilt_matrices
 
-    volume, header_px = read_mrc(tomogram, as_tensor=True)
-    if volume.ndim != 3:
-        raise typer.BadParameter(f"{tomogram}: expected a 3-D tomogram, found shape {tuple(volume.shape)}")
-    pixel = pixel_size_a or header_px
-    if not pixel:
-        raise typer.BadParameter(f"{tomogram}: no voxel size in the header; give --pixel-size")
+    volume, pixel = _read_searched(tomogram, 3, pixel_size_a)
     dev = resolve_device(device)
     mats = tilt_matrices(_parse_tilts(tilt_angles), tilt_axis_deg)
     weight = functools.partial(ctf_weight_3d, pixel_size_a=pixel, matrices=mats, defocus_um=defocus_um, device=dev)
