@@ -11,6 +11,7 @@ import torch
 
 from cryowarp.base.fourier import fourier_rescale_2d
 from cryowarp.base.optics import ctf_2d, dose_weights_bfactor
+from cryowarp.export import _kernels
 from cryowarp.export.settings import ExportSettings
 
 __all__ = ["ParticleStack", "extract_particles_2d", "normalize_outside_radius", "extraction_box_px"]
@@ -123,16 +124,60 @@ def normalize_outside_radius(images: torch.Tensor, radius_px: float) -> torch.Te
             f"particle radius {radius_px:.1f} px leaves {n_out} pixels outside it in a {box}-px box; "
             f"expected at least 3 — use a larger box or a smaller diameter"
         )
-    design = torch.stack([torch.ones_like(xx[outside]), xx[outside], yy[outside]], dim=-1)  # (m, 3)
-    values = images[:, outside]  # (n, m)
-    coef = torch.linalg.lstsq(design[None].expand(images.shape[0], -1, -1), values[..., None]).solution[
-        ..., 0
-    ]
-    plane = coef[:, 0, None, None] + coef[:, 1, None, None] * xx + coef[:, 2, None, None] * yy
-    flat = images - plane
-    ring = flat[:, outside]
-    std = ring.std(dim=-1, unbiased=False).clamp_min(1e-12)
-    return (flat - ring.mean(dim=-1)[:, None, None]) / std[:, None, None]
+    # Masked least squares as matrix products over the whole box (no boolean gathers): the design
+    # rows (1, x, y) are zero inside the radius, so one (box², 3) matrix gives every particle's fit.
+    mask = outside.reshape(-1).to(images.dtype)
+    design = torch.stack([mask, xx.reshape(-1) * mask, yy.reshape(-1) * mask], dim=-1)  # (box², 3)
+    design64 = design.double()
+    solve = (design64 @ torch.linalg.inv(design64.T @ design64)).to(images.dtype)  # (box², 3)
+    flat_images = images.reshape(images.shape[0], -1)
+    coef = flat_images @ solve  # (n, 3)
+    plane = coef @ torch.stack([torch.ones_like(mask), xx.reshape(-1), yy.reshape(-1)])  # (n, box²)
+    flat = flat_images - plane
+    mean = (flat @ mask) / n_out  # zero up to rounding: the plane's constant term absorbs it
+    var = ((flat * flat) @ mask) / n_out - mean**2
+    std = var.clamp_min(1e-24).sqrt()
+    return ((flat - mean[:, None]) / std[:, None]).reshape(images.shape)
+
+
+def _separable_dose_weights(
+    ky: torch.Tensor,
+    kx: torch.Tensor,
+    n_frames: int,
+    first_frame_index: int,
+    pixel_size_a: float,
+    exposure_per_frame_e_per_a2: float,
+    settings: ExportSettings,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-axis frame weights and the per-frequency normalisation of Warp's export dose weighting.
+
+    W_f(k) = exp(B_f |k|²/4) is a product of a ky and a kx factor, so each frame's weight (and its
+    phase ramp) can be applied as two 1-D vectors; Σ_f W_f(k) = 1 is restored by ``scale``. The
+    factors are taken relative to the first used frame (computed in float64, so they never
+    underflow), which leaves Σ_f ≥ 1.
+
+    Returns
+    -------
+    weight_y : `(f, ky)`, weight_x : `(f, kx)`, scale : `(ky, kx)` = 1 / Σ_f weight_y·weight_x.
+    """
+    if not settings.dose_weighted:
+        ones_y = torch.ones((n_frames, len(ky)), dtype=ky.dtype, device=ky.device)
+        ones_x = torch.ones((n_frames, len(kx)), dtype=kx.dtype, device=kx.device)
+        return ones_y, ones_x, torch.full((len(ky), len(kx)), 1.0 / n_frames, dtype=ky.dtype, device=ky.device)
+
+    def axis(k: torch.Tensor) -> torch.Tensor:
+        w = dose_weights_bfactor(
+            k.double().abs() / pixel_size_a,
+            n_frames,
+            exposure_per_frame_e_per_a2,
+            bfactor_per_e_a2=settings.bfactor_per_e_a2,
+            first_frame_index=first_frame_index,
+        )
+        return w / w[:1]
+
+    wy, wx = axis(ky), axis(kx)
+    scale = 1.0 / torch.einsum("fy,fx->yx", wy, wx)
+    return wy.to(ky.dtype), wx.to(kx.dtype), scale.to(ky.dtype)
 
 
 def extract_particles_2d(
@@ -212,21 +257,11 @@ def extract_particles_2d(
 
     frame_ids = torch.arange(first, last, device=device)
     f_used = len(frame_ids)
-    # dose weights on the cut box's rfft grid, (f_used, cut, cut//2+1)
-    ky = torch.fft.fftfreq(cut, device=device, dtype=dtype)
+    ky = torch.fft.fftfreq(cut, device=device, dtype=dtype)  # cycles / px
     kx = torch.fft.rfftfreq(cut, device=device, dtype=dtype)
-    freq_per_a = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) / pixel_size_a
-    if settings.dose_weighted:
-        weights = dose_weights_bfactor(
-            freq_per_a,
-            f_used,
-            exposure_per_frame_e_per_a2,
-            bfactor_per_e_a2=settings.bfactor_per_e_a2,
-            first_frame_index=first,
-            normalize=True,
-        )
-    else:
-        weights = torch.full((f_used, *freq_per_a.shape), 1.0 / f_used, device=device, dtype=dtype)
+    weight_y, weight_x, scale = _separable_dose_weights(
+        ky, kx, f_used, first, pixel_size_a, exposure_per_frame_e_per_a2, settings
+    )
 
     if ctf_model is not None:
         u_um, v_um = ctf_model.local_defocus_uv_um(coords_px_xy.cpu())
@@ -236,6 +271,10 @@ def extract_particles_2d(
         u_um = v_um = None
         angle_deg = phase_deg = 0.0
 
+    use_kernels = device.type == "cpu"  # fused numba loops on CPU, plain torch on GPUs
+    frames_np = frames.contiguous().numpy() if use_kernels and frames.dtype == dtype else None
+    if use_kernels and frames_np is None:
+        frames_np = frames.to(dtype).contiguous().numpy()
     offsets = torch.arange(cut, device=device) - cut // 2
     images = torch.empty((n, out_box, out_box), device=device, dtype=dtype)
     radius_px = settings.particle_diameter_a / 2.0 / out_pixel_size_a
@@ -252,22 +291,29 @@ def extract_particles_2d(
             position = centre_yx[:, None, :].expand(b, f_used, 2)
         origin = torch.round(position)
         residual = position - origin  # the particle sits at box centre + residual
-        iy = (origin[..., 0, None].long() + offsets).clamp(0, h - 1)  # (b, f, cut)
-        ix = (origin[..., 1, None].long() + offsets).clamp(0, w - 1)
-        patches = frames[
-            frame_ids[None, :, None, None], iy[..., :, None], ix[..., None, :]
-        ]  # (b, f, cut, cut)
-        spectra = torch.fft.rfft2(patches.to(dtype))
-        # shift by −residual: exp(+2πi k·r)
-        ramp = torch.exp(
-            2j
-            * math.pi
-            * (
-                ky[None, None, :, None] * residual[..., 0, None, None]
-                + kx[None, None, None, :] * residual[..., 1, None, None]
+        # shift by −residual: exp(+2πi k·r), one factor per axis, times that axis's dose weight
+        factor_y = weight_y * torch.exp(2j * math.pi * ky * residual[..., 0, None])  # (b, f, cut)
+        factor_x = weight_x * torch.exp(2j * math.pi * kx * residual[..., 1, None])  # (b, f, cut//2+1)
+        if use_kernels:
+            patches = torch.empty((b, f_used, cut, cut), dtype=dtype)
+            _kernels.cut_boxes(frames_np, frame_ids.numpy(), origin.long().numpy(), patches.numpy())
+            spectra = torch.fft.rfft2(patches)
+            del patches
+            summed = torch.empty((b, cut, cut // 2 + 1), dtype=torch.complex64)
+            _kernels.weighted_frame_sum(
+                spectra.numpy(),
+                factor_y.to(torch.complex64).numpy(),
+                factor_x.to(torch.complex64).numpy(),
+                scale.numpy(),
+                summed.numpy(),
             )
-        )
-        summed = (spectra * ramp * weights[None]).sum(dim=1)  # (b, cut, cut//2+1)
+            del spectra
+        else:
+            iy = (origin[..., 0, None].long() + offsets).clamp(0, h - 1)  # (b, f, cut)
+            ix = (origin[..., 1, None].long() + offsets).clamp(0, w - 1)
+            patches = frames[frame_ids[None, :, None, None], iy[..., :, None], ix[..., None, :]]
+            spectra = torch.fft.rfft2(patches.to(dtype))
+            summed = (spectra * factor_y[..., :, None] * factor_x[..., None, :]).sum(dim=1) * scale
         if settings.flip_phases:
             mean_um = 0.5 * (u_um[start:stop] + v_um[start:stop])
             delta_um = u_um[start:stop] - v_um[start:stop]
@@ -291,11 +337,11 @@ def extract_particles_2d(
             real = fourier_rescale_2d(real, (out_box, out_box))
         if settings.invert:
             real = -real
-        if settings.normalize:
-            real = normalize_outside_radius(real, radius_px)
         images[start:stop] = real
         if progress is not None:
             progress(stop, n)
+    if settings.normalize:
+        images = normalize_outside_radius(images, radius_px)
     return ParticleStack(
         images=images,
         coords_px_xy=coords_px_xy,
