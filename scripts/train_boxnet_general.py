@@ -125,6 +125,20 @@ def main() -> None:
         default=None,
         help="cache of the prepared examples: loaded if it exists, else written after preparing",
     )
+    ap.add_argument(
+        "--crowded",
+        type=int,
+        default=0,
+        help="extra crowded synthetic micrographs per kind (neighbours 0.6-0.9 D apart, 2x density; "
+        "seeds 1000 k + 500 + i), generated after loading --corpus",
+    )
+    ap.add_argument(
+        "--small-contam",
+        type=int,
+        default=0,
+        help="extra synthetic micrographs per kind with particle-sized dark ice crystals (artefacts; seeds "
+        "1000 k + 700 + i), generated after loading --corpus",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="prepare (and cache) the examples, then stop")
     ap.add_argument(
         "--export-corpus",
@@ -167,6 +181,14 @@ def main() -> None:
                 seen.add(ex.name)
                 write_example_tiff(args.export_corpus / f"{ex.name}.tif", ex)
         print(f"wrote {len(seen)} example TIFFs to {args.export_corpus}")
+    if args.crowded:
+        n_before = len(examples)
+        examples += crowded_examples(args.crowded, t0)
+        n_synth += len(examples) - n_before
+    if args.small_contam:
+        n_before = len(examples)
+        examples += small_contaminant_examples(args.small_contam, t0)
+        n_synth += len(examples) - n_before
     assert_no_test_images(examples, args.cryoppp)
     if args.real_share is not None:
         examples = reweight_real(examples, args.real_share)
@@ -201,6 +223,38 @@ def prepare(args, t0):
         f"{n_synth} synthetic + {n_sim} sim + {n_real} CryoPPP train micrographs prepared in {t_data:.0f} s"
     )
     return examples, n_synth, n_sim, n_real, t_data
+
+
+def crowded_examples(per_kind: int, t0: float) -> list:
+    """``per_kind`` crowded synthetic micrographs of each training kind (real data sets are often
+    packed with neighbours closer than the particle diameter; the base corpus never is)."""
+    out = []
+    for k, kind in enumerate(TRAIN_KINDS):
+        for i in range(per_kind):
+            m = synth_micrograph(kind, seed=1000 * k + 500 + i, min_sep_frac=(0.6, 0.9), density_scale=2.0)
+            out.append(
+                make_training_example(
+                    m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{kind}_crowded_{i}"
+                )
+            )
+    print(f"{len(out)} crowded synthetic micrographs, {time.time() - t0:.0f} s", flush=True)
+    return out
+
+
+def small_contaminant_examples(per_kind: int, t0: float) -> list:
+    """``per_kind`` synthetic micrographs of each training kind with 3-15 particle-sized dark ice crystals
+    labelled as artefacts (real micrographs have them; the base corpus's contamination is 150-700 Å)."""
+    out = []
+    for k, kind in enumerate(TRAIN_KINDS):
+        for i in range(per_kind):
+            m = synth_micrograph(kind, seed=1000 * k + 700 + i, small_contaminants=True)
+            out.append(
+                make_training_example(
+                    m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{kind}_smallcontam_{i}"
+                )
+            )
+    print(f"{len(out)} synthetic micrographs with small contaminants, {time.time() - t0:.0f} s", flush=True)
+    return out
 
 
 def reweight_real(examples: list, share: float) -> list:
@@ -258,7 +312,10 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
     print(f"trained {n_it} iterations in {t_train:.0f} s; balanced pixel accuracy {acc:.3f}")
     meta = {
         "command": " ".join(sys.argv),
-        "data": f"{n_synth} synthetic micrographs ({len(TRAIN_KINDS)} kinds x {args.per_kind}), {n_sim} sim, "
+        "data": f"{n_synth} synthetic micrographs ({len(TRAIN_KINDS)} kinds x {args.per_kind}"
+        + (f" + {args.crowded} crowded" if args.crowded else "")
+        + (f" + {args.small_contam} with small contaminants" if args.small_contam else "")
+        + f"), {n_sim} sim, "
         f"{n_real} CryoPPP train"
         + (f" (share {args.real_share})" if args.real_share is not None else "")
         + (f"; fine-tuned from {args.init.name}" if args.init is not None else ""),

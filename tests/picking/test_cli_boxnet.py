@@ -76,7 +76,8 @@ def test_pick_writes_relion_star_mask_and_png(tmp_path, tiny_model):
     # (pixel size from the MRC header)
     model = boxnet_from_state(torch.load(tiny_model, weights_only=True))
     image = torch.from_numpy(np.asarray(__import__("mrcfile").read(mic), dtype=np.float32))
-    picks = pick_particles(image, 4.0, model, PickSettings(particle_diameter_a=120.0, threshold=0.0))
+    settings = PickSettings(particle_diameter_a=120.0, threshold=0.0, relative_threshold=None)
+    picks = pick_particles(image, 4.0, model, settings)
     np.testing.assert_allclose(
         table[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), picks.coords_px_xy.numpy(), atol=1e-4
     )

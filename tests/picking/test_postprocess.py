@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from cryowarp.picking import clean_mask, find_particles
+from cryowarp.picking import clean_mask, find_particles, match_picks
+from cryowarp.picking.postprocess import blob_prior
 
 # D = 160 Å at 8 Å/px: D/px = 20 px; peak radius round(20/4) = 5; border round(0.8·20) = 16;
 # overlap distance 20/1.5 = 13.3 px; mask distance floor((80 + d_min)/8) px.
@@ -185,3 +187,68 @@ def test_mask_threshold_masks_by_artefact_probability():
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="method must be 'warp' or 'smoothed'"):
         find_particles(_probs(), particle_diameter_a=D_A, method="blob")
+
+
+# ---- ours: dark-blob (LoG) prior and per-micrograph relative threshold ----
+
+
+def _blob_image(centres_yx, h: int = 96, w: int = 96, amplitude: float = -2.0, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.randn(h, w, generator=gen)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    for cy, cx in centres_yx:
+        img += amplitude * (((yy - cy) ** 2 + (xx - cx) ** 2) <= 8.0**2).float()  # disc of D = 16 px
+    return img
+
+
+def test_blob_prior_is_a_robust_z_score_positive_on_dark_discs():
+    img = _blob_image([(48, 48)]).numpy()
+    z = blob_prior(img, d_px=20.0, sigma_frac=0.8)
+    assert z.shape == img.shape
+    iy, ix = divmod(int(z.argmax()), z.shape[1])
+    assert abs(iy - 48) <= 1 and abs(ix - 48) <= 1
+    assert z[48, 48] > 8  # far above the noise (z ~ N(0, 1) away from the disc)
+    assert abs(float(np.median(z))) < 1e-9
+    # a bright disc is not a particle in cryo contrast
+    assert blob_prior(-img, d_px=20.0)[48, 48] < -8
+    # invariant to the image's offset and scale
+    np.testing.assert_allclose(blob_prior(3.0 * img + 7.0, d_px=20.0), z, atol=1e-6)
+
+
+def test_blob_prior_finds_particles_the_network_missed():
+    p = _probs()  # the network sees only background
+    img = _blob_image([(30, 30), (30, 66), (66, 48)])
+    assert len(find_particles(p, particle_diameter_a=D_A, threshold=0.3, method="smoothed").scores) == 0
+    cand = find_particles(
+        p, particle_diameter_a=D_A, threshold=0.3, method="smoothed", border_frac=0.5, image_8a=img, blob_weight=1.0
+    )
+    assert cand.coords_px_xy.shape == (3, 2)
+    truth_xy = torch.tensor([[30.0, 30.0], [66.0, 30.0], [48.0, 66.0]])
+    assert match_picks(cand.coords_px_xy, truth_xy, radius_px=1.5).n_matched == 3  # noise: ≤ 1 px off
+    assert bool((cand.scores > 0.3).all())  # figure of merit = the combined score, may exceed 1
+    with pytest.raises(ValueError, match="blob_weight > 0 needs image_8a"):
+        find_particles(p, particle_diameter_a=D_A, method="smoothed", blob_weight=1.0)
+    with pytest.raises(ValueError, match="does not match the probabilities"):
+        find_particles(p, particle_diameter_a=D_A, method="smoothed", image_8a=img[:-2], blob_weight=1.0)
+
+
+def test_relative_threshold_is_min_of_threshold_and_alpha_times_quantile():
+    # a micrograph on which the network is uniformly unsure: all particles at p = 0.2
+    centres = [(20 + 25 * i, 20 + 25 * j) for i in range(4) for j in range(4)]
+    p = _probs(128, 128)
+    for cy, cx in centres:
+        _disc(p, cy, cx, 2.5, 0.2)
+    kw = dict(particle_diameter_a=D_A, method="smoothed", border_frac=0.5)
+    assert len(find_particles(p, threshold=0.35, **kw).scores) == 0
+    rel = find_particles(p, threshold=0.35, relative_threshold=0.3, relative_quantile=97.0, **kw)
+    assert len(rel.scores) == len(centres)
+    # confident particles plus one weak blob: the threshold stays at min(0.35, 0.3 × ~1) = 0.3
+    p = _probs(128, 128)
+    for cy, cx in centres[:-1]:
+        _disc(p, cy, cx, 2.5, 1.0)
+    _disc(p, *centres[-1], 2.5, 0.2)
+    rel = find_particles(p, threshold=0.35, relative_threshold=0.3, **kw)
+    assert len(rel.scores) == len(centres) - 1
+    # the cap: with a low threshold the relative part cannot raise it
+    low = find_particles(p, threshold=0.1, relative_threshold=0.9, **kw)
+    assert len(low.scores) == len(centres)

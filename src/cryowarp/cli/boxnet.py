@@ -154,7 +154,10 @@ def pick_command(
     pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å/px (default: from the MRC header)"),
     diameter: float = typer.Option(200.0, "--diameter", help="particle diameter in Å (Warp GUI default 200)"),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="minimum particle score (default: PickSettings, calibrated; see docs/boxnet.md)"
+        None,
+        "--threshold",
+        help="fixed minimum particle score (default: the calibrated per-micrograph threshold of PickSettings; "
+        "see docs/boxnet.md)",
     ),
     min_mask_distance: float = typer.Option(0.0, "--min-mask-distance", help="extra distance to the mask, Å"),
     invert: bool = typer.Option(False, "--invert", help="negative stain: invert contrast"),
@@ -176,7 +179,8 @@ def pick_command(
         particle_diameter_a=diameter,
         minimum_mask_distance_a=min_mask_distance,
         invert_contrast=invert,
-        **({} if threshold is None else {"threshold": threshold}),
+        # a user's threshold is a fixed one, not a cap on the per-micrograph threshold
+        **({} if threshold is None else {"threshold": threshold, "relative_threshold": None}),
     )
     net = _load_model(model, dev)
     output.mkdir(parents=True, exist_ok=True)

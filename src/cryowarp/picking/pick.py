@@ -25,11 +25,12 @@ class PickSettings(BaseModel):
 
     particle_diameter_a: float = Field(200.0, gt=0, description="expected diameter D in Å (Warp GUI 200)")
     threshold: float = Field(
-        0.35,
+        0.8,
         ge=0,
         le=1,
-        description="min particle score: smoothed score (ours 0.35, calibrated) or, for peak_method='warp', "
-        "the probability (WarpTools 0.5, GUI 0.95)",
+        description="min particle score: smoothed score (ours 0.8, calibrated; with relative_threshold the "
+        "per-micrograph threshold is min(this, relative_threshold × q)) or, for peak_method='warp', the "
+        "probability (WarpTools 0.5, GUI 0.95)",
     )
     minimum_mask_distance_a: float = Field(0.0, ge=0, description="extra distance to the mask in Å (Warp 0)")
     mask_min_component_px: int = Field(
@@ -42,6 +43,22 @@ class PickSettings(BaseModel):
         "smoothed", description="'smoothed' (ours, calibrated) or 'warp' (argmax-gated components, §3.5)"
     )
     smooth_sigma_frac: float = Field(0.25, gt=0, description="'smoothed': Gaussian s.d. as a fraction of D")
+    blob_weight: float = Field(
+        1.0,
+        ge=0,
+        description="'smoothed': weight w of the dark-blob (LoG) prior, score = smoothed p1 + w·z/10 "
+        "(ours 1.0, calibrated; 0 = off)",
+    )
+    blob_sigma_frac: float = Field(
+        0.8, gt=0, description="'smoothed': LoG tuned to a disc of diameter this × D (ours 0.8, calibrated)"
+    )
+    relative_threshold: float | None = Field(
+        0.3,
+        gt=0,
+        description="'smoothed': per-micrograph threshold min(threshold, this × q), q = relative_quantile "
+        "percentile of the micrograph's candidate peak scores (ours 0.3, calibrated; None = fixed threshold)",
+    )
+    relative_quantile: float = Field(97.0, gt=0, le=100, description="percentile q for relative_threshold")
     border_frac: float = Field(0.5, ge=0, description="no picks closer than this × D to the edge (Warp 0.8)")
     highpass_a: float = Field(500.0, gt=0, description="high-pass cut-off in Å before normalising")
     invert_contrast: bool = Field(False, description="multiply by −1 (negative stain); cryo: False")
@@ -62,7 +79,8 @@ class Picks:
         `(n, 2)` particle centres (x, y) in pixels of the input micrograph (RELION's
         rlnCoordinateX/Y).
     scores : torch.Tensor
-        `(n,)` score at each centre (rlnAutopickFigureOfMerit): smoothed score, or the probability for peak_method="warp".
+        `(n,)` score at each centre (rlnAutopickFigureOfMerit): smoothed score + blob prior (≥ 0, can
+        exceed 1), or the probability for peak_method="warp".
     mask_8a : torch.Tensor
         `(h', w')` bool artefact mask at BoxNet's (about) 8 Å/px.
     mask_percentage : float
@@ -192,6 +210,11 @@ def pick_particles(
         smooth_sigma_frac=settings.smooth_sigma_frac,
         border_frac=settings.border_frac,
         mask_threshold=settings.mask_threshold,
+        image_8a=x8,
+        blob_weight=settings.blob_weight if settings.peak_method == "smoothed" else 0.0,
+        blob_sigma_frac=settings.blob_sigma_frac,
+        relative_threshold=settings.relative_threshold if settings.peak_method == "smoothed" else None,
+        relative_quantile=settings.relative_quantile,
     )
     scale = torch.tensor(scale_xy, device=cand.coords_px_xy.device, dtype=torch.float32)
     coords = cand.coords_px_xy * scale

@@ -84,6 +84,21 @@ def smoothed_particle_score(p1: np.ndarray, d_px: float, sigma_frac: float) -> n
     return ndimage.gaussian_filter(p1.astype(np.float64), sigma, mode="nearest") / max(ref, 1e-12)
 
 
+def blob_prior(image_8a: np.ndarray, d_px: float, sigma_frac: float = 0.8) -> np.ndarray:
+    """Dark-blob response of the network input: robust z-score of σ²·∇²(G_σ * image).
+
+    σ = ``sigma_frac``·D/(2√2) (a Laplacian of Gaussian tuned to a disc of radius ``sigma_frac``·D/2,
+    as in RELION's LoG picker); positive on dark blobs (cryo contrast). The z-score uses the median
+    and 1.4826 × the median absolute deviation of the whole map, so it is comparable between
+    micrographs of any contrast or noise level.
+    """
+    sigma = max(sigma_frac * d_px / (2 * np.sqrt(2)), 0.7)
+    lap = sigma * sigma * ndimage.gaussian_laplace(np.asarray(image_8a, dtype=np.float64), sigma, mode="nearest")
+    med = float(np.median(lap))
+    mad = 1.4826 * float(np.median(np.abs(lap - med)))
+    return (lap - med) / max(mad, 1e-12)
+
+
 
 def _disc_local_maxima(values: np.ndarray, radius_px: int, border_px: int) -> np.ndarray:
     """Pixels that are the maximum of the disc of ``radius_px`` around them (and > 1e-6), none within
@@ -110,6 +125,11 @@ def find_particles(
     smooth_sigma_frac: float = 0.2,
     border_frac: float = 0.8,
     mask_threshold: float | None = None,
+    image_8a: torch.Tensor | None = None,
+    blob_weight: float = 0.0,
+    blob_sigma_frac: float = 0.8,
+    relative_threshold: float | None = None,
+    relative_quantile: float = 97.0,
 ) -> PickCandidates:
     """Turn a `(3, h, w)` softmax map into picks (warp-facts.md §3.5) and an artefact mask.
 
@@ -135,6 +155,14 @@ def find_particles(
     particle blobs are fragmented and often below the argmax gate; smoothing integrates them
     (docs/boxnet.md, "Post-processing on real data").
 
+    Two further options of ``method="smoothed"`` (ours, both on in :class:`PickSettings`):
+    ``blob_weight`` w > 0 adds a dark-blob prior computed on ``image_8a`` (the network input):
+    score = smoothed p₁ + w·z/10 with z from :func:`blob_prior`; ``relative_threshold`` α sets a
+    per-micrograph threshold min(``threshold``, α·q) where q is the ``relative_quantile`` percentile of
+    the scores of all candidate peaks (local maxima off the border and the mask) of this micrograph, so
+    micrographs on which the network is uniformly unsure still get picks. With either option the
+    figure of merit is the score clipped to ≥ 0 (it can exceed 1).
+
     ``border_frac`` = 0.8 is Warp's border. ``mask_threshold`` = None is Warp's artefact rule (argmax = 2);
     a number masks pixels whose artefact probability p₂ is ≥ it instead (ours: 0.7, see
     :class:`PickSettings`), before the small-component removal.
@@ -157,6 +185,12 @@ def find_particles(
         raise ValueError(f"particle_diameter_a must be > 0 Å, found {particle_diameter_a}")
     if method not in ("warp", "smoothed"):
         raise ValueError(f"method must be 'warp' or 'smoothed', found {method!r}")
+    if blob_weight > 0 and image_8a is None:
+        raise ValueError("blob_weight > 0 needs image_8a (the network input at the map's pixel size)")
+    if image_8a is not None and tuple(image_8a.shape[-2:]) != tuple(probabilities.shape[-2:]):
+        raise ValueError(
+            f"image_8a {tuple(image_8a.shape)} does not match the probabilities {tuple(probabilities.shape)}"
+        )
     device = probabilities.device
     probs = probabilities.detach().float().cpu()
     h, w = probs.shape[-2:]
@@ -174,6 +208,11 @@ def find_particles(
             pixel_size_a=pixel_size_a,
             smooth_sigma_frac=smooth_sigma_frac,
             border_frac=border_frac,
+            image_8a=None if image_8a is None or blob_weight <= 0 else image_8a.detach().float().cpu().numpy(),
+            blob_weight=blob_weight,
+            blob_sigma_frac=blob_sigma_frac,
+            relative_threshold=relative_threshold,
+            relative_quantile=relative_quantile,
         ).to(device)
     particle = torch.where((argmax == 1) & (p1 >= threshold), p1, torch.zeros_like(p1)).numpy()
     mask = clean_mask(raw_mask, mask_min_component_px).numpy()
@@ -251,22 +290,35 @@ def _find_smoothed(
     pixel_size_a: float,
     smooth_sigma_frac: float,
     border_frac: float,
+    image_8a: np.ndarray | None = None,
+    blob_weight: float = 0.0,
+    blob_sigma_frac: float = 0.8,
+    relative_threshold: float | None = None,
+    relative_quantile: float = 97.0,
 ) -> PickCandidates:
     """``find_particles(method="smoothed")`` on CPU tensors."""
     mask = clean_mask(raw_mask, mask_min_component_px).numpy()
     d_px = particle_diameter_a / pixel_size_a
     score = smoothed_particle_score(probs[1].numpy(), d_px, smooth_sigma_frac)
+    plain = image_8a is None and relative_threshold is None
+    if image_8a is not None:
+        score = score + blob_weight * blob_prior(image_8a, d_px, blob_sigma_frac) / 10.0
     min_sep = d_px / 1.5
     peaks = _disc_local_maxima(score, max(int(round(min_sep / 2)), 1), int(round(border_frac * d_px)))
-    peaks &= score >= threshold
+    peaks &= score > 1e-6
     yx = np.argwhere(peaks).astype(np.float64).reshape(-1, 2)
     values = score[peaks]
     keep = _mask_distance_keep(
         mask, yx, np.floor((particle_diameter_a / 2 + minimum_mask_distance_a) / pixel_size_a)
     )
     yx, values = yx[keep], values[keep]
+    # greedy suppression before the threshold (equivalent: a peak is only suppressed by higher ones);
+    # the relative threshold is taken over the surviving candidates
     kept = _greedy_nms(yx, values, min_sep)
-    kept = sorted(kept.tolist(), key=lambda i: (yx[i, 0], yx[i, 1]))
+    yx, values = yx[kept].reshape(-1, 2), values[kept]
+    if relative_threshold is not None and len(values):
+        threshold = min(threshold, relative_threshold * float(np.percentile(values, relative_quantile)))
+    kept = sorted(np.flatnonzero(values >= threshold).tolist(), key=lambda i: (yx[i, 0], yx[i, 1]))
     yx, values = yx[kept].reshape(-1, 2), values[kept]
     components, _ = ndimage.label(score >= max(threshold, 1e-6), structure=_FOUR_CONNECTED)
     sizes = np.bincount(components.ravel())
@@ -274,7 +326,7 @@ def _find_smoothed(
     extents = sizes[components[iy, ix]] if len(yx) else np.zeros(0, dtype=np.int64)
     return PickCandidates(
         torch.from_numpy(yx[:, ::-1].copy()).float(),
-        torch.from_numpy(np.clip(values, 0.0, 1.0)).float(),
+        torch.from_numpy(np.clip(values, 0.0, 1.0 if plain else None)).float(),
         torch.from_numpy(np.asarray(extents, dtype=np.int64)),
         torch.from_numpy(mask),
     )
