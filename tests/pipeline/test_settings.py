@@ -36,7 +36,7 @@ def test_hash_ignores_key_order():
         ({"motion": {"bfactor_a2": -300.0}}, ["motion", "ctf", "pick", "export"]),
         ({"ctf": {"window": 256}}, ["ctf", "export"]),
         ({"ctf": {"voltage_kv": 200.0}}, ["ctf", "export"]),
-        ({"pick": {"threshold": 0.8}}, ["pick", "export"]),
+        ({"pick": {"threshold": 0.6}}, ["pick", "export"]),
         ({"export": {"box_size_px": 256}}, ["export"]),
         ({"filter": {"resolution_max_a": 3.0}}, []),
     ],
