@@ -239,3 +239,35 @@ def test_curved_specimen_is_captured_by_the_grid():
     # the prior shrinks towards the plane: we see ~115 Å against the best plane's ~380 Å
     assert rmse < 0.4 * plane_rmse
     assert rmse < 0.015
+
+
+def test_correlated_patch_noise_is_not_mistaken_for_a_curved_specimen():
+    # 7 × 7 patches with 50 % overlap on a 5 × 5 grid, flat specimen: the patches' own defocus steps are
+    # pure noise, correlated between neighbours as their masks overlap. Modelling that correlation
+    # keeps the plane; treating the steps as independent lets the smooth noise look like a grid.
+    from cryowarp.base.grids import natural_spline_weights_1d
+    from cryowarp.ctf.fit import _grid_prior_width, _plane_basis
+    from cryowarp.ctf.spectra import patch_grid_1d, patch_overlap_correlation
+
+    starts = patch_grid_1d(4096, 1024)
+    centers = torch.tensor([[x + 512.0, y + 512.0] for y in starts for x in starts])
+    corr = patch_overlap_correlation(centers, 1024)
+    u = (centers - 512.0) / (4096 - 1024)
+    w_y, w_x = natural_spline_weights_1d(5, u[:, 1]), natural_spline_weights_1d(5, u[:, 0])
+    weights = (w_y[:, :, None] * w_x[:, None, :]).reshape(49, 25)
+    basis = _plane_basis(1, 5, 5, torch.device("cpu"))
+    off_plane = torch.eye(25) - basis @ torch.linalg.pinv(basis)
+    chol = torch.linalg.cholesky(corr)
+    gen = torch.Generator().manual_seed(3)
+    curvature = torch.full((49,), 1e4, dtype=torch.float64)  # σ = √(κ/h) = 0.01 µm with κ = 1
+    picked = {"modelled": 0, "ignored": 0}
+    for _ in range(30):
+        noise = [chol @ torch.randn(49, generator=gen, dtype=torch.float64) * 0.01 for _ in range(2)]
+        steps = noise[1]
+        # two halves whose difference has variance 4σ² (so κ = 1), sharing the patches' correlation
+        halves = torch.stack([steps + noise[0], steps - noise[0]])
+        for key, c in (("modelled", corr), ("ignored", None)):
+            weight, choice = _grid_prior_width(steps, curvature, halves, weights.double() @ off_plane.double(), c)
+            picked[key] += choice["tau_um"] > 0
+    assert picked["modelled"] <= 3
+    assert picked["ignored"] > picked["modelled"]

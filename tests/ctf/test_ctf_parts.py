@@ -147,3 +147,30 @@ def test_friedel_completion_equals_the_full_fft_amplitude():
     image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
     completed = _full_amplitude_from_rfft(torch.fft.rfft2(image).abs(), 32)
     torch.testing.assert_close(completed, torch.fft.fft2(image).abs(), atol=1e-4, rtol=1e-5)
+
+
+def test_frame_blocks_sum_frames_before_their_spectrum():
+    frames = torch.rand(6, 128, 128, generator=torch.Generator().manual_seed(1))
+    per_frame = amplitude_spectra(frames, window=32, frames_per_spectrum=1)
+    blocks = amplitude_spectra(frames, window=32, frames_per_spectrum=3)
+    whole = amplitude_spectra(frames, window=32, frames_per_spectrum=6)
+    summed = amplitude_spectra(frames, window=32, use_movie_sum=True)
+    torch.testing.assert_close(whole.spectra, summed.spectra, atol=1e-5, rtol=1e-4)
+    # two blocks of three: the mean of the two blocks' spectra
+    first = amplitude_spectra(frames[:3].sum(0), window=32)
+    second = amplitude_spectra(frames[3:].sum(0), window=32)
+    torch.testing.assert_close(blocks.spectra, (first.spectra + second.spectra) / 2, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(per_frame.spectra, blocks.spectra)
+
+
+def test_overlapping_patches_have_correlated_noise():
+    from cryowarp.ctf.spectra import patch_overlap_correlation
+
+    starts = patch_grid_1d(4096, 1024)
+    centers = torch.tensor([[x + 512.0, y + 512.0] for y in starts for x in starts])
+    corr = patch_overlap_correlation(centers, 1024)
+    assert corr.shape == (49, 49)
+    torch.testing.assert_close(torch.diagonal(corr), torch.ones(49, dtype=torch.float64))
+    assert 0.2 < float(corr[0, 1]) < 0.5 and float(corr[0, 1]) == pytest.approx(float(corr[0, 7]))
+    assert float(corr[0, 8]) < float(corr[0, 1]) and float(corr[0, 2]) == 0.0
+    assert float(torch.linalg.eigvalsh(corr).min()) > 0

@@ -214,6 +214,9 @@ def ctf(
     use_movie_sum: bool = typer.Option(
         False, "--use-sum", help="Movies: spectra of the frame sum, not per frame."
     ),
+    frames_per_spectrum: int = typer.Option(
+        4, "--frames-per-spectrum", help="Movies: frames summed before each spectrum (1 = Warp, per frame)."
+    ),
     at: Path | None = typer.Option(
         None, "--at", help="STAR with rlnCoordinateX/Y: write local CTF per row.", exists=True, dir_okay=False
     ),
@@ -241,6 +244,7 @@ def ctf(
             defocus_min_um=defocus_min_um,
             defocus_max_um=defocus_max_um,
             use_movie_sum=use_movie_sum,
+            frames_per_spectrum=frames_per_spectrum,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -9,7 +9,7 @@ The stages follow warp-facts.md §2.2–2.7:
    the patch values, which initialises the defocus grid;
 4. (ours, for large astigmatism) an exhaustive search over the astigmatism vector on the mean polar
    spectrum rescaled to a common defocus;
-5. L-BFGS with autograd, maximising the summed normalised correlation of simulated |CTF| × envelope
+5. L-BFGS with autograd, maximising the summed normalised correlation of simulated CTF² × envelope
    with every background-subtracted spectrum over all pixels of the fit annulus (ours: Warp samples
    a polar grid). Pass 1 fits a *plane* through the defocus grid (mean defocus and gradient) with the
    astigmatism vector and phase nodes; then (ours) each patch's own defocus step away from that plane
@@ -57,6 +57,7 @@ from cryowarp.ctf.spectra import (
     PatchSpectra,
     amplitude_spectra,
     check_image_input,
+    patch_overlap_correlation,
     polar_angles_rad,
     polar_spectra,
     radial_average_centered,
@@ -177,12 +178,14 @@ def _gradient_is_noise(
     choice: dict,
     plane_um: torch.Tensor,
     coords_xy: torch.Tensor,
+    correlation: torch.Tensor | None = None,
 ) -> bool:
     """Whether the fitted plane's gradient is indistinguishable from zero (BIC, 2 parameters).
 
-    The patches' own defoci (plane + Newton step, noise σ_i² = κ/h_i as in :func:`_grid_prior_width`)
-    are fitted by weighted least squares with and without a gradient; the gradient is kept only if
-    it raises the log-likelihood by more than ln n (½ ln n per parameter).
+    The patches' own defoci (plane + Newton step, noise σ_i² = κ/h_i as in :func:`_grid_prior_width`,
+    correlated between overlapping patches as ``correlation``) are fitted by generalised least squares
+    with and without a gradient; the gradient is kept only if it raises the log-likelihood by more
+    than ln n (½ ln n per parameter).
     """
     kappa = choice.get("noise_scale", 0.0)
     h = curvature.double().cpu()
@@ -191,15 +194,18 @@ def _gradient_is_noise(
     if not (kappa > 0 and math.isfinite(kappa)) or n < 6:
         return False
     values = (plane_um.double().cpu() + steps_um.double().cpu())[usable]
-    weights = h[usable] / kappa
+    sigma = torch.sqrt(kappa / h[usable])
+    corr = torch.eye(n, dtype=torch.float64) if correlation is None else correlation.double().cpu()[usable][:, usable]
+    chol = torch.linalg.cholesky(sigma[:, None] * corr * sigma[None, :])
     xy = coords_xy.double().cpu()[usable] - 0.5
     design = torch.cat([torch.ones(n, 1, dtype=torch.float64), xy], 1)
-    root = weights.sqrt()[:, None]
-    solution = torch.linalg.lstsq(design * root, values[:, None] * root).solution
-    chi2_plane = float((((design @ solution)[:, 0] - values) ** 2 * weights).sum())
-    mean = float((values * weights).sum() / weights.sum())
-    chi2_level = float(((values - mean) ** 2 * weights).sum())
-    return 0.5 * (chi2_level - chi2_plane) < math.log(n)
+    white_design = torch.linalg.solve_triangular(chol, design, upper=False)
+    white_values = torch.linalg.solve_triangular(chol, values[:, None], upper=False)
+    chi2 = []
+    for columns in (3, 1):
+        solution = torch.linalg.lstsq(white_design[:, :columns], white_values).solution
+        chi2.append(float(((white_design[:, :columns] @ solution - white_values) ** 2).sum()))
+    return 0.5 * (chi2[1] - chi2[0]) < math.log(n)
 
 
 def _grid_prior_width(
@@ -207,6 +213,7 @@ def _grid_prior_width(
     curvature: torch.Tensor,
     half_steps_um: torch.Tensor,
     off_plane_weights: torch.Tensor,
+    correlation: torch.Tensor | None = None,
 ) -> tuple[float, dict]:
     """Width τ of the Gaussian prior on the grid's departure from the plane, by empirical Bayes.
 
@@ -214,9 +221,11 @@ def _grid_prior_width(
     Its noise variance is σ_i² = κ / h_i, h_i the curvature of its score; κ is calibrated from the
     disagreement of the steps measured on two disjoint halves of every spectrum's pixels
     (Var(e_A − e_B) = 4 σ², so κ = mean(h (e_A − e_B)² / 4)), which also absorbs the correlation
-    between neighbouring pixels. With node departures v ~ N(0, τ² I) projected off the plane,
-    e ~ N(0, τ² A Aᵀ + diag σ²) (A = spline weights × off-plane projector); τ maximises that
-    marginal likelihood over 0 and a log grid 10 Å – 0.5 µm. Returns the L-BFGS penalty weight
+    between neighbouring pixels. Overlapping patches see partly the same pixels, so their noise
+    correlates (``correlation`` R, :func:`cryowarp.ctf.spectra.patch_overlap_correlation`). With node
+    departures v ~ N(0, τ² I) projected off the plane, e ~ N(0, τ² A Aᵀ + S R S) (S = diag σ,
+    A = spline weights × off-plane projector); τ maximises that marginal likelihood over 0 and a
+    log grid 10 Å – 0.5 µm. Without R, 2 of 12 flat 4096² specimens got a grid. Returns the L-BFGS penalty weight
     κ / (2 τ²) on |off-plane part of the nodes|² (0 if τ = 0: keep the plane) and the numbers.
     """
     e = steps_um.double().cpu()
@@ -231,11 +240,14 @@ def _grid_prior_width(
         return 0.0, {"tau_um": 0.0, "noise_scale": kappa}
     noise = torch.where(usable, kappa / h, torch.full_like(h, 1e6))
     e = torch.where(usable, e, torch.zeros_like(e))
+    corr = torch.eye(len(e), dtype=torch.float64) if correlation is None else correlation.double().cpu().clone()
+    corr = torch.where(usable[:, None] & usable[None, :], corr, torch.eye(len(e), dtype=torch.float64))
+    noise_cov = noise.sqrt()[:, None] * corr * noise.sqrt()[None, :]
     a = off_plane_weights.double().cpu()
     gram = a @ a.T
     best_tau, best_ll, ll_plane = 0.0, None, None
     for tau in [0.0] + torch.logspace(-3, math.log10(0.5), 28).tolist():
-        cov = tau**2 * gram + torch.diag(noise)
+        cov = tau**2 * gram + noise_cov
         chol, info = torch.linalg.cholesky_ex(cov)
         if int(info) != 0:
             continue
@@ -254,11 +266,19 @@ def _grid_prior_width(
 
 
 class _Cost:
-    """Normalised correlation of simulated |CTF| × envelope with every spectrum, pixel by pixel.
+    """Normalised correlation of simulated CTF² × envelope with every spectrum, pixel by pixel.
 
     Ours, not Warp's: Warp resamples the spectra on a polar grid with w/4 angles, which oversamples
     the low-frequency rings and drops about two thirds of the pixels at 4 Å, where the defocus
     information is; here every pixel of the fit annulus (one per Friedel pair) counts once.
+
+    Also ours: the model is CTF², not Warp's |CTF|. The expected amplitude of a pixel is
+    √(N + S·CTF²) ≈ √N + S·CTF²/(2√N) where the signal is weaker than the noise (nearly everywhere
+    in the fit range), i.e. linear in CTF². |sin χ| adds harmonics of the rings that the measured,
+    resampled spectrum does not have and that a point-sampled model aliases when rings are ~3 bins
+    apart (3–4 µm at 4 Å). On 8 white-noise 4096² micrographs at 3–4 µm with U − V = 300–500 Å, CTF²
+    lowered the RMS mean-defocus error from 30 to 19 Å and the RMS angle error from 3.9° to 2.4°; on
+    6 at 0.5–2 µm from 18 to 15 Å (angles 0.5° → 0.9° RMS, all < 2°).
     """
 
     def __init__(
@@ -289,10 +309,10 @@ class _Cost:
         self.alpha = math.atan2(self.amp, self.phase_amp)
 
     def simulate(self, defocus: torch.Tensor, astig: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        """|CTF| × envelope `(s, m)` for per-spectrum defocus `(s,)` (µm) and phase `(s,)` (rad)."""
+        """CTF² × envelope `(s, m)` for per-spectrum defocus `(s,)` (µm) and phase `(s,)` (rad)."""
         local = defocus[:, None] + astig[0] * self.cos2 + astig[1] * self.sin2  # (s, m)
         chi = self.defocus_term * local + (self.cs_term + self.alpha) + phase[:, None]
-        return torch.sin(chi).abs() * self.envelope
+        return torch.sin(chi).pow(2) * self.envelope
 
     def per_spectrum(self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor) -> torch.Tensor:
         simulated = self.simulate(self.weights_defocus @ nodes, astig, self.weights_phase @ phase_nodes_rad)
@@ -324,7 +344,7 @@ class _Cost:
         for offset in (-step_um, 0.0, step_um):
             local = defocus[:, None] + offset + astig[0] * double["cos2"] + astig[1] * double["sin2"]
             chi = double["defocus_term"] * local + double["cs_term"] + self.alpha + phase[:, None]
-            sim = torch.sin(chi).abs() * double["envelope"]
+            sim = torch.sin(chi).pow(2) * double["envelope"]
             scores.append(torch.stack([_weighted_pearson(sim, double["experimental"], m) for m in (None, halves, ~halves)]))
         minus, zero, plus = scores  # (3, s) each
         gradient = (plus - minus) / (2 * step_um)
@@ -401,6 +421,7 @@ def fit_ctf_detailed(
         window=window,
         n_time_groups=n_time,
         use_movie_sum=settings.use_movie_sum,
+        frames_per_spectrum=settings.frames_per_spectrum,
         progress=spectra_fn,
     )
     spectra = patches.spectra  # (t, n, w, w)
@@ -427,6 +448,10 @@ def fit_ctf_detailed(
     w_x = natural_spline_weights_1d(grid_x, coord_x)
     weights_defocus = (w_t[:, :, None, None] * w_y[:, None, :, None] * w_x[:, None, None, :]).reshape(n_spectra, -1)
     weights_phase = w_t
+    # noise correlation of the spectra: overlapping patches of the same time group share pixels
+    noise_correlation = torch.kron(
+        torch.eye(n_time, dtype=torch.float64), patch_overlap_correlation(patches.centers_px_xy, 2 * window)
+    )
 
     # --- 1D: rotational average, background, exhaustive search ------------------------------------
     report("1D search", 0.5)
@@ -660,11 +685,17 @@ def fit_ctf_detailed(
             phase_mean_deg = math.degrees(float(phase_nodes.mean())) % 180.0
             if refinement == 0 and spatial and off_plane.abs().max() > 1e-6:
                 local = cost.local_steps(nodes, astig, phase_nodes, halves)
-                prior_weight, grid_choice = _grid_prior_width(*local, weights_defocus @ off_plane)
+                prior_weight, grid_choice = _grid_prior_width(*local, weights_defocus @ off_plane, noise_correlation)
                 if (
                     prior_weight == 0
                     and grid_t == 1
-                    and _gradient_is_noise(*local, grid_choice, spectrum_defocus, torch.stack([coord_x, coord_y], -1))
+                    and _gradient_is_noise(
+                        *local,
+                        grid_choice,
+                        spectrum_defocus,
+                        torch.stack([coord_x, coord_y], -1),
+                        noise_correlation,
+                    )
                 ):
                     # a level specimen: the fitted gradient is no larger than its own noise, so
                     # keep a single defocus (the plane's value at the centre) for pass 2

@@ -32,6 +32,11 @@ class CTFSettings(BaseModel):
         and of frames. The phase grid is ``1 × 1 × t``.
     use_movie_sum : bool
         For movies: take spectra of the frame sum instead of summing per-frame spectra.
+    frames_per_spectrum : int
+        For movies (ours): consecutive frames summed before each amplitude spectrum; the spectra of
+        these frame blocks are then summed. 1 is Warp's per-frame spectra; the default 4 costs a
+        quarter of the Fourier transforms (a 4096² × 40 movie: 490 instead of 1960 of 1024² px)
+        while motion within 4 frames (typically ≲ 2 Å) barely blurs the 4 Å rings.
     max_iterations : int
         L-BFGS iterations of each 2D refinement pass (Warp caps at 15).
     local_search_um : float
@@ -59,6 +64,7 @@ class CTFSettings(BaseModel):
     phase_step_deg: float = Field(1.8, gt=0)
     grid_xyt: tuple[int, int, int] = (5, 5, 1)
     use_movie_sum: bool = False
+    frames_per_spectrum: int = Field(4, ge=1)
     max_iterations: int = Field(15, ge=1)
     local_search_um: float = Field(0.6, ge=0)
     max_astigmatism_um: float = Field(0.6, ge=0)
