@@ -50,6 +50,19 @@ def test_patterns_hidden_files_and_excluded_gain(tmp_path):
         assert [r.path.name for r in _poll_until(w, 0.8)] == ["a.tif"]
 
 
+def test_gain_is_excluded_when_the_folder_is_reached_through_a_symlink(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.mrc").write_bytes(b"1")
+    (real / "gain.mrc").write_bytes(b"1")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    for folder, gain in ((tmp_path / "link", real / "gain.mrc"), (real, tmp_path / "link" / "gain.mrc")):
+        with FolderWatcher(
+            folder, ("*.mrc",), stable_s=0.2, use_polling=True, poll_interval_s=0.05, exclude=[gain]
+        ) as w:
+            assert [r.path.name for r in _poll_until(w, 0.8)] == ["a.mrc"]
+
+
 def test_changed_file_is_offered_again(tmp_path):
     path = tmp_path / "m.mrc"
     path.write_bytes(b"half")

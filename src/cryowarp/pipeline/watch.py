@@ -88,7 +88,8 @@ class FolderWatcher:
         self.stable_s = stable_s
         self.poll_interval_s = poll_interval_s
         self.give_up_s = give_up_s
-        self.exclude = {os.path.abspath(p) for p in exclude if p}
+        # real paths on both sides: the folder or the gain may be reached through a symlink
+        self.exclude = {os.path.realpath(p) for p in exclude if p}
         self._incubator: dict[
             Path, tuple[tuple[int, float] | None, float, float]
         ] = {}  # sig, since, first seen
@@ -145,7 +146,7 @@ class FolderWatcher:
         return (
             not path.name.startswith(".")
             and any(fnmatch.fnmatch(path.name, p) for p in self.patterns)
-            and os.path.abspath(path) not in self.exclude
+            and os.path.realpath(path) not in self.exclude
         )
 
     def _candidates(self) -> list[Path]:
