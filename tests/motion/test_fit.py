@@ -202,3 +202,52 @@ def test_a_jump_survives_a_global_spline_with_fewer_nodes_than_frames(local_movi
     monkeypatch.setattr(fit_module, "detect_jumps", lambda track, **_: torch.zeros_like(track))
     smeared = error_per_frame(fit_motion(movie.frames, movie.pixel_size_a, movie.exposure_per_frame_e_per_a2, settings))
     assert float(smeared.square().mean().sqrt()) > 3.0 and float(smeared[7:9].max()) > 5.0, smeared
+
+
+def test_small_field_layout_only_below_warps_patch_count():
+    from cryowarp.motion import fit_layout
+
+    warp = MotionSettings()
+    # 4096 px: Warp's 10 × 10 patches of 768 px, grid and band untouched
+    big = fit_layout((4096, 4096), warp)
+    assert not big.small_field and big.patch_size_px == 768 and big.range_high_a == 10.0
+    assert big.local_grid_xy is None
+    # 1536 px: Warp's layout has 3 patches per side; the small-field one 7 of 2·1536/8 = 384 px
+    small = fit_layout((1536, 1536), warp)
+    assert small.small_field and small.patch_size_px == 384 and small.local_grid_xy == (7, 7)
+    assert len(patch_centers_1d(1536, small.patch_size_px)) == 7
+    assert small.range_high_a == 6.0 and small.bfactor_a2 == -150.0
+    # non-square: one node per patch on each axis (x first)
+    assert fit_layout((1536, 2048), warp).local_grid_xy == (10, 7)
+    # too small for 256-px patches, or switched off: Warp's layout
+    assert not fit_layout((768, 768), warp).small_field
+    assert not fit_layout((1536, 1536), MotionSettings(small_field_patches=0)).small_field
+
+
+@pytest.fixture(scope="module")
+def small_field_movie():
+    return make_movie(
+        shape_yx=(1024, 1024), n_frames=12, pixel_size_a=2.0, drift_step_a=1.0, local_amplitude_a=3.0, seed=3
+    )
+
+
+def test_small_field_layout_recovers_local_motion_across_the_whole_frame(small_field_movie):
+    # Warp's 768-px layout sees this 1024-px field as 2 × 2 patches (centres ⅓ of the way in) and fits a
+    # 2 × 2 local grid, a plane extrapolated to the edges; the small-field layout uses 7 × 7 patches of
+    # 256 px. Scored over the whole frame, edges included, where particles are picked too.
+    movie = small_field_movie
+    gen = torch.Generator().manual_seed(0)
+    points = torch.rand(400, 2, generator=gen) * 1023
+    truth = torch.stack([movie.displacement_a_yx(points, f) for f in range(12)], dim=1)
+
+    def error(settings):
+        model = fit_motion(movie.frames, 2.0, 1.0, settings)
+        est = torch.stack([model.displacement_a_yx(points, f) for f in range(12)], dim=1)
+        return float((_centred(est) - _centred(truth)).square().sum(-1).mean().sqrt()), model
+
+    small, model = error(MotionSettings())
+    warp, _ = error(MotionSettings(small_field_patches=0))
+    assert model.patch_centers_px_yx.shape == (49, 2)
+    # measured 0.34–0.36 Å against 1.33 Å for Warp's layout
+    assert small < 0.4 * warp, (small, warp)
+    assert small < 0.45, small

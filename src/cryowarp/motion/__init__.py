@@ -7,14 +7,16 @@
 from cryowarp.motion.average import AlignedAverage, average_frames
 from cryowarp.motion.fit import fit_motion
 from cryowarp.motion.model import MotionModel, patch_centers_1d
-from cryowarp.motion.settings import MotionSettings, auto_grid_xyt
+from cryowarp.motion.settings import FitLayout, MotionSettings, auto_grid_xyt, fit_layout
 
 __all__ = [
     "AlignedAverage",
+    "FitLayout",
     "MotionModel",
     "MotionSettings",
     "auto_grid_xyt",
     "average_frames",
+    "fit_layout",
     "fit_motion",
     "patch_centers_1d",
 ]

@@ -11,7 +11,7 @@ from cryowarp.base.grids import CubicGrid, natural_spline_weights_1d
 from cryowarp.motion._cost import alignment_cost
 from cryowarp.motion._patches import binned_shape, normalise_and_bin, patch_spectra, prealign_global
 from cryowarp.motion.model import MotionModel
-from cryowarp.motion.settings import MotionSettings, auto_grid_xyt
+from cryowarp.motion.settings import MotionSettings, auto_grid_xyt, fit_layout
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -154,7 +154,9 @@ def fit_motion(
     (``range_high_a``): the cost only ever looks below it, so nothing is lost and the patches shrink
     (768 px at 1 Å become 154 px at 5 Å). A whole-frame cross-correlation pre-alignment (``prealign``)
     starts the coarse-to-fine fit near the answer; each stage then fits a correction with
-    min(Z, 3^(m+1)) global nodes and the last stage refits the full Z-node spline.
+    min(Z, 3^(m+1)) global nodes and the last stage refits the full Z-node spline. Fields too small
+    for Warp's patch layout (fewer than ``small_field_patches`` patches across) use smaller patches, a
+    local grid with one node per patch and a wider band (:func:`~cryowarp.motion.settings.fit_layout`).
     """
     settings = settings or MotionSettings()
     _check_frames(frames)
@@ -169,11 +171,15 @@ def fit_motion(
             (h, w), pixel_size_a, n_f, skipped_reason="single frame: motion estimation skipped (as Warp)"
         )
     device = frames.device
+    layout = fit_layout((h, w), settings)
     grid_x, grid_y, grid_z = settings.grid_xyt or auto_grid_xyt(
         (h, w), pixel_size_a, n_f, exposure_per_frame_e_per_a2
     )
+    if layout.local_grid_xy is not None and settings.grid_xyt is None:
+        grid_x, grid_y = layout.local_grid_xy
+    range_high_a, bfactor_a2 = layout.range_high_a, layout.bfactor_a2
 
-    shape_b = binned_shape((h, w), pixel_size_a, settings.range_high_a)
+    shape_b = binned_shape((h, w), pixel_size_a, range_high_a)
     frames32 = frames if frames.dtype == torch.float32 else frames.float()
     binned = normalise_and_bin(frames32, shape_b, progress)
     pixel_b_yx = (pixel_size_a * h / shape_b[0], pixel_size_a * w / shape_b[1])
@@ -181,19 +187,19 @@ def fit_motion(
         binned,
         full_shape_yx=(h, w),
         binned_pixel_size_a_yx=pixel_b_yx,
-        patch_size_px=settings.patch_size_px,
+        patch_size_px=layout.patch_size_px,
         pixel_size_a=pixel_size_a,
         range_low_a=settings.range_low_a,
-        range_high_a=settings.range_high_a,
-        bfactor_a2=settings.bfactor_a2,
+        range_high_a=range_high_a,
+        bfactor_a2=bfactor_a2,
     )
     if settings.prealign:
         base = prealign_global(
             binned,
             pixel_b_yx,
             range_low_a=settings.range_low_a,
-            range_high_a=settings.range_high_a,
-            bfactor_a2=settings.bfactor_a2,
+            range_high_a=range_high_a,
+            bfactor_a2=bfactor_a2,
         )
     else:
         base = torch.zeros(n_f, 2, device=device)
