@@ -568,7 +568,7 @@ def page(args, p, stats, res, timings, mask_radius_a, png) -> str:
         f"({p['exposure'] * p['frames']:g} e/Å² total), defocus {p['defocus_range_um'][0]}–"
         f"{p['defocus_range_um'][1]} µm, ice 300 Å, B 30 Å², local motion, seed {p['seed']}; "
         f"particle box {p['box']} px ({p['box'] * stats['pixel_size_particles_a']:g} Å)",
-        "- pipeline: `cryowarp process` with default settings (BoxNet shipped model, threshold 0.5), "
+        "- pipeline: `cryowarp process` with default settings (BoxNet shipped model, default PickSettings), "
         f"`--diameter {p['diameter']:g} --box-size {p['box']} --exposure {p['exposure']:g}`",
         "- reconstruction: RELION 3.1 `relion_reconstruct --ctf --sym C1`, true Euler angles; FSC against the "
         f"simulator's Coulomb potential of 5a1a on the same grid ({stats['pixel_size_particles_a']:g} Å/px, "
