@@ -271,3 +271,35 @@ def test_correlated_patch_noise_is_not_mistaken_for_a_curved_specimen():
             picked[key] += choice["tau_um"] > 0
     assert picked["modelled"] <= 3
     assert picked["ignored"] > picked["modelled"]
+
+
+def test_high_defocus_switches_to_larger_spectra_and_keeps_a_tilted_grid():
+    # 2048² px, window 256: above large_window_above_um (2.5 µm) the fit restarts with 512 px spectra
+    # (1024 px patches, 3 × 3 of them, a 2 × 2 grid); below it the window stays 256 px
+    side = 2048
+    truth_angle = 70.0
+    image = synth_micrograph(
+        (side, side),
+        defocus_um=3.2,
+        defocus_delta_um=0.04,
+        astigmatism_angle_deg=truth_angle,
+        tilt_deg=30.0,
+        tilt_axis_deg=90.0,
+        seed=31,
+        level_step_um=0.01,
+    )
+    fit = fit_ctf_detailed(image, PIXEL_A, SMALL)
+    assert fit.model.window == 512
+    assert fit.model.grid_shape_txy[1:] == (2, 2)
+    # astigmatism U − V = 400 Å: the 2° target applies
+    assert _angle_error_deg(fit.model.astigmatism_angle_deg, truth_angle) < 2.0
+    assert fit.model.defocus_delta_um == pytest.approx(0.04, abs=0.01)
+    g = torch.linspace(600, side - 600, 8)
+    yy, xx = torch.meshgrid(g, g, indexing="ij")
+    coords = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)
+    # tilt axis 90°: underfocus grows along +x (direction 0°)
+    truth = 3.2 + math.tan(math.radians(30.0)) * (coords[:, 0] - side / 2) * PIXEL_A / 1e4
+    rmse = float(((fit.model.local_defocus_um(coords) - truth) ** 2).mean().sqrt())
+    assert rmse < 0.01  # the tilted-specimen target is ≤ 100 Å
+    low = fit_ctf(synth_micrograph((side, side), defocus_um=2.0, seed=32), PIXEL_A, SMALL)
+    assert low.window == 256

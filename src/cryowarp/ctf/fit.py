@@ -57,6 +57,7 @@ from cryowarp.ctf.spectra import (
     PatchSpectra,
     amplitude_spectra,
     check_image_input,
+    patch_grid_1d,
     patch_overlap_correlation,
     polar_angles_rad,
     polar_spectra,
@@ -505,6 +506,18 @@ def fit_ctf_detailed(
         background, envelope = refine_background_and_envelope(
             ps1d, zeros, peaks, max(5, bin_min // 2), bin_max, fallback_background=background
         )
+
+    # high defocus: closely spaced rings near 4 Å need finer spectra to resolve the astigmatism
+    # angle (settings.large_window_above_um); restart with 2 × window px spectra when the image still
+    # holds ≥ 3 of the larger patches per axis, so the defocus grid stays ≥ 2 × 2
+    if (
+        settings.large_window_above_um is not None
+        and defocus_um > settings.large_window_above_um
+        and len(patch_grid_1d(min(image_or_frames.shape[-2:]), 4 * window)) >= 3
+    ):
+        larger = settings.model_copy(update={"window": 2 * window, "large_window_above_um": None})
+        inner = None if progress is None else (lambda m, f: report(m, 0.55 + 0.45 * f))
+        return fit_ctf_detailed(image_or_frames, pixel_size_a, larger, inner)
 
     # per-spectrum backgrounds: the global shape scaled to each spectrum's level in the fit range
     ps1d_each = radial_average_centered(flat_spectra)  # (s, bins)

@@ -47,6 +47,13 @@ class CTFSettings(BaseModel):
         Resolution estimate: first bin whose local fit quality drops below this (Warp: 0.3).
     quality_min_window : int
         Shortest window of the local fit-quality correlation, in bins (Warp: 16).
+    large_window_above_um : float or None
+        Ours, not Warp's: when the 1D search finds a mean defocus above this (µm) and the image holds
+        at least 3 patches of ``4 * window`` px per axis (4096² px for the default window), the fit
+        restarts with spectra of ``2 * window`` px from those patches. At high defocus the Thon
+        rings near 4 Å are so closely spaced that 512-px spectra cannot resolve the astigmatism
+        angle (one 3.4 µm case was off by 17°); 1024-px spectra halve the U − V error. The larger
+        patches give fewer patches per axis, hence a coarser (still ≥ 2 × 2) defocus grid. ``None`` keeps ``window`` always.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,6 +77,7 @@ class CTFSettings(BaseModel):
     max_astigmatism_um: float = Field(0.6, ge=0)
     quality_threshold: float = 0.3
     quality_min_window: int = Field(16, ge=3)
+    large_window_above_um: float | None = 2.5
 
     @model_validator(mode="after")
     def _check(self) -> CTFSettings:
