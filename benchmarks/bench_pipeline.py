@@ -78,6 +78,9 @@ def make_movies(folder: Path, n_movies: int, size: int, n_frames: int, seed: int
             )
             frames[f] = rng.poisson(shifted * 1.0)
         write_mrc(path, frames, 1.0, stack=True, dtype="uint16")
+    # the pipeline processes the whole folder: movies of other sizes or an older generator must not count
+    for stale in set(folder.glob("*.mrc")) - set(paths):
+        stale.unlink()
     return paths
 
 
