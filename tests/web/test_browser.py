@@ -287,5 +287,6 @@ def test_retrain_button_shows_the_accuracy_figures(page, live_server, artifacts_
     expect(page.locator("#retrain-status")).to_contain_text("items requeued")
     with ProjectStore(project) as store:
         assert store.get_settings().boxnet_model_path == str(project / "boxnet" / "boxnet_retrained.pt")
+        assert store.get_settings().pick.blob_weight == 0
         assert all(it["status"] == "queued" for it in store.list_items() if it["name"] != "movie_0006")
     assert page._cw_errors == []

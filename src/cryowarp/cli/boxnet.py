@@ -160,6 +160,12 @@ def pick_command(
         "see docs/boxnet.md)",
     ),
     min_mask_distance: float = typer.Option(0.0, "--min-mask-distance", help="extra distance to the mask, Å"),
+    blob_weight: float | None = typer.Option(
+        None,
+        "--blob-weight",
+        help="weight of the dark-blob prior added to the network's score (default: PickSettings, 1.0); "
+        "use 0 with a retrained, specimen-specific --model",
+    ),
     invert: bool = typer.Option(False, "--invert", help="negative stain: invert contrast"),
     model: Path | None = typer.Option(
         None, "--model", help="BoxNet .pt (default: the shipped general model)"
@@ -179,6 +185,7 @@ def pick_command(
         particle_diameter_a=diameter,
         minimum_mask_distance_a=min_mask_distance,
         invert_contrast=invert,
+        **({} if blob_weight is None else {"blob_weight": blob_weight}),
         # a user's threshold is a fixed one, not a cap on the per-micrograph threshold
         **({} if threshold is None else {"threshold": threshold, "relative_threshold": None}),
     )

@@ -533,8 +533,11 @@ $("retrain-start").addEventListener("click", async () => {
 
 $("retrain-use").addEventListener("click", async () => {
   try {
-    const res = await api("/api/settings", { method: "PUT", body: { changes: { boxnet_model_path: state.retrainModel } } });
-    $("retrain-status").textContent = `now picking with ${state.retrainModel}; ${res.n_requeued} items requeued`;
+    // a specimen-specific model picks without the generic dark-blob prior, which works against it
+    // (docs/benchmarks/picking_retrain.md: held-out F1 0.40 with the prior, 0.85 without)
+    const changes = { boxnet_model_path: state.retrainModel, pick: { blob_weight: 0 } };
+    const res = await api("/api/settings", { method: "PUT", body: { changes } });
+    $("retrain-status").textContent = `now picking with ${state.retrainModel} (blob prior off); ${res.n_requeued} items requeued`;
     state.project = res.project; renderCounts(); await loadItems();
   } catch (e) { $("retrain-status").textContent = `not changed: ${e.message}`; }
 });
