@@ -80,23 +80,26 @@ NOTES = """
 """
 
 
+
+def _flat_case(kind: str, defocus_um: float, rng: np.random.Generator) -> dict:
+    """A level specimen at ``defocus_um`` with random astigmatism (U − V 0–2000 Å) and angle."""
+    return {
+        "kind": kind,
+        "defocus_um": float(defocus_um),
+        "defocus_delta_um": float(rng.uniform(0, 0.2)),
+        "astigmatism_angle_deg": float(rng.uniform(0, 180)),
+        "phase_shift_deg": 0.0,
+        "specimen_tilt_deg": 0.0,
+        "tilt_axis_deg": 0.0,
+    }
+
 def cases(quick: bool) -> list[dict]:
     """Flat (0.5–4 µm, U − V 0–2000 Å), phase-plate (0.6–1.5 µm, 20–160°) and tilted (20/40/60°) cases."""
     rng = np.random.default_rng(4)
     out = []
     flat_defoci = [1.0, 2.5] if quick else np.linspace(0.5, 4.0, 12).round(2).tolist()
     for defocus in flat_defoci:
-        out.append(
-            {
-                "kind": "flat",
-                "defocus_um": float(defocus),
-                "defocus_delta_um": float(rng.uniform(0, 0.2)),
-                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
-                "phase_shift_deg": 0.0,
-                "specimen_tilt_deg": 0.0,
-                "tilt_axis_deg": 0.0,
-            }
-        )
+        out.append(_flat_case("flat", defocus, rng))
     for defocus in [0.8] if quick else [0.6, 0.9, 1.2, 1.5]:
         out.append(
             {
@@ -216,17 +219,7 @@ def sim_cases(quick: bool) -> list[dict]:
     rng = np.random.default_rng(11)
     out = []
     for defocus in [1.0, 3.0] if quick else np.linspace(0.5, 4.0, 8).round(2).tolist():
-        out.append(
-            {
-                "kind": "sim flat",
-                "defocus_um": float(defocus),
-                "defocus_delta_um": float(rng.uniform(0, 0.2)),
-                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
-                "phase_shift_deg": 0.0,
-                "specimen_tilt_deg": 0.0,
-                "tilt_axis_deg": 0.0,
-            }
-        )
+        out.append(_flat_case("sim flat", defocus, rng))
     for defocus in [] if quick else [0.7, 1.1, 1.5]:
         out.append(
             {
