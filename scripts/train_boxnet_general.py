@@ -183,11 +183,11 @@ def main() -> None:
         print(f"wrote {len(seen)} example TIFFs to {args.export_corpus}")
     if args.crowded:
         n_before = len(examples)
-        examples += crowded_examples(args.crowded, t0)
+        examples += variant_examples(args.crowded, t0, "crowded")
         n_synth += len(examples) - n_before
     if args.small_contam:
         n_before = len(examples)
-        examples += small_contaminant_examples(args.small_contam, t0)
+        examples += variant_examples(args.small_contam, t0, "smallcontam")
         n_synth += len(examples) - n_before
     assert_no_test_images(examples, args.cryoppp)
     if args.real_share is not None:
@@ -225,35 +225,29 @@ def prepare(args, t0):
     return examples, n_synth, n_sim, n_real, t_data
 
 
-def crowded_examples(per_kind: int, t0: float) -> list:
-    """``per_kind`` crowded synthetic micrographs of each training kind (real data sets are often
-    packed with neighbours closer than the particle diameter; the base corpus never is)."""
+def variant_examples(per_kind: int, t0: float, variant: str) -> list:
+    """``per_kind`` extra synthetic micrographs of each training kind in one variant of the generator:
+
+    * ``crowded``: neighbours closer than the particle diameter (real data sets are often packed so;
+      the base corpus never is);
+    * ``smallcontam``: 3-15 particle-sized dark ice crystals labelled as artefacts (real micrographs
+      have them; the base corpus's contamination is 150-700 Å).
+    """
+    options = {
+        "crowded": (500, {"min_sep_frac": (0.6, 0.9), "density_scale": 2.0}),
+        "smallcontam": (700, {"small_contaminants": True}),
+    }
+    seed_offset, synth_options = options[variant]
     out = []
     for k, kind in enumerate(TRAIN_KINDS):
         for i in range(per_kind):
-            m = synth_micrograph(kind, seed=1000 * k + 500 + i, min_sep_frac=(0.6, 0.9), density_scale=2.0)
+            m = synth_micrograph(kind, seed=1000 * k + seed_offset + i, **synth_options)
             out.append(
                 make_training_example(
-                    m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{kind}_crowded_{i}"
+                    m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{kind}_{variant}_{i}"
                 )
             )
-    print(f"{len(out)} crowded synthetic micrographs, {time.time() - t0:.0f} s", flush=True)
-    return out
-
-
-def small_contaminant_examples(per_kind: int, t0: float) -> list:
-    """``per_kind`` synthetic micrographs of each training kind with 3-15 particle-sized dark ice crystals
-    labelled as artefacts (real micrographs have them; the base corpus's contamination is 150-700 Å)."""
-    out = []
-    for k, kind in enumerate(TRAIN_KINDS):
-        for i in range(per_kind):
-            m = synth_micrograph(kind, seed=1000 * k + 700 + i, small_contaminants=True)
-            out.append(
-                make_training_example(
-                    m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{kind}_smallcontam_{i}"
-                )
-            )
-    print(f"{len(out)} synthetic micrographs with small contaminants, {time.time() - t0:.0f} s", flush=True)
+    print(f"{len(out)} {variant} synthetic micrographs, {time.time() - t0:.0f} s", flush=True)
     return out
 
 
