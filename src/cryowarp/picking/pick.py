@@ -211,9 +211,9 @@ def pick_particles(
         border_frac=settings.border_frac,
         mask_threshold=settings.mask_threshold,
         image_8a=x8,
-        blob_weight=settings.blob_weight if settings.peak_method == "smoothed" else 0.0,
+        blob_weight=settings.blob_weight,  # the blob and relative-threshold options act only when smoothed
         blob_sigma_frac=settings.blob_sigma_frac,
-        relative_threshold=settings.relative_threshold if settings.peak_method == "smoothed" else None,
+        relative_threshold=settings.relative_threshold,
         relative_quantile=settings.relative_quantile,
     )
     scale = torch.tensor(scale_xy, device=cand.coords_px_xy.device, dtype=torch.float32)

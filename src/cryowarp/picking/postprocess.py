@@ -99,7 +99,6 @@ def blob_prior(image_8a: np.ndarray, d_px: float, sigma_frac: float = 0.8) -> np
     return (lap - med) / max(mad, 1e-12)
 
 
-
 def _disc_local_maxima(values: np.ndarray, radius_px: int, border_px: int) -> np.ndarray:
     """Pixels that are the maximum of the disc of ``radius_px`` around them (and > 1e-6), none within
     ``border_px`` of the edge."""
@@ -112,6 +111,7 @@ def _disc_local_maxima(values: np.ndarray, radius_px: int, border_px: int) -> np
         peaks[:, :border_px] = False
         peaks[:, -border_px:] = False
     return peaks
+
 
 def find_particles(
     probabilities: torch.Tensor,
@@ -238,13 +238,10 @@ def find_particles(
         ndimage.sum(np.ones_like(particle), components, peak_components), dtype=np.int64
     ).reshape(-1)
 
-    if mask.any():
-        distance = ndimage.distance_transform_edt(~mask)
-        min_dist = np.floor((particle_diameter_a / 2 + minimum_mask_distance_a) / pixel_size_a)
-        iy = np.clip(np.round(centroids_yx[:, 0]).astype(int), 0, h - 1)
-        ix = np.clip(np.round(centroids_yx[:, 1]).astype(int), 0, w - 1)
-        keep = distance[iy, ix] > min_dist
-        centroids_yx, extents = centroids_yx[keep], extents[keep]
+    keep = _mask_distance_keep(
+        mask, centroids_yx, np.floor((particle_diameter_a / 2 + minimum_mask_distance_a) / pixel_size_a)
+    )
+    centroids_yx, extents = centroids_yx[keep], extents[keep]
 
     # overlap suppression: larger components win (greedy in order of decreasing extent)
     order = np.argsort(-extents, kind="stable")
@@ -305,7 +302,6 @@ def _find_smoothed(
         score = score + blob_weight * blob_prior(image_8a, d_px, blob_sigma_frac) / 10.0
     min_sep = d_px / 1.5
     peaks = _disc_local_maxima(score, max(int(round(min_sep / 2)), 1), int(round(border_frac * d_px)))
-    peaks &= score > 1e-6
     yx = np.argwhere(peaks).astype(np.float64).reshape(-1, 2)
     values = score[peaks]
     keep = _mask_distance_keep(
