@@ -175,7 +175,7 @@ def fit_motion(
     grid_x, grid_y, grid_z = settings.grid_xyt or auto_grid_xyt(
         (h, w), pixel_size_a, n_f, exposure_per_frame_e_per_a2
     )
-    if layout.local_grid_xy is not None and settings.grid_xyt is None:
+    if layout.small_field and settings.grid_xyt is None:
         grid_x, grid_y = layout.local_grid_xy
     range_high_a, bfactor_a2 = layout.range_high_a, layout.bfactor_a2
 

@@ -56,8 +56,12 @@ class FitLayout(BaseModel):
     patch_size_px: int
     range_high_a: float
     bfactor_a2: float
-    small_field: bool
     local_grid_xy: tuple[int, int] | None = None
+
+    @property
+    def small_field(self) -> bool:
+        """Whether this is the small-field layout (the only one that sets its own local grid)."""
+        return self.local_grid_xy is not None
 
 
 def fit_layout(shape_yx: tuple[int, int], settings: MotionSettings) -> FitLayout:
@@ -76,7 +80,6 @@ def fit_layout(shape_yx: tuple[int, int], settings: MotionSettings) -> FitLayout
         patch_size_px=settings.patch_size_px,
         range_high_a=settings.range_high_a,
         bfactor_a2=settings.bfactor_a2,
-        small_field=False,
     )
     patch = min(settings.patch_size_px, short)
     if n_min <= 1 or len(patch_centers_1d(short, patch - patch % 2)) >= n_min:
@@ -89,7 +92,6 @@ def fit_layout(shape_yx: tuple[int, int], settings: MotionSettings) -> FitLayout
         patch_size_px=small,
         range_high_a=min(settings.range_high_a, settings.small_field_range_high_a),
         bfactor_a2=settings.small_field_bfactor_a2,
-        small_field=True,
         local_grid_xy=(len(patch_centers_1d(w, small)), len(patch_centers_1d(h, small))),
     )
 
