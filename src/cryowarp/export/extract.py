@@ -167,7 +167,7 @@ def _separable_dose_weights(
 
     def axis(k: torch.Tensor) -> torch.Tensor:
         w = dose_weights_bfactor(
-            k.double().abs() / pixel_size_a,
+            k.double() / pixel_size_a,
             n_frames,
             exposure_per_frame_e_per_a2,
             bfactor_per_e_a2=settings.bfactor_per_e_a2,
@@ -272,9 +272,7 @@ def extract_particles_2d(
         angle_deg = phase_deg = 0.0
 
     use_kernels = device.type == "cpu"  # fused numba loops on CPU, plain torch on GPUs
-    frames_np = frames.contiguous().numpy() if use_kernels and frames.dtype == dtype else None
-    if use_kernels and frames_np is None:
-        frames_np = frames.to(dtype).contiguous().numpy()
+    frames_np = frames.to(dtype).contiguous().numpy() if use_kernels else None  # no copy when float32
     offsets = torch.arange(cut, device=device) - cut // 2
     images = torch.empty((n, out_box, out_box), device=device, dtype=dtype)
     radius_px = settings.particle_diameter_a / 2.0 / out_pixel_size_a
