@@ -175,7 +175,6 @@ def _plane_basis(grid_t: int, grid_y: int, grid_x: int, device: torch.device) ->
 def _gradient_is_noise(
     steps_um: torch.Tensor,
     curvature: torch.Tensor,
-    half_steps_um: torch.Tensor,
     choice: dict,
     plane_um: torch.Tensor,
     coords_xy: torch.Tensor,
@@ -697,13 +696,16 @@ def fit_ctf_detailed(
             spectrum_defocus = weights_defocus @ nodes
             phase_mean_deg = math.degrees(float(phase_nodes.mean())) % 180.0
             if refinement == 0 and spatial and off_plane.abs().max() > 1e-6:
-                local = cost.local_steps(nodes, astig, phase_nodes, halves)
-                prior_weight, grid_choice = _grid_prior_width(*local, weights_defocus @ off_plane, noise_correlation)
+                steps_um, curvature, half_steps_um = cost.local_steps(nodes, astig, phase_nodes, halves)
+                prior_weight, grid_choice = _grid_prior_width(
+                    steps_um, curvature, half_steps_um, weights_defocus @ off_plane, noise_correlation
+                )
                 if (
                     prior_weight == 0
                     and grid_t == 1
                     and _gradient_is_noise(
-                        *local,
+                        steps_um,
+                        curvature,
                         grid_choice,
                         spectrum_defocus,
                         torch.stack([coord_x, coord_y], -1),
