@@ -32,7 +32,7 @@ from cryowarp.templates._filters import (
     whitening_filter,
 )
 from cryowarp.templates.orientations import orientation_grid, orientation_matrices
-from cryowarp.templates.peaks import find_peaks, parabolic_offsets
+from cryowarp.templates.peaks import score_map_peaks
 from cryowarp.templates.projector import make_projector, project_spectra
 from cryowarp.templates.refine import refine_levels, refine_peak
 from cryowarp.templates.results import CTFParameters, TemplateMatches
@@ -345,20 +345,14 @@ def match_template_2d(
         if progress is not None:
             progress(b + 1, total)
 
-    border = int(round(settings.border_fraction * diameter_px))
     scores = best.clone()
-    if border > 0:
-        scores[:border] = 0
-        scores[-border:] = 0
-        scores[:, :border] = 0
-        scores[:, -border:] = 0
-    nonzero = scores[scores != 0]
-    floor = float(nonzero.mean() + settings.peak_floor_sigma * nonzero.std()) if len(nonzero) > 1 else 0.0
-    index, values = find_peaks(scores, floor, settings.peak_distance_fraction * diameter_px)
-    offsets = parabolic_offsets(scores, index)
-    pos_yx = (index.to(torch.float64) + offsets).cpu()
+    index, pos_yx, values, floor = score_map_peaks(
+        scores,
+        int(round(settings.border_fraction * diameter_px)),
+        settings.peak_floor_sigma,
+        settings.peak_distance_fraction * diameter_px,
+    )
     orient = euler[best_index[tuple(index.T)].cpu()] if len(index) else euler.new_zeros((0, 3))
-    values = values.cpu().to(torch.float64)
     n_refine = min(len(index), settings.refine_max_peaks) if settings.refine_orientations else 0
     if n_refine:
         filtered: dict[int, torch.Tensor] = {}

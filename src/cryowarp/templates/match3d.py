@@ -24,7 +24,7 @@ from cryowarp.base.geometry import matrix_to_euler_zyz
 from cryowarp.templates._filters import gaussian_lowpass, highpass_diameter, local_std, whitening_filter
 from cryowarp.templates.match2d import prepare_search, tile_layout
 from cryowarp.templates.orientations import orientation_matrices
-from cryowarp.templates.peaks import find_peaks, parabolic_offsets
+from cryowarp.templates.peaks import score_map_peaks
 from cryowarp.templates.projector import rotate_spectra
 from cryowarp.templates.refine import refine_levels, refine_peak
 from cryowarp.templates.results import TemplateMatches
@@ -218,17 +218,13 @@ def match_template_3d(
             if progress is not None:
                 progress(done, total)
 
-    border = int(round(settings.border_fraction * diameter_px))
-    if border > 0:
-        for axis in range(3):
-            scores.narrow(axis, 0, border).zero_()
-            scores.narrow(axis, scores.shape[axis] - border, border).zero_()
-    nonzero = scores[scores != 0]
-    floor = float(nonzero.mean() + settings.peak_floor_sigma * nonzero.std()) if len(nonzero) > 1 else 0.0
-    index, values = find_peaks(scores, floor, settings.peak_distance_fraction * diameter_px)
-    pos_zyx = (index.to(torch.float64) + parabolic_offsets(scores, index)).cpu()
+    index, pos_zyx, values, floor = score_map_peaks(
+        scores,
+        int(round(settings.border_fraction * diameter_px)),
+        settings.peak_floor_sigma,
+        settings.peak_distance_fraction * diameter_px,
+    )
     orient = euler[best_index[tuple(index.T)].long().cpu()] if len(index) else euler.new_zeros((0, 3))
-    values = values.cpu().to(torch.float64)
     n_refine = min(len(index), settings.refine_max_peaks) if settings.refine_orientations else 0
     if n_refine:
         levels = refine_levels(settings.angular_step_deg)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["find_peaks", "thin_peaks", "parabolic_offsets"]
+__all__ = ["find_peaks", "thin_peaks", "parabolic_offsets", "score_map_peaks"]
 
 
 def thin_peaks(coords: torch.Tensor, scores: torch.Tensor, min_distance_px: float) -> torch.Tensor:
@@ -88,3 +88,33 @@ def parabolic_offsets(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor
         off = torch.where(denom < 0, 0.5 * (a - b) / denom.clamp(max=-1e-12), torch.zeros_like(c))
         offsets[:, axis] = torch.where(ok, off.clamp(-0.5, 0.5), torch.zeros_like(off))
     return offsets
+
+
+def score_map_peaks(
+    scores: torch.Tensor, border_px: int, floor_sigma: float, min_distance_px: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The peaks of a 2-D or 3-D matching score map, as both template matchers report them.
+
+    Zeroes ``border_px`` on every side of ``scores`` (in place), sets the floor to mean + ``floor_sigma`` ×
+    s.d. of the non-zero scores, and returns the thinned local maxima above it.
+
+    Returns
+    -------
+    index : torch.Tensor
+        `(n, ndim)` integer positions in array order, best first (on the device of ``scores``).
+    position : torch.Tensor
+        `(n, ndim)` float64 sub-pixel positions (parabolic), on the CPU.
+    values : torch.Tensor
+        `(n,)` float64 scores, on the CPU.
+    floor : float
+        The score floor used.
+    """
+    if border_px > 0:
+        for axis in range(scores.ndim):
+            scores.narrow(axis, 0, border_px).zero_()
+            scores.narrow(axis, scores.shape[axis] - border_px, border_px).zero_()
+    nonzero = scores[scores != 0]
+    floor = float(nonzero.mean() + floor_sigma * nonzero.std()) if len(nonzero) > 1 else 0.0
+    index, values = find_peaks(scores, floor, min_distance_px)
+    position = (index.to(torch.float64) + parabolic_offsets(scores, index)).cpu()
+    return index, position, values.cpu().to(torch.float64), floor
