@@ -187,13 +187,49 @@ class TruthCTF:
 
 
 # ---------------------------------------------------------------------------------------------- sets
+def extract_set(out_dir: Path, stem: str, frames, motion, ctf, coords: torch.Tensor, euler_deg: np.ndarray, truth, export):
+    """Extract ``coords`` with the given motion and CTF into ``out_dir/particles/<stem>.mrcs``; its STAR rows.
+
+    The rows carry the true orientations and zero origins (the particles sit at ``coords``).
+    """
+    from cryowarp.export import extract_particles_2d
+    from cryowarp.io.mrc import write_mrc
+    from cryowarp.io.star import relion_image_name
+
+    stack = extract_particles_2d(
+        frames,
+        motion,
+        ctf,
+        coords,
+        pixel_size_a=truth.pixel_size_a,
+        exposure_per_frame_e_per_a2=truth.exposure_per_frame_e_per_a2,
+        settings=export,
+    )
+    stack_rel = f"particles/{stem}.mrcs"
+    write_mrc(out_dir / stack_rel, stack.images, stack.pixel_size_a, stack=True)
+    return dict(
+        rlnImageName=[relion_image_name(i, stack_rel) for i in range(len(stack))],
+        rlnMicrographName=stem,
+        rlnCoordinateX=coords[:, 0].numpy(),
+        rlnCoordinateY=coords[:, 1].numpy(),
+        rlnDefocusU=stack.defocus_u_um.numpy() * 1e4,
+        rlnDefocusV=stack.defocus_v_um.numpy() * 1e4,
+        rlnDefocusAngle=stack.astigmatism_angle_deg,
+        rlnPhaseShift=stack.phase_shift_deg,
+        rlnAngleRot=euler_deg[:, 0],
+        rlnAngleTilt=euler_deg[:, 1],
+        rlnAnglePsi=euler_deg[:, 2],
+        rlnOriginXAngst=0.0,
+        rlnOriginYAngst=0.0,
+        rlnOpticsGroup=1,
+    )
+
+
 def build_sets(movies: Path, project: Path, base_dir: Path, p: dict, radius_frac: float) -> dict:
     """Match picks, write ours.star / ours_nocentre.star (project) and baseline.star (base_dir)."""
     from cryowarp.ctf import CTFModel
-    from cryowarp.export import extract_particles_2d
     from cryowarp.io.movies import read_movie
-    from cryowarp.io.mrc import write_mrc
-    from cryowarp.io.star import read_star, relion_image_name, write_star
+    from cryowarp.io.star import read_star, write_star
     from cryowarp.motion import MotionModel
     from cryowarp.pipeline.settings import load_settings
 
@@ -241,70 +277,16 @@ def build_sets(movies: Path, project: Path, base_dir: Path, p: dict, radius_frac
         t0 = time.perf_counter()
         frames = read_movie(movies / f"{stem}.mrc", gain=movies / "gain.mrc").frames
         coords = truth.coords_px_xy[torch.from_numpy(t_idx)].to(torch.float32)
+        euler = truth.euler_deg.numpy()[t_idx]
         ctf = TruthCTF(truth, truth.particle_defocus_um[torch.from_numpy(t_idx)])
-        stack = extract_particles_2d(
-            frames,
-            truth,
-            ctf,
-            coords,
-            pixel_size_a=truth.pixel_size_a,
-            exposure_per_frame_e_per_a2=truth.exposure_per_frame_e_per_a2,
-            settings=export,
-        )
-        stack_rel = f"particles/{stem}.mrcs"
-        write_mrc(base_dir / stack_rel, stack.images, stack.pixel_size_a, stack=True)
+        base_frames.append(extract_set(base_dir, stem, frames, truth, ctf, coords, euler, truth, export))
         t_extract += time.perf_counter() - t0
         # diagnostic: our motion and CTF models, but the true centres (separates picking from motion + CTF)
         item = project / "items" / stem
+        our_motion = MotionModel.from_dict(json.loads((item / "motion.json").read_text()))
         our_ctf = CTFModel.from_dict(json.loads((item / "ctf.json").read_text()))
-        ours_tc = extract_particles_2d(
-            frames,
-            MotionModel.from_dict(json.loads((item / "motion.json").read_text())),
-            our_ctf,
-            coords,
-            pixel_size_a=truth.pixel_size_a,
-            exposure_per_frame_e_per_a2=truth.exposure_per_frame_e_per_a2,
-            settings=export,
-        )
+        tc_frames.append(extract_set(tc_dir, stem, frames, our_motion, our_ctf, coords, euler, truth, export))
         del frames
-        write_mrc(tc_dir / stack_rel, ours_tc.images, ours_tc.pixel_size_a, stack=True)
-        tc_frames.append(
-            dict(
-                rlnImageName=[relion_image_name(i, stack_rel) for i in range(len(ours_tc))],
-                rlnMicrographName=stem,
-                rlnCoordinateX=coords[:, 0].numpy(),
-                rlnCoordinateY=coords[:, 1].numpy(),
-                rlnDefocusU=ours_tc.defocus_u_um.numpy() * 1e4,
-                rlnDefocusV=ours_tc.defocus_v_um.numpy() * 1e4,
-                rlnDefocusAngle=ours_tc.astigmatism_angle_deg,
-                rlnPhaseShift=ours_tc.phase_shift_deg,
-                rlnAngleRot=truth.euler_deg.numpy()[t_idx, 0],
-                rlnAngleTilt=truth.euler_deg.numpy()[t_idx, 1],
-                rlnAnglePsi=truth.euler_deg.numpy()[t_idx, 2],
-                rlnOriginXAngst=0.0,
-                rlnOriginYAngst=0.0,
-                rlnOpticsGroup=1,
-            )
-        )
-        u, v = ctf.local_defocus_uv_um(coords)
-        base_frames.append(
-            dict(
-                rlnImageName=[relion_image_name(i, stack_rel) for i in range(len(stack))],
-                rlnMicrographName=stem,
-                rlnCoordinateX=coords[:, 0].numpy(),
-                rlnCoordinateY=coords[:, 1].numpy(),
-                rlnDefocusU=u.numpy() * 1e4,
-                rlnDefocusV=v.numpy() * 1e4,
-                rlnDefocusAngle=truth.astigmatism_angle_deg,
-                rlnPhaseShift=truth.phase_shift_deg,
-                rlnAngleRot=truth.euler_deg.numpy()[t_idx, 0],
-                rlnAngleTilt=truth.euler_deg.numpy()[t_idx, 1],
-                rlnAnglePsi=truth.euler_deg.numpy()[t_idx, 2],
-                rlnOriginXAngst=0.0,
-                rlnOriginYAngst=0.0,
-                rlnOpticsGroup=1,
-            )
-        )
         print(f"{stem}: {len(picks_xy)} picks, {int(ok.sum())} matched of {len(true_xy)} true", flush=True)
 
     import pandas as pd
