@@ -165,7 +165,7 @@ def synth_micrograph(
     artefacts: bool = True,
     min_sep_frac: tuple[float, float] = (0.9, 1.2),
     density_scale: float = 1.0,
-    small_contaminants: bool = False,
+    small_contaminants: bool | str = False,
 ) -> SynthMicrograph:
     """Generate one micrograph of specimen ``kind`` (see module docstring).
 
@@ -174,6 +174,11 @@ def synth_micrograph(
     micrographs like many real data sets (neighbours closer than D). The defaults reproduce the
     original corpus draw for draw. ``small_contaminants`` adds 3-15 small, very dark ice crystals
     (radius 40-150 Å, about particle size; labelled as artefacts) from a separate random stream.
+    ``small_contaminants="sharp"`` draws 2-10 crystals of radius 40-400 Å instead, with a flat,
+    sharp-edged thickness profile (so the phase step makes Fresnel fringes through the CTF), much
+    darker on average (transmission 0.05-0.8), labelled only inside 0.85 of the radius (tight labels: the artefact
+    class should not bleed onto neighbouring particles), and 0-3 of the micrograph's particles made
+    1.5-2.5× darker (protein, still labelled as particles: dark but not contaminant-dark).
     """
     rng = np.random.default_rng(seed)
     mass_mda, shape = KINDS[kind]
@@ -239,7 +244,26 @@ def synth_micrograph(
             amplitude = amplitude * np.exp(-t_ice / 1500)
             phase = phase + 0.002 * t_ice
             mask |= blob
-    if small_contaminants:  # particle-sized ice crystals: darker than any protein
+    if small_contaminants == "sharp":  # sharp-edged, very dark crystals of many sizes, tight labels
+        rng2 = np.random.default_rng(seed + 20_000_000)
+        for _ in range(rng2.integers(2, 11)):
+            r = rng2.uniform(40, 400) / px
+            cy, cx = rng2.uniform(0, h), rng2.uniform(0, w)
+            wobble = 1 + 0.15 * np.sin(rng2.integers(2, 6) * np.arctan2(yy - cy, xx - cx) + rng2.uniform(0, 6))
+            rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (r * wobble)
+            t_ice = rng2.uniform(300, 4500) * np.clip(1 - rr**8, 0, 1) ** 0.5
+            amplitude = amplitude * np.exp(-t_ice / 1500)
+            phase = phase + 0.002 * t_ice
+            mask |= rr < 0.85
+        if all_pts and len(centres):
+            # a few particles of stronger contrast (e.g. denser or thicker); still particles
+            n_dark = int(rng2.integers(0, 4))
+            for i in rng2.choice(len(centres), size=min(n_dark, len(centres)), replace=False):
+                cy, cx = centres[i]
+                rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / max(diameter / 2 / px, 1.0)
+                boost = rng2.uniform(0.5, 1.5) * np.exp(-0.5 * (rr / 0.6) ** 2)
+                phase = phase + boost * kappa * thickness
+    elif small_contaminants:  # particle-sized ice crystals: darker than any protein
         rng2 = np.random.default_rng(seed + 10_000_000)
         for _ in range(rng2.integers(3, 16)):
             r = rng2.uniform(40, 150) / px

@@ -139,6 +139,13 @@ def main() -> None:
         help="extra synthetic micrographs per kind with particle-sized dark ice crystals (artefacts; seeds "
         "1000 k + 700 + i), generated after loading --corpus",
     )
+    ap.add_argument(
+        "--sharp-contam",
+        type=int,
+        default=0,
+        help="extra synthetic micrographs per kind with sharp-edged dark crystals of 40-400 Å (tight "
+        "artefact labels) and a few darker particles (seeds 1000 k + 800 + i), generated after loading --corpus",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="prepare (and cache) the examples, then stop")
     ap.add_argument(
         "--export-corpus",
@@ -189,6 +196,10 @@ def main() -> None:
         n_before = len(examples)
         examples += variant_examples(args.small_contam, t0, "smallcontam")
         n_synth += len(examples) - n_before
+    if args.sharp_contam:
+        n_before = len(examples)
+        examples += variant_examples(args.sharp_contam, t0, "sharpcontam")
+        n_synth += len(examples) - n_before
     assert_no_test_images(examples, args.cryoppp)
     if args.real_share is not None:
         examples = reweight_real(examples, args.real_share)
@@ -231,11 +242,15 @@ def variant_examples(per_kind: int, t0: float, variant: str) -> list:
     * ``crowded``: neighbours closer than the particle diameter (real data sets are often packed so;
       the base corpus never is);
     * ``smallcontam``: 3-15 particle-sized dark ice crystals labelled as artefacts (real micrographs
-      have them; the base corpus's contamination is 150-700 Å).
+      have them; the base corpus's contamination is 150-700 Å);
+    * ``sharpcontam``: 2-10 sharp-edged, very dark crystals of 40-400 Å radius with tight labels, and a
+      few particles of stronger contrast labelled as particles (``synth_micrograph(small_contaminants=
+      "sharp")``).
     """
     options = {
         "crowded": (500, {"min_sep_frac": (0.6, 0.9), "density_scale": 2.0}),
         "smallcontam": (700, {"small_contaminants": True}),
+        "sharpcontam": (800, {"small_contaminants": "sharp"}),
     }
     seed_offset, synth_options = options[variant]
     out = []
