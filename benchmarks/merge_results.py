@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["io", "sim", "motion", "ctf", "picking", "picking_retrain", "pipeline", "endtoend", "web", "templates"]
+ORDER = ["io", "sim", "motion", "ctf", "ctf_real", "picking", "picking_retrain", "pipeline", "endtoend", "web", "templates"]
 
 
 def _demote_headings(text: str) -> str:
