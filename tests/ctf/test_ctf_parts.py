@@ -174,3 +174,28 @@ def test_overlapping_patches_have_correlated_noise():
     assert 0.2 < float(corr[0, 1]) < 0.5 and float(corr[0, 1]) == pytest.approx(float(corr[0, 7]))
     assert float(corr[0, 8]) < float(corr[0, 1]) and float(corr[0, 2]) == 0.0
     assert float(torch.linalg.eigvalsh(corr).min()) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_2d_fit_model_is_the_astigmatic_ctf_squared(dtype):
+    # the 2D fit's CTF² (one χ, ctf.model.ctf_chi_rad, for the float32 cost and the float64 finite
+    # differences) must equal base.optics.ctf_1d² at the local defocus D + a₁ cos 2θ + a₂ sin 2θ
+    from cryowarp.ctf import CTFSettings
+    from cryowarp.ctf.fit import _Cost
+
+    gen = torch.Generator().manual_seed(0)
+    freq = 1 / 30 + torch.rand(4000, generator=gen) * (1 / 4 - 1 / 30)
+    theta = torch.rand(4000, generator=gen) * math.pi
+    settings = CTFSettings(fit_phase=True)
+    cost = _Cost(torch.randn(2, 4000), freq, theta, torch.ones(4000), torch.eye(2), torch.ones(2, 1), settings)
+    defocus = torch.tensor([0.8, 2.6], dtype=dtype)
+    astig = torch.tensor([0.03, -0.05], dtype=dtype)
+    phase = torch.tensor([0.0, math.radians(70.0)], dtype=dtype)
+    simulated = cost.simulate(defocus, astig, phase, dtype=dtype)
+    assert simulated.dtype == dtype
+    for i in range(2):
+        local = float(defocus[i]) + float(astig[0]) * torch.cos(2 * theta) + float(astig[1]) * torch.sin(2 * theta)
+        expected = ctf_1d(freq.double(), local.double(), phase_shift_deg=math.degrees(float(phase[i]))) ** 2
+        # the per-pixel terms are stored in float32 (float64 only keeps the finite differences exact)
+        tolerance = 1e-3 if dtype == torch.float32 else 1e-4
+        torch.testing.assert_close(simulated[i].double(), expected, atol=tolerance, rtol=0)

@@ -13,10 +13,11 @@ The stages follow warp-facts.md §2.2–2.7:
    with every background-subtracted spectrum over all pixels of the fit annulus (ours: Warp samples
    a polar grid). Pass 1 fits a *plane* through the defocus grid (mean defocus and gradient) with the
    astigmatism vector and phase nodes; then (ours) each patch's own defocus step away from that plane
-   and its noise (from two disjoint halves of its pixels) decide, by empirical Bayes with a BIC guard,
+   and its noise (from 8 disjoint groups of its pixels) decide, by empirical Bayes with a likelihood-ratio guard,
    how far the grid may leave the plane (:func:`_grid_prior_width`); pass 2 fits the grid nodes under
-   that Gaussian prior, or the plane again if the data show no departure from it. The background and
-   envelope are re-estimated between the passes;
+   that Gaussian prior, or the plane again if the data show no departure from it, or a single
+   defocus if the plane's gradient is not significant either (:func:`_gradient_is_noise`, a test
+   with a 10⁻³ false-alarm rate). The background and envelope are re-estimated between the passes;
 6. the astigmatism-corrected 1D average at the mean defocus, its background, envelope, fit quality
    and the resolution estimate.
 
@@ -33,6 +34,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import scipy.stats
 import torch
 
 from cryowarp.base.grids import CubicGrid, natural_spline_weights_1d
@@ -44,7 +46,7 @@ from cryowarp.ctf.background import (
     initial_background,
     refine_background_and_envelope,
 )
-from cryowarp.ctf.model import CTFModel, fit_specimen_plane, normalized_coords_xy
+from cryowarp.ctf.model import CTFModel, ctf_chi_rad, fit_specimen_plane, normalized_coords_xy
 from cryowarp.ctf.quality import (
     corrected_average_1d,
     fit_quality_1d,
@@ -159,6 +161,22 @@ def _weighted_pearson(simulated: torch.Tensor, experimental: torch.Tensor, mask:
     return (a * b).sum(-1) / (torch.sqrt((a * a).sum(-1) * (b * b).sum(-1)).clamp_min(1e-20))
 
 
+def _grouped_pearson(
+    simulated: torch.Tensor, experimental: torch.Tensor, groups: torch.Tensor, n_groups: int
+) -> torch.Tensor:
+    """Pearson correlation `(n_groups, s)` of `(s, m)` arrays over each group's pixels (``groups`` `(m,)`)."""
+
+    def sums(x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], n_groups).index_add_(1, groups, x)
+
+    count = torch.bincount(groups, minlength=n_groups).to(simulated.dtype)
+    mean_a, mean_b = sums(simulated) / count, sums(experimental) / count
+    a = simulated - mean_a[:, groups]
+    b = experimental - mean_b[:, groups]
+    correlation = sums(a * b) / torch.sqrt(sums(a * a) * sums(b * b)).clamp_min(1e-20)
+    return correlation.T
+
+
 def _plane_basis(grid_t: int, grid_y: int, grid_x: int, device: torch.device) -> torch.Tensor:
     """`(t·y·x, k)` columns 1, x − ½, y − ½, t − ½ at the grid nodes (only axes with > 1 node)."""
     axes = [
@@ -172,6 +190,15 @@ def _plane_basis(grid_t: int, grid_y: int, grid_x: int, device: torch.device) ->
     return torch.stack(columns, -1)
 
 
+#: Disjoint pixel groups per spectrum whose defocus steps calibrate the patch noise (:func:`_grid_prior_width`).
+NOISE_GROUPS = 8
+
+#: False-alarm rate of the two model-selection tests of the 2D fit (ours, not Warp's, which always fits
+#: the whole grid): the probability that a level specimen is given a fitted plane
+#: (:func:`_gradient_is_noise`) and that a planar one is given a curved grid (:func:`_grid_prior_width`).
+LEVEL_FALSE_ALARM = 1e-3
+
+
 def _gradient_is_noise(
     steps_um: torch.Tensor,
     curvature: torch.Tensor,
@@ -179,13 +206,24 @@ def _gradient_is_noise(
     plane_um: torch.Tensor,
     coords_xy: torch.Tensor,
     correlation: torch.Tensor | None = None,
+    false_alarm: float = LEVEL_FALSE_ALARM,
 ) -> bool:
-    """Whether the fitted plane's gradient is indistinguishable from zero (BIC, 2 parameters).
+    """Whether the fitted plane's gradient is indistinguishable from zero (likelihood-ratio test).
 
     The patches' own defoci (plane + Newton step, noise σ_i² = κ/h_i as in :func:`_grid_prior_width`,
     correlated between overlapping patches as ``correlation``) are fitted by generalised least squares
-    with and without a gradient; the gradient is kept only if it raises the log-likelihood by more
-    than ln n (½ ln n per parameter).
+    with and without a gradient. For a level specimen and a known noise scale κ the drop in χ² is
+    χ²-distributed with 2 degrees of freedom; κ is itself estimated from the n patches' pixel groups,
+    κ̂/κ ~ χ²_ν/ν (``choice["noise_dof"]``, :func:`_noise_scale_dof`), so Δχ²/2 follows F(2, ν). The
+    gradient is kept only if Δχ²/2 exceeds the F(2, ν) quantile of 1 − ``false_alarm``: a level
+    specimen gets a plane with probability ``false_alarm`` whatever n (Δχ² > 14.2 for 49 patches and
+    10⁻³, > 15.9 for 9).
+
+    Until 2026-11 this was a BIC test (Δχ²/2 > ln n) with κ taken as exact. Its false-alarm rate
+    depended on n: 2.9 % with 49 patches (512-px spectra of 4096² px) and 18 % with 9 (the 1024-px
+    spectra used above 2.5 µm), measured on simulated patch noise (tests/ctf); one flat 0.6 µm
+    phase-plate micrograph of the benchmark kept a 2.5° plane (Δχ² = 12.7, local RMSE 51 Å). The
+    price of the stricter test is a larger smallest detectable tilt (docs/benchmarks/ctf.md).
     """
     kappa = choice.get("noise_scale", 0.0)
     h = curvature.double().cpu()
@@ -205,39 +243,63 @@ def _gradient_is_noise(
     for columns in (3, 1):
         solution = torch.linalg.lstsq(white_design[:, :columns], white_values).solution
         chi2.append(float(((white_design[:, :columns] @ solution - white_values) ** 2).sum()))
-    return 0.5 * (chi2[1] - chi2[0]) < math.log(n)
+    dof = choice.get("noise_dof") or _noise_scale_dof(correlation, usable, 2)
+    threshold = float(scipy.stats.f.isf(false_alarm, 2, dof))
+    return 0.5 * (chi2[1] - chi2[0]) < threshold
+
+
+def _noise_scale_dof(correlation: torch.Tensor | None, usable: torch.Tensor, n_groups: int) -> float:
+    """Degrees of freedom ν of the noise scale κ̂ estimated from ``n_groups`` pixel groups per patch.
+
+    Each usable patch contributes K − 1 = ``n_groups`` − 1 degrees of freedom (the spread of its K
+    group steps about their mean); the patches' terms correlate as the patches overlap (R), so
+    κ̂/κ ≈ χ²_ν/ν with ν = (K − 1) n² / Σ R_ij² (K = 8: ≈ 250 for 7 × 7 patches with 50 % overlap,
+    ≈ 50 for 3 × 3; with K = 2 halves it would be ≈ 36 and ≈ 7).
+    """
+    n = int(usable.sum())
+    if correlation is None:
+        return float((n_groups - 1) * n)
+    r = correlation.double().cpu()[usable][:, usable]
+    return (n_groups - 1) * n * n / float((r**2).sum())
 
 
 def _grid_prior_width(
     steps_um: torch.Tensor,
     curvature: torch.Tensor,
-    half_steps_um: torch.Tensor,
+    group_steps_um: torch.Tensor,
     off_plane_weights: torch.Tensor,
     correlation: torch.Tensor | None = None,
+    false_alarm: float = LEVEL_FALSE_ALARM,
 ) -> tuple[float, dict]:
     """Width τ of the Gaussian prior on the grid's departure from the plane, by empirical Bayes.
 
     Each spectrum i gives a Newton step e_i (µm) from the fitted plane towards its own best defocus.
     Its noise variance is σ_i² = κ / h_i, h_i the curvature of its score; κ is calibrated from the
-    disagreement of the steps measured on two disjoint halves of every spectrum's pixels
-    (Var(e_A − e_B) = 4 σ², so κ = mean(h (e_A − e_B)² / 4)), which also absorbs the correlation
-    between neighbouring pixels. Overlapping patches see partly the same pixels, so their noise
-    correlates (``correlation`` R, :func:`cryowarp.ctf.spectra.patch_overlap_correlation`). With node
-    departures v ~ N(0, τ² I) projected off the plane, e ~ N(0, τ² A Aᵀ + S R S) (S = diag σ,
-    A = spline weights × off-plane projector); τ maximises that marginal likelihood over 0 and a
-    log grid 10 Å – 0.5 µm. Without R, 2 of 12 flat 4096² specimens got a grid. Returns the L-BFGS penalty weight
-    κ / (2 τ²) on |off-plane part of the nodes|² (0 if τ = 0: keep the plane) and the numbers.
+    disagreement of the steps measured on K disjoint groups of every spectrum's pixels
+    (``group_steps_um`` `(K, s)`; each group's step has K times the variance of the whole's, so
+    κ = mean(h · s²_K / K), s²_K the groups' sample variance; K = 2 halves give
+    mean(h (e_A − e_B)² / 4)), which also absorbs the correlation between neighbouring pixels.
+    Overlapping patches see partly the same pixels, so their noise correlates (``correlation`` R,
+    :func:`cryowarp.ctf.spectra.patch_overlap_correlation`). With node departures v ~ N(0, τ² I)
+    projected off the plane, e ~ N(0, τ² A Aᵀ + S R S) (S = diag σ, A = spline weights × off-plane
+    projector); τ maximises that marginal likelihood over 0 and a log grid 10 Å – 0.5 µm. Without R,
+    2 of 12 flat 4096² specimens got a grid. τ > 0 is kept only if it beats τ = 0 by a likelihood
+    ratio that a planar specimen exceeds with probability ~``false_alarm``. Returns the L-BFGS
+    penalty weight κ / (2 τ²) on |off-plane part of the nodes|² (0 if τ = 0: keep the plane) and
+    the numbers (``noise_dof``: degrees of freedom of κ̂, :func:`_noise_scale_dof`).
     """
     e = steps_um.double().cpu()
     h = curvature.double().cpu()
-    half = half_steps_um.double().cpu()
+    groups = group_steps_um.double().cpu()
+    n_groups = groups.shape[0]
     # spectra whose score is not clearly concave at the plane carry no usable local information
     usable = h > 0.1 * float(h.median())
     if int(usable.sum()) < 4:
         return 0.0, {"tau_um": 0.0, "noise_scale": 0.0}
-    kappa = float((h * (half[0] - half[1]) ** 2 / 4)[usable].mean())
+    kappa = float((h * groups.var(0) / n_groups)[usable].mean())
+    dof = _noise_scale_dof(correlation, usable, n_groups)
     if not math.isfinite(kappa) or kappa <= 0:
-        return 0.0, {"tau_um": 0.0, "noise_scale": kappa}
+        return 0.0, {"tau_um": 0.0, "noise_scale": kappa, "noise_dof": dof}
     noise = torch.where(usable, kappa / h, torch.full_like(h, 1e6))
     e = torch.where(usable, e, torch.zeros_like(e))
     corr = torch.eye(len(e), dtype=torch.float64) if correlation is None else correlation.double().cpu().clone()
@@ -257,12 +319,22 @@ def _grid_prior_width(
             ll_plane = ll
         if best_ll is None or ll > best_ll:
             best_tau, best_ll = tau, ll
-    # BIC for the one extra parameter: the grid must beat the plane by ½ ln n (without it the
-    # maximum-likelihood τ is > 0 on about half of all truly flat specimens)
-    if ll_plane is not None and best_ll is not None and best_ll - ll_plane < 0.5 * math.log(int(usable.sum())):
+    # the grid must beat the plane by a likelihood ratio that a planar specimen exceeds with
+    # probability ~`false_alarm` (without a guard the maximum-likelihood τ is > 0 on about half of
+    # all truly flat specimens). τ ≥ 0 sits on the boundary, so with κ known 2 ΔlnL would be
+    # ½ χ²₀ + ½ χ²₁ under a plane; with κ̂ on ν degrees of freedom (:func:`_noise_scale_dof`)
+    # P(2 ΔlnL > c) ≈ P(t_ν > √c), so the threshold is ½ t²: t the (1 − false_alarm) quantile of
+    # Student's t_ν. Until 2026-11 this was BIC's ½ ln n.
+    threshold = 0.5 * float(scipy.stats.t.isf(false_alarm, dof)) ** 2
+    if ll_plane is not None and best_ll is not None and best_ll - ll_plane < threshold:
         best_tau = 0.0
     weight = 0.0 if best_tau == 0 else kappa / (2 * best_tau**2)
-    return weight, {"tau_um": best_tau, "noise_scale": kappa, "noise_um": float(noise[usable].sqrt().median())}
+    return weight, {
+        "tau_um": best_tau,
+        "noise_scale": kappa,
+        "noise_um": float(noise[usable].sqrt().median()),
+        "noise_dof": dof,
+    }
 
 
 class _Cost:
@@ -308,11 +380,27 @@ class _Cost:
         # √(1 − A²) sin χ + A cos χ = sin(χ + α), α = atan2(A, √(1 − A²)): one sine per pixel
         self.alpha = math.atan2(self.amp, self.phase_amp)
 
-    def simulate(self, defocus: torch.Tensor, astig: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        """CTF² × envelope `(s, m)` for per-spectrum defocus `(s,)` (µm) and phase `(s,)` (rad)."""
-        local = defocus[:, None] + astig[0] * self.cos2 + astig[1] * self.sin2  # (s, m)
-        chi = self.defocus_term * local + (self.cs_term + self.alpha) + phase[:, None]
-        return torch.sin(chi).pow(2) * self.envelope
+    def simulate(
+        self, defocus: torch.Tensor, astig: torch.Tensor, phase: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """CTF² × envelope `(s, m)` for per-spectrum defocus `(s,)` (µm) and phase `(s,)` (rad).
+
+        ``dtype`` (e.g. float64 for finite differences) converts the per-pixel terms; default: as stored.
+        """
+        terms = {name: getattr(self, name) for name in ("defocus_term", "cs_term", "cos2", "sin2", "envelope")}
+        if dtype is not None:
+            terms = {name: value.to(dtype) for name, value in terms.items()}
+        chi = ctf_chi_rad(
+            defocus,
+            astig,
+            phase,
+            defocus_term=terms["defocus_term"],
+            cs_term=terms["cs_term"],
+            cos2=terms["cos2"],
+            sin2=terms["sin2"],
+            amplitude_phase_rad=self.alpha,
+        )
+        return torch.sin(chi).pow(2) * terms["envelope"]
 
     def per_spectrum(self, nodes: torch.Tensor, astig: torch.Tensor, phase_nodes_rad: torch.Tensor) -> torch.Tensor:
         simulated = self.simulate(self.weights_defocus @ nodes, astig, self.weights_phase @ phase_nodes_rad)
@@ -325,30 +413,28 @@ class _Cost:
         nodes: torch.Tensor,
         astig: torch.Tensor,
         phase_nodes_rad: torch.Tensor,
-        halves: torch.Tensor,
+        groups: torch.Tensor,
+        n_groups: int,
         step_um: float = 0.005,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-spectrum Newton step of the defocus and its curvature, on all pixels and on two halves.
+        """Per-spectrum Newton step of the defocus and its curvature, on all pixels and on pixel groups.
 
-        Returns ``step (s,)`` µm, ``curvature (s,)`` (−d² score / dD², per µm²) and ``half_steps (2, s)``.
+        ``groups`` `(m,)` assigns every pixel to one of ``n_groups`` disjoint groups. Returns
+        ``step (s,)`` µm, ``curvature (s,)`` (−d² score / dD², per µm²) and ``group_steps (n_groups, s)``.
         """
         # float64: a 50 Å shift changes a correlation by ~10⁻⁴, too little for float32 differences
-        double = {
-            name: getattr(self, name).double()
-            for name in ("defocus_term", "cs_term", "cos2", "sin2", "envelope", "experimental")
-        }
+        experimental = self.experimental.double()
         defocus = (self.weights_defocus @ nodes).double()
         phase = (self.weights_phase @ phase_nodes_rad).double()
         astig = astig.double()
         scores = []
         for offset in (-step_um, 0.0, step_um):
-            local = defocus[:, None] + offset + astig[0] * double["cos2"] + astig[1] * double["sin2"]
-            chi = double["defocus_term"] * local + double["cs_term"] + self.alpha + phase[:, None]
-            sim = torch.sin(chi).pow(2) * double["envelope"]
-            scores.append(torch.stack([_weighted_pearson(sim, double["experimental"], m) for m in (None, halves, ~halves)]))
+            sim = self.simulate(defocus + offset, astig, phase, dtype=torch.float64)
+            whole = _weighted_pearson(sim, experimental, None)
+            scores.append(torch.cat([whole[None], _grouped_pearson(sim, experimental, groups, n_groups)]))
         minus, zero, plus = scores  # (3, s) each
         gradient = (plus - minus) / (2 * step_um)
-        # a Pearson correlation is a mean, so each half has the same expected curvature as the whole;
+        # a Pearson correlation is a mean, so each group has the same expected curvature as the whole;
         # the whole's (less noisy) curvature converts all three gradients into steps
         curvature = ((2 * zero[0] - plus[0] - minus[0]) / step_um**2).clamp_min(1e-12)
         steps = gradient / curvature
@@ -625,8 +711,11 @@ def fit_ctf_detailed(
     pixel_index, pixel_radius, pixel_theta = _annulus_pixels(window, bin_min, fit_max_2d, device)
     pixel_freq = pixel_radius / (window * pixel_size_a)
     pixels = flat_spectra.reshape(n_spectra, -1)[:, pixel_index]  # (s, m)
-    # two disjoint halves (alternating 11.25° wedges) give each patch two independent defocus estimates
-    halves = torch.floor(pixel_theta / (math.pi / 16)).long() % 2 == 0
+    # 8 disjoint pixel groups give each patch 8 independent defocus estimates, hence its noise (7
+    # degrees of freedom per patch; 2 halves gave 1, too few to calibrate the noise of 9 patches):
+    # 16 wedges of 11.25°, group g = wedges g and g + 8, 90° apart, so that an error of the fitted
+    # astigmatism (∝ cos 2θ, sin 2θ) cancels within each group instead of separating the groups
+    pixel_group = torch.floor(pixel_theta / (math.pi / 16)).long().clamp(0, 15) % NOISE_GROUPS
 
     # --- 2D refinement with L-BFGS ---------------------------------------------------------------
     # pass 1 fits a plane (mean defocus + gradient; + a linear drift in time) through the grid nodes;
@@ -696,9 +785,11 @@ def fit_ctf_detailed(
             spectrum_defocus = weights_defocus @ nodes
             phase_mean_deg = math.degrees(float(phase_nodes.mean())) % 180.0
             if refinement == 0 and spatial and off_plane.abs().max() > 1e-6:
-                steps_um, curvature, half_steps_um = cost.local_steps(nodes, astig, phase_nodes, halves)
+                steps_um, curvature, group_steps_um = cost.local_steps(
+                    nodes, astig, phase_nodes, pixel_group, NOISE_GROUPS
+                )
                 prior_weight, grid_choice = _grid_prior_width(
-                    steps_um, curvature, half_steps_um, weights_defocus @ off_plane, noise_correlation
+                    steps_um, curvature, group_steps_um, weights_defocus @ off_plane, noise_correlation
                 )
                 if (
                     prior_weight == 0

@@ -18,6 +18,46 @@ def normalized_coords_xy(coords_px_xy: torch.Tensor, shape_yx: tuple[int, int]) 
     return coords_px_xy.to(torch.float32) / scale
 
 
+def ctf_chi_rad(
+    defocus_um: torch.Tensor,
+    astigmatism_um: torch.Tensor,
+    phase_shift_rad: torch.Tensor,
+    *,
+    defocus_term: torch.Tensor,
+    cs_term: torch.Tensor,
+    cos2: torch.Tensor,
+    sin2: torch.Tensor,
+    amplitude_phase_rad: float,
+) -> torch.Tensor:
+    """Phase χ(k) + α of the CTF at Fourier pixels, for one defocus and phase shift per spectrum.
+
+    CTF = −(√(1 − A²) sin χ + A cos χ) = −sin(χ + α) with α = atan2(A, √(1 − A²)), so the CTF² the
+    2D fit correlates with is ``sin(ctf_chi_rad(...))²``. The body is dtype-agnostic: the L-BFGS cost
+    calls it in float32, the per-patch finite differences in float64 (the one source of truth for χ).
+
+    Parameters
+    ----------
+    defocus_um : torch.Tensor
+        `(s,)` mean defocus of each spectrum, µm (underfocus positive).
+    astigmatism_um : torch.Tensor
+        `(2,)` astigmatism vector (a₁, a₂): the local defocus at pixel angle θ is
+        D + a₁ cos 2θ + a₂ sin 2θ, so U − V = 2 |a| and the angle of U is ½ atan2(a₂, a₁).
+    phase_shift_rad : torch.Tensor
+        `(s,)` phase-plate shift of each spectrum, radians.
+    defocus_term, cs_term, cos2, sin2 : torch.Tensor
+        `(m,)` per pixel: π λ k² · 10⁴ (χ per µm of defocus), −π Cs λ³ k⁴ / 2, cos 2θ and sin 2θ.
+    amplitude_phase_rad : float
+        α above.
+
+    Returns
+    -------
+    torch.Tensor
+        `(s, m)` radians.
+    """
+    local = defocus_um[:, None] + astigmatism_um[0] * cos2 + astigmatism_um[1] * sin2
+    return defocus_term * local + (cs_term + amplitude_phase_rad) + phase_shift_rad[:, None]
+
+
 @dataclass(frozen=True)
 class SpecimenPlane:
     """Plane fitted to the local defocus over the image.
