@@ -4,7 +4,7 @@ Run (heavy: take the lock; peers from ../shared/peers, venv ~/.cache/cwbench/pee
 
     flock /tmp/cryowarp-heavy.lock .venv/bin/python benchmarks/bench_ctf.py [--quick] [--no-peers]
 
-Prints markdown and writes docs/benchmarks/ctf.md (+ PNGs of the real EPU micrographs next to it).
+Prints markdown and writes docs/benchmarks/ctf.md (real micrographs: bench_ctf_real.py).
 
 Images: (1) a weak-phase object (white phase noise, 0.04 rad s.d. per px) imaged through the CTF
 with an envelope exp(−80 k²/4), Poisson counts at 40 e/Å², 4096² px at 1 Å/px, over defocus 0.5–4 µm,
@@ -477,66 +477,6 @@ def time_ours(n_repeats: int, frames: int | None, size: int, settings) -> list[f
     return times, cpu
 
 
-def real_data(out_dir: Path, with_peers: bool) -> list[dict]:
-    from cryowarp.cli.ctf import plot_power_spectrum_2d, plot_spectrum_1d
-    from cryowarp.ctf import CTFSettings, fit_ctf_detailed
-    from cryowarp.io.mrc import fei_metadata, read_mrc
-
-    rows = []
-    for name in ("epu2.9_example.mrc", "fei-extended.mrc"):
-        path = DATA / name
-        if not path.exists():
-            continue
-        meta = fei_metadata(path)
-        image, pixel = read_mrc(path, as_tensor=True)
-        pixel = float(pixel or meta["pixel_size_a"])
-        t0 = time.perf_counter()
-        fit = fit_ctf_detailed(image, pixel, CTFSettings(defocus_min_um=0.3, defocus_max_um=5.0))
-        wall = time.perf_counter() - t0
-        stem = path.stem.replace(".", "_")
-        plot_power_spectrum_2d(fit, out_dir / f"ctf_{stem}_ps.png", title=name)
-        plot_spectrum_1d(fit.model, out_dir / f"ctf_{stem}_ps1d.png", title=name)
-        m = fit.model
-        peers = {}
-        for script in ("run_tce_ctf.py", "run_aspire_ctf.py"):
-            if PEERS_PY.exists() and with_peers:
-                with tempfile.TemporaryDirectory() as tmp:
-                    out = Path(tmp) / "r.json"
-                    subprocess.run(
-                        [
-                            str(PEERS_PY),
-                            str(PEERS / script),
-                            str(path),
-                            "--apix",
-                            str(pixel),
-                            "--out",
-                            str(out),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    if out.exists():
-                        r = json.loads(out.read_text())["result"]
-                        peers[script] = (r["defocus_u_A"] + r["defocus_v_A"]) / 2e4
-        rows.append(
-            {
-                "name": name,
-                "pixel_a": pixel,
-                "nominal_um": meta.get("defocus_um"),
-                "fit_um": m.defocus_um,
-                "u_um": m.defocus_u_um,
-                "v_um": m.defocus_v_um,
-                "angle": m.astigmatism_angle_deg,
-                "res_a": m.resolution_a,
-                "fom": m.figure_of_merit,
-                "incl": m.plane.inclination_deg,
-                "wall_s": wall,
-                "peers": peers,
-            }
-        )
-    return rows
-
-
 def fmt(values: list[float | None], q: float) -> str:
     v = [x for x in values if x is not None]
     return f"{np.percentile(v, q):.0f}" if v else "–"
@@ -554,13 +494,12 @@ def main() -> None:
     )
     ap.add_argument("--size", type=int, default=4096, help="image side (4096; smaller only to test this script)")
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--no-sim", action="store_true", help="skip the cryowarp.sim micrographs")
     ap.add_argument(
         "--reuse-results",
         action="store_true",
-        help="take the accuracy results from WORKDIR/results.json (an earlier run) and only time and fit "
-        "the real micrographs (splits one benchmark over two short lock holds)",
+        help="take the accuracy results from WORKDIR/results.json (an earlier run) and only time "
+        "(splits one benchmark over two short lock holds)",
     )
     ap.add_argument("--no-timing", action="store_true", help="skip the timing section")
     ap.add_argument("--out", default=str(OUT_MD), help="markdown page to write (4096² runs only)")
@@ -573,7 +512,6 @@ def main() -> None:
         help="only run the peers (tce on every case, then ASPIRE) into WORKDIR/peers.json and stop; "
         "a later run takes their results from there",
     )
-    ap.add_argument("--real-peers", action="store_true", help="also run the peers on the real micrographs")
     a = ap.parse_args()
     from cryowarp.ctf import CTFSettings
 
@@ -758,22 +696,11 @@ def main() -> None:
 
     lines += [
         "",
-        "## Real EPU micrographs (../shared/data/mrcfile/)",
+        "## Real EPU micrographs",
         "",
-        "| file | px Å | EPU header defocus µm | ours D µm (U / V, angle) | res Å | FOM | plane incl. ° | "
-        "torch-ctf-estimation µm | ASPIRE µm | ours time s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "See the next section (`benchmarks/bench_ctf_real.py`): fitted values, the two PNGs, the peers side by "
+        "side with a tool-neutral ring-agreement score, and an independent check of the fitted planes.",
     ]
-    for r in [] if a.no_real else real_data(OUT_MD.parent, a.real_peers):
-        nominal = "–" if r["nominal_um"] is None else f"{r['nominal_um']:.3f}"
-        tce = r["peers"].get("run_tce_ctf.py")
-        asp = r["peers"].get("run_aspire_ctf.py")
-        lines.append(
-            f"| {r['name']} | {r['pixel_a']:.4f} | {nominal} | {r['fit_um']:.3f} ({r['u_um']:.3f} / "
-            f"{r['v_um']:.3f}, {r['angle']:.0f}°) | {r['res_a']:.1f} | {r['fom']:.3f} | {r['incl']:.1f} | "
-            f"{'–' if tce is None else f'{tce:.3f}'} | {'–' if asp is None else f'{asp:.3f}'} | "
-            f"{r['wall_s']:.1f} |"
-        )
     text = "\n".join(lines) + "\n" + NOTES
     print(text)
     if a.size == 4096:
