@@ -328,7 +328,7 @@ def test_nan_in_frames_is_refused(tmp_path):
     with pytest.raises(
         InvalidDataError,
         match=r"inf.tif: expected finite pixel values, found 1 NaN/inf value\(s\) "
-        r"in frame\(s\) \[1\]",
+        r"in frame\(s\) 2 \(first frame = 1",  # frames[1]: counted from 1, as RELION and the STAR files
     ):
         read_movie(path)
 

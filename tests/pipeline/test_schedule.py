@@ -207,3 +207,103 @@ def test_local_pool_retries_an_item_whose_worker_died(tmp_path, monkeypatch):
     assert killed and counts["done"] == 2 and counts["failed"] == 0
     assert any("worker died" in m for m in c.messages)
     c.close()
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+from cryowarp.pipeline.schedule import _LocalExecutor
+ex = _LocalExecutor(1, 1)
+future = ex.submit(time.sleep, 120)
+while not ex._pool._processes:
+    time.sleep(0.05)
+print(list(ex._pool._processes)[0], flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in state
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_pool_workers_end_when_the_coordinator_is_killed(tmp_path):
+    """kill -9 of the coordinator must not leave its pool workers running (they would keep computing)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        worker = int(proc.stdout.readline())
+        assert _alive(worker)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 10
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = _alive(worker)
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the pool worker outlived its killed coordinator"
+
+
+def test_rerun_retries_a_broken_file_once_without_claiming_it_changed(tmp_path):
+    """A new coordinator retries every failed item; the watcher's first sighting of the same, unchanged
+    file must not queue it a second time (nor say "the file changed")."""
+    movies, coords = write_session(tmp_path, 1)
+    (movies / "broken.mrc").write_text("not a movie" * 200)
+    c = Coordinator(tmp_path / "p", fast_settings(coords), n_workers=0)
+    c.run(movies, stable_s=0.2)
+    assert c.store.get_item("broken")["attempts"] == 1
+    c.close()
+    c = Coordinator(tmp_path / "p", fast_settings(coords), n_workers=0)
+    counts = c.run(movies, stable_s=0.2)
+    item = c.store.get_item("broken")
+    assert item["status"] == "failed" and item["attempts"] == 2, item
+    assert counts["done"] == 1 and not any("changed" in m for m in c.messages), c.messages
+    c.close()
+
+
+def test_settings_changed_in_the_store_while_watching_are_applied(tmp_path):
+    """`watch --ui`: the UI stores new settings and requeues the outdated items; the running coordinator
+    must process them with the new settings (not mark them done with the old results)."""
+    from cryowarp.pipeline.store import ProjectStore
+
+    movies, coords = write_session(tmp_path, 1)
+    c = Coordinator(tmp_path / "p", fast_settings(coords), n_workers=0)
+    c.run(movies, stable_s=0.2)
+    ui = ProjectStore(tmp_path / "p")  # the web app's own store
+    requeued = ui.put_settings(ui.get_settings().updated({"export": {"box_size_px": 48}}))
+    assert requeued and ui.counts()["queued"] == 1
+    counts = c.run(movies, stable_s=0.2)  # the same coordinator, still running
+    assert counts["done"] == 1
+    assert read_star(tmp_path / "p" / "particles.star")["optics"]["rlnImageSize"].iloc[0] == 48
+    assert set(c.store.get_item("m00")["timings"]) == {"read", "export"}
+    ui.close()
+    c.close()
+
+
+def test_settings_changed_while_an_item_runs_redo_its_outdated_stages(tmp_path, monkeypatch):
+    """A settings change cannot requeue a running item; when it finishes with the old settings' results
+    the coordinator requeues it so that its outdated stages are redone."""
+    from cryowarp.pipeline.store import ProjectStore
+
+    movies, coords = write_session(tmp_path, 1)
+    c = Coordinator(tmp_path / "p", fast_settings(coords), n_workers=0)
+    ui = ProjectStore(tmp_path / "p")
+    submit, changed = c.executor.submit, []
+
+    def submit_after_a_ui_change(fn, *args, **kwargs):  # the item is `running` now
+        if not changed:
+            changed.append(ui.put_settings(ui.get_settings().updated({"export": {"box_size_px": 48}})))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(c.executor, "submit", submit_after_a_ui_change)
+    counts = c.run(movies, stable_s=0.2)
+    assert changed and counts["done"] == 1
+    assert read_star(tmp_path / "p" / "particles.star")["optics"]["rlnImageSize"].iloc[0] == 48
+    ui.close()
+    c.close()

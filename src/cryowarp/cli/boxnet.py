@@ -189,13 +189,22 @@ def pick_command(
         # a user's threshold is a fixed one, not a cap on the per-micrograph threshold
         **({} if threshold is None else {"threshold": threshold, "relative_threshold": None}),
     )
+    from cryowarp.io.errors import CryowarpIOError
+
     net = _load_model(model, dev)
     output.mkdir(parents=True, exist_ok=True)
     total = 0
+    failed: list[str] = []
     with Progress(transient=False) as progress:
         task = progress.add_task("BoxNet picking", total=len(micrographs))
         for path in micrographs:
-            image, px = read_micrograph(path, pixel_size)
+            try:
+                image, px = read_micrograph(path, pixel_size)
+            except CryowarpIOError as exc:  # one bad file must not end a batch of hundreds
+                failed.append(str(exc))
+                progress.console.print(f"skipped {exc}", markup=False)
+                progress.advance(task)
+                continue
             picks = pick_particles(image.to(dev), px, net, settings)
             write_picks_star(output / f"{path.stem}_boxnet.star", path.name, picks.coords_px_xy, picks.scores)
             tifffile.imwrite(
@@ -215,7 +224,12 @@ def pick_command(
                 f"{path.name}: {len(picks)} particles, {picks.mask_percentage:.1f} % masked"
             )
             progress.advance(task)
-    typer.echo(f"{total} particles in {len(micrographs)} micrographs -> {output}")
+    typer.echo(f"{total} particles in {len(micrographs) - len(failed)} micrographs -> {output}")
+    if failed:
+        typer.echo(f"{len(failed)} micrograph(s) could not be read:", err=True)
+        for message in failed:
+            typer.echo(f"  {message}", err=True)
+        raise typer.Exit(1)
 
 
 def _find_companion(folder: Path | None, stem: str, patterns: tuple[str, ...]) -> Path | None:

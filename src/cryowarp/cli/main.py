@@ -15,12 +15,31 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import click
 import typer
+from typer.core import TyperGroup
 
 import cryowarp.cli as _cli_pkg
+from cryowarp.io.errors import CryowarpIOError
+
+
+class _Group(TyperGroup):
+    """Reports a bad input file (``CryowarpIOError``, a missing file) as one line and exit code 2.
+
+    These errors already name the file and the problem; a traceback would only hide the message.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (CryowarpIOError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+
 
 app = typer.Typer(
     name="cryowarp",
+    cls=_Group,
     help="On-the-fly cryo-EM preprocessing (a re-implementation of Warp). `cryowarp COMMAND --help` for details.",
     no_args_is_help=True,
     add_completion=False,

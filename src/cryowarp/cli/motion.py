@@ -112,7 +112,9 @@ def motion(
     ),
     skip_last: int = typer.Option(0, "--skip-last", min=0, help="Frames left out of the average at the end."),
     halves: bool = typer.Option(False, "--halves", help="Also write odd/even half averages."),
-    float32: bool = typer.Option(False, "--float32", help="Write float32 MRC (default float16, as Warp)."),
+    float32: bool = typer.Option(
+        False, "--float32", help="Write float32 MRC (default float16, as Warp; RELION 3.1 reads only float32)."
+    ),
     voltage_kv: float = typer.Option(
         300.0, "--voltage", help="Acceleration voltage (for the STAR file), kV."
     ),

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 PROCESS_HELP = __doc__
@@ -58,7 +59,9 @@ def settings_from_options(project: Path, settings_file: Path | None, options: di
     if o.get("diameter") is not None:
         put("pick", "particle_diameter_a", o["diameter"])
         put("export", "particle_diameter_a", o["diameter"])
-    put("pick", "threshold", o.get("threshold"))
+    if o.get("threshold") is not None:  # a fixed threshold, as `boxnet pick --threshold`: not a cap on
+        put("pick", "threshold", o["threshold"])  # the per-micrograph one (min(threshold, α·q) ignores raising it)
+        changes["pick"]["relative_threshold"] = None
     put("export", "box_size_px", o.get("box_size"))
     put("export", "output_pixel_size_a", o.get("output_pixel_size"))
     put("export", "flip_phases", o.get("flip_phases"))
@@ -70,6 +73,35 @@ def settings_from_options(project: Path, settings_file: Path | None, options: di
     if o.get("no_export"):
         put(None, "do_export", False)
     return settings.updated(changes) if changes else settings
+
+
+def check_setting_paths(settings: Any) -> None:
+    """Refuse settings that would fail every movie, before any is processed.
+
+    ``FileNotFoundError`` if the gain reference, defect map or BoxNet model is missing (a mistyped
+    ``--gain``); ``ValueError`` if, at a known pixel size, the particle diameter leaves no room in the box
+    for the export's normalisation (the defaults D = 200 Å, box 128 px below ~1.1 Å/px).
+    """
+    paths = {
+        "gain reference (--gain)": settings.input.gain_path,
+        "defect map (--defects)": settings.input.defects_path,
+        "BoxNet model (--boxnet)": settings.boxnet_model_path if settings.do_pick else None,
+    }  # not --picks-from: its folder may be created while the session is collected (e.g. the demo)
+    for what, path in paths.items():
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file; expected the {what}")
+    export = settings.export
+    pixel = export.output_pixel_size_a or settings.input.pixel_size_a
+    if pixel and export.normalize and "export" in settings.enabled_stages():
+        # the export's rule (normalisation needs ≥ 3 pixels outside D/2): known before any movie is read
+        radius_px = export.particle_diameter_a / 2.0 / pixel
+        coord = np.arange(export.box_size_px) - export.box_size_px // 2
+        if int(((coord[:, None] ** 2 + coord[None, :] ** 2) > radius_px**2).sum()) < 3:
+            raise ValueError(
+                f"particle diameter {export.particle_diameter_a:g} Å is {2 * radius_px:.0f} px at {pixel:g} Å/px, "
+                f"too large for the {export.box_size_px}-px box (normalisation needs the area outside it); "
+                "give a larger --box-size, a smaller --diameter or --output-pixel-size"
+            )
 
 
 def run_pipeline(
@@ -90,6 +122,7 @@ def run_pipeline(
     import threading
 
     from rich.console import Console
+    from rich.markup import escape
 
     from cryowarp.pipeline.display import LiveDisplay, summary_table
     from cryowarp.pipeline.schedule import Coordinator
@@ -97,6 +130,7 @@ def run_pipeline(
     console = Console(stderr=True)
     try:
         settings = settings_from_options(project, settings_file, options)
+        check_setting_paths(settings)
         if input_dir is not None and not input_dir.is_dir():
             raise FileNotFoundError(f"{input_dir}: input folder does not exist")
         coordinator = Coordinator(
@@ -125,7 +159,10 @@ def run_pipeline(
         ).start()
         console.print(f"UI at http://{host}:{port}/" + (f"?token={token}" if token else ""))
     display = LiveDisplay(
-        f"cryowarp — {project}", enabled=not options.get("quiet") and console.is_terminal, console=console
+        f"cryowarp — {project}",
+        enabled=not options.get("quiet") and console.is_terminal,
+        plain=not options.get("quiet"),  # not a terminal (a log file): one line per finished item
+        console=console,
     )
     coordinator.on_update = display.update
     try:
@@ -148,7 +185,7 @@ def run_pipeline(
     coordinator.close(wait=not interrupted)
     console.print(summary)
     for item in failed[:20]:
-        console.print(f"[red]failed[/red] {item['name']}: {item['error']}")
+        console.print(f"[red]failed[/red] {escape(item['name'])}: {escape(item['error'])}", soft_wrap=True)
     if len(failed) > 20:
         console.print(f"… and {len(failed) - 20} more failures (see the UI or the store)")
     console.print(f"STAR files in {project}: particles.star, micrographs.star, goodparticles_cryowarp.star")
@@ -172,7 +209,11 @@ def _options(
     diameter: float | None = typer.Option(
         None, "--diameter", help="particle diameter, Å (picking + normalisation)"
     ),
-    threshold: float | None = typer.Option(None, "--threshold", help="BoxNet score threshold (default: PickSettings)"),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="fixed BoxNet score threshold (default: the calibrated per-micrograph threshold of PickSettings)",
+    ),
     box_size: int | None = typer.Option(None, "--box-size", help="particle box, px of the output (even)"),
     output_pixel_size: float | None = typer.Option(
         None, "--output-pixel-size", help="particle pixel size, Å"

@@ -592,7 +592,8 @@ def read_movie(
                 raise InvalidDataError(
                     path,
                     f"expected finite pixel values, found {int((~finite).sum())} NaN/inf "
-                    f"value(s) in frame(s) {bad[:5].tolist()} — corrupt or wrongly written file",
+                    f"value(s) in frame(s) {', '.join(str(i + 1) for i in bad[:5].tolist())} (first frame = 1, "
+                    "as RELION counts) — corrupt or wrongly written file",
                 )
         if gain_ref is not None:
             gain_ref.apply_(chunk)

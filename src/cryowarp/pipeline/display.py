@@ -63,15 +63,42 @@ class LiveDisplay:
     enabled : bool
         False prints nothing live (a final summary is still printed by the caller).
     console : rich.console.Console, optional
+    plain : bool
+        With ``enabled=False``: print one timestamped line per finished item and every coordinator
+        message instead (for a log file, where a live panel cannot be drawn).
     """
 
-    def __init__(self, title: str, *, enabled: bool = True, console: Console | None = None):
+    def __init__(
+        self, title: str, *, enabled: bool = True, console: Console | None = None, plain: bool = False
+    ):
         self.title = title
         self.enabled = enabled
+        self.plain = plain and not enabled
         self.console = console or Console(stderr=True)
         self._coordinator: Any = None
         self._live: Live | None = None
         self._last = 0.0
+        self._n_printed = 0  # coordinator messages printed (plain)
+        self._n_finished = 0  # items finished when the last plain line was printed
+
+    def _print_plain(self, coordinator: Any) -> None:
+        new = coordinator.n_messages - self._n_printed
+        if new > 0:
+            for message in coordinator.messages[-min(new, len(coordinator.messages)) :]:
+                self.console.print(
+                    f"{time.strftime('%H:%M:%S')} {message}", markup=False, highlight=False, soft_wrap=True
+                )
+            self._n_printed = coordinator.n_messages
+        finished = coordinator.stats.finished + coordinator.stats.failed_now
+        if finished != self._n_finished:
+            self._n_finished = finished
+            c = coordinator.store.counts()
+            self.console.print(
+                f"{time.strftime('%H:%M:%S')} done {c['done']}, failed {c['failed']}, "
+                f"running {c['running']}, queued {c['queued']}, particles {c['particles_selected']} selected",
+                markup=False,
+                highlight=False,
+            )
 
     def _render(self) -> Panel:
         if self._coordinator is None:
@@ -85,6 +112,8 @@ class LiveDisplay:
     def update(self, coordinator: Any) -> None:
         """``Coordinator.on_update`` callback (throttled to 4 Hz)."""
         self._coordinator = coordinator
+        if self.plain:
+            self._print_plain(coordinator)
         now = time.monotonic()
         if self._live is not None and now - self._last > 0.25:
             self._last = now

@@ -60,6 +60,23 @@ class RunStats:
         return (self.finished + self.failed_now) * 3600.0 / elapsed
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Pool worker initializer: end this worker when the coordinator is gone.
+
+    A pool worker blocks on its task queue forever, so a coordinator killed with ``kill -9`` /
+    ``SIGTERM`` would leave its workers running (still computing, holding memory) next to the
+    restarted coordinator's. A daemon thread checks the parent every ``poll_s`` seconds.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cryowarp-parent-watch", daemon=True).start()
+
+
 class _LocalExecutor:
     def __init__(self, n_workers: int, n_threads: int):
         self.n_workers, self.n_threads = n_workers, n_threads
@@ -68,7 +85,12 @@ class _LocalExecutor:
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         import multiprocessing as mp
 
-        return cf.ProcessPoolExecutor(max_workers=self.n_workers, mp_context=mp.get_context("spawn"))
+        return cf.ProcessPoolExecutor(
+            max_workers=self.n_workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self._pool.submit(fn, *args, **kwargs)
@@ -226,7 +248,8 @@ class Coordinator:
         self.on_update = on_update
         self.stats = RunStats()
         self.running: dict[Any, tuple[str, float]] = {}  # future -> (name, readable_at)
-        self.messages: list[str] = []
+        self.messages: list[str] = []  # the last 20
+        self.n_messages = 0  # said so far (a plain log prints the ones it has not printed)
         recovered = self.store.reset_running()
         if recovered:
             self._say(f"resumed: {recovered} item(s) left running by a previous run were re-queued")
@@ -235,6 +258,7 @@ class Coordinator:
     # ------------------------------------------------------------------ helpers
     def _say(self, message: str) -> None:
         self.messages.append(message)
+        self.n_messages += 1
         del self.messages[:-20]
 
     def _update(self) -> None:
@@ -261,6 +285,8 @@ class Coordinator:
             if Path(existing["path"]) != Path(rf.path):
                 self._say(f"{rf.path}: skipped, an item named {name!r} already comes from {existing['path']}")
             elif existing["status"] == "failed" and not rf.problem:
+                if rf.size_bytes == existing["size_bytes"] and (existing["started_at"] or 0) >= self.stats.started_at:
+                    continue  # first sighting this run of a file already retried at start, unchanged
                 self.store.mark_queued(name)
                 self._say(f"{name}: the file changed after failing; retrying")
         return new
@@ -271,12 +297,16 @@ class Coordinator:
         free = self.executor.capacity - len(self.running)
         if free <= 0:
             return
+        # settings changed meanwhile (the UI's settings page, `watch --ui`) apply to the next items
+        self.settings = self.store.get_settings()
         expected = self._expected_shape()
+        recorded = False
         for row in self.store.queued_items()[:free]:
             name = row["name"]
             stages = self.store.stages_to_run(name, self.settings)
             if not stages:  # nothing outdated (e.g. requeued by a no-op change)
                 self.store.record_result(ItemResult(name=name, path=row["path"], ok=True))
+                recorded = True
                 continue
             corrections = self.store.pick_corrections(name)
             self.store.mark_running(name)
@@ -293,6 +323,8 @@ class Coordinator:
             )
             item = self.store.get_item(name)
             self.running[future] = (name, item["readable_at"] or time.time())
+        if recorded:  # they are selected again: the STAR files must list them
+            self.write_star()
         self._update()
 
     def collect(self) -> int:
@@ -315,6 +347,8 @@ class Coordinator:
                 self._say(f"{name}: failed — {type(exc).__name__}: {exc}")
                 continue
             self.store.record_result(result)
+            if result.ok and self.store.stages_to_run(name, self.store.get_settings()):
+                self.store.mark_queued(name)  # settings changed while it was running: redo what is outdated
             if result.ok:
                 self.stats.finished += 1
                 self._star_pending.append(readable_at)
