@@ -145,7 +145,7 @@ def test_ctf_row_conversion():
     assert back["defocus_um"] == pytest.approx(1.5) and back["defocus_delta_um"] == pytest.approx(0.2)
     # a negative delta means V > U: swap, so that U ≥ V, and turn the angle by 90°
     row = ctf_to_star_row({"defocus_um": 1.5, "defocus_delta_um": -0.2, "astigmatism_angle_deg": 30.0})
-    assert row["rlnDefocusU"] == pytest.approx(16000.0) and row["rlnDefocusAngle"] == pytest.approx(-60.0)
+    assert row["rlnDefocusU"] == pytest.approx(16000.0) and row["rlnDefocusAngle"] == pytest.approx(120.0)
 
 
 def test_particles_tables_have_relion31_columns_and_units(tmp_path):

@@ -1,6 +1,6 @@
 """Correct the motion of one movie as Warp does: global + local spline motion, dose-weighted average.
 
-Writes ``DIR/<stem>.mrc`` (dose-weighted average, float16 unless ``--float32``), ``DIR/<stem>_noDW.mrc``,
+Writes ``DIR/<stem>.mrc`` (dose-weighted average, float32 unless ``--float16``), ``DIR/<stem>_noDW.mrc``,
 ``DIR/<stem>_motion.json`` (the model and its statistics), ``DIR/<stem>_motion.png`` (tracks) and
 ``DIR/<stem>.star`` (RELION's per-movie motion STAR: ``data_general``, ``data_global_shift``,
 ``data_local_shift``; shifts in unbinned pixels with RELION's sign, i.e. −displacement / pixel size).
@@ -112,8 +112,10 @@ def motion(
     ),
     skip_last: int = typer.Option(0, "--skip-last", min=0, help="Frames left out of the average at the end."),
     halves: bool = typer.Option(False, "--halves", help="Also write odd/even half averages."),
-    float32: bool = typer.Option(
-        False, "--float32", help="Write float32 MRC (default float16, as Warp; RELION 3.1 reads only float32)."
+    float16: bool = typer.Option(
+        False,
+        "--float16/--float32",
+        help="Write float16 MRC (half the size, as Warp) instead of float32; RELION 3.1 cannot read float16.",
     ),
     voltage_kv: float = typer.Option(
         300.0, "--voltage", help="Acceleration voltage (for the STAR file), kV."
@@ -194,11 +196,11 @@ def motion(
         )
         timings["average_s"] = time.perf_counter() - t0
 
-    write_mrc(output_dir / f"{stem}.mrc", avg.average, pixel, float16=not float32)
-    write_mrc(output_dir / f"{stem}_noDW.mrc", avg.average_no_dw, pixel, float16=not float32)
+    write_mrc(output_dir / f"{stem}.mrc", avg.average, pixel, float16=float16)
+    write_mrc(output_dir / f"{stem}_noDW.mrc", avg.average_no_dw, pixel, float16=float16)
     if halves:
-        write_mrc(output_dir / f"{stem}_odd.mrc", avg.average_odd, pixel, float16=not float32)
-        write_mrc(output_dir / f"{stem}_even.mrc", avg.average_even, pixel, float16=not float32)
+        write_mrc(output_dir / f"{stem}_odd.mrc", avg.average_odd, pixel, float16=float16)
+        write_mrc(output_dir / f"{stem}_even.mrc", avg.average_even, pixel, float16=float16)
     record = {
         "movie": str(movie),
         "settings": settings.model_dump(mode="json"),

@@ -444,7 +444,8 @@ def ctf_to_star_row(model: Any) -> dict[str, float]:
     ``rlnDefocusU = (defocus_um + defocus_delta_um / 2) · 10⁴`` Å, ``rlnDefocusV = (defocus_um −
     defocus_delta_um / 2) · 10⁴`` Å (warp-facts §0), ``rlnDefocusAngle = astigmatism_angle_deg``,
     ``rlnPhaseShift = phase_shift_deg``, ``rlnCtfMaxResolution = resolution_a``; optics values when
-    the model carries them. U ≥ V is enforced by swapping and turning the angle by 90°.
+    the model carries them. U ≥ V is enforced by swapping and turning the angle by 90°; the angle is
+    given in [0°, 180°).
 
     Parameters
     ----------
@@ -461,7 +462,7 @@ def ctf_to_star_row(model: Any) -> dict[str, float]:
     angle_deg = float(_get(model, "astigmatism_angle_deg", 0.0) or 0.0)
     if delta_um < 0:
         delta_um, angle_deg = -delta_um, angle_deg + 90.0
-    angle_deg = (angle_deg + 90.0) % 180.0 - 90.0
+    angle_deg = angle_deg % 180.0  # [0, 180), as the CTF model and the particle rows
     row = {
         "rlnDefocusU": (defocus_um + delta_um / 2) * ANGSTROM_PER_UM,
         "rlnDefocusV": (defocus_um - delta_um / 2) * ANGSTROM_PER_UM,
