@@ -46,6 +46,19 @@ def test_info_of_metadata_files(shared_data, rel, kind):
     assert table.exit_code == 0 and kind in table.output
 
 
+def test_info_layout_of_a_micrograph_a_stack_and_a_volume(tmp_path):
+    """A 2-D micrograph is one image, not a stack, even though its header says ispg 0 ("image or stack")."""
+    cases = [
+        (write_mrc(tmp_path / "mic.mrc", np.zeros((32, 32), np.float32), 1.0), "single image"),
+        (write_mrc(tmp_path / "parts.mrcs", np.zeros((3, 32, 32), np.float32), 1.0, stack=True), "stack of 3 images"),
+        (write_mrc(tmp_path / "vol.mrc", np.zeros((4, 32, 32), np.float32), 1.0), "volume of 4 sections"),
+    ]
+    for path, layout in cases:
+        result = runner.invoke(app, ["info", str(path)])
+        assert result.exit_code == 0, result.output
+        assert layout in result.output and "is_stack" not in result.output, result.output
+
+
 def test_info_names_a_truncated_file(tmp_path):
     path = write_mrc(tmp_path / "movie_9.mrc", np.zeros((8, 32, 32), np.float32), 1.0, stack=True)
     path.write_bytes(path.read_bytes()[:5000])

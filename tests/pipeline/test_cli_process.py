@@ -66,6 +66,20 @@ def test_process_reports_failures_with_exit_code_1(tmp_path):
     assert "broken" in result.output and "failed" in result.output
 
 
+def test_throughput_counts_only_processed_movies(tmp_path):
+    """A session where every file fails at read has no throughput ("—"), not thousands of movies/h."""
+    movies = tmp_path / "movies"
+    movies.mkdir()
+    for i in range(3):
+        (movies / f"broken_{i}.mrc").write_text("not a movie" * 200)
+    result = CliRunner().invoke(
+        app, ["process", str(movies), "-p", str(tmp_path / "p"), "--pixel-size", "2", "--workers", "0", "-q"]
+    )
+    assert result.exit_code == 1, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("throughput"))
+    assert row.split() == ["throughput", "—"], row
+
+
 def test_bad_settings_and_missing_folder_exit_2(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["process", str(tmp_path / "none"), "-p", str(tmp_path / "p"), "--quiet"])
@@ -74,6 +88,11 @@ def test_bad_settings_and_missing_folder_exit_2(tmp_path):
         app, ["process", str(tmp_path), "-p", str(tmp_path / "p"), "--box-size", "33", "--quiet"]
     )
     assert result.exit_code == 2 and "box_size_px must be even" in " ".join(result.output.split())
+    missing = tmp_path / "sttings.json"
+    result = runner.invoke(app, ["process", str(tmp_path), "-p", str(tmp_path / "p"), "--settings", str(missing), "-q"])
+    text = "".join(result.output.split())  # rich may wrap the long path
+    assert result.exit_code == 2 and "".join(f"error: {missing}: settings file not found".split()) in text, text
+    assert "Errno" not in text
 
 
 def test_missing_gain_reference_is_an_error_before_any_movie_is_processed(tmp_path):

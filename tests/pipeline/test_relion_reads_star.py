@@ -100,6 +100,14 @@ def test_relion_parses_every_pipeline_star(project):
         _assert_relion_sees_what_we_wrote(project / name)
     mics = read_star(project / "micrographs.star")["micrographs"]
     assert {"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnCtfMaxResolution"} <= set(mics.columns)
+    # particle rows (export/extract) and micrograph rows (io.star.ctf_to_star_row) agree: angle in [0, 180), U ≥ V
+    parts = read_star(project / "particles.star")["particles"].merge(
+        mics[["rlnMicrographName", "rlnDefocusAngle"]], on="rlnMicrographName", suffixes=("", "_mic")
+    )
+    assert len(parts) == 5
+    np.testing.assert_allclose(parts["rlnDefocusAngle"], parts["rlnDefocusAngle_mic"], atol=1e-4)
+    assert ((mics["rlnDefocusAngle"] >= 0) & (mics["rlnDefocusAngle"] < 180)).all()
+    assert (parts["rlnDefocusU"] >= parts["rlnDefocusV"]).all()
 
 
 def test_relion_reextracts_our_particles_from_our_micrographs(project):

@@ -33,6 +33,17 @@ def test_serve_refuses_a_folder_that_is_not_a_project(tmp_path):
     assert "no cryowarp.sqlite" in " ".join(result.output.split())
 
 
+def test_serve_on_a_port_in_use_is_one_error_line_without_a_url(project):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(project), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"error: port {port} is in use" in " ".join(result.output.split())
+    assert "http://" not in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch: ~5-10 s
 def test_serve_serves_the_project_with_its_token(project):
     with socket.socket() as s:

@@ -66,6 +66,14 @@ def demo_command(
         except BaseException as exc:  # noqa: BLE001 - shown to the user below
             sim_error.append(exc)
 
+    if serve:
+        from cryowarp.web.app import bind_port
+
+        try:
+            sock = bind_port(host, port)  # before anything runs: a port in use is one error line
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
     simulator = threading.Thread(target=simulate, daemon=True)
     simulator.start()
     options = {
@@ -95,7 +103,7 @@ def demo_command(
         from cryowarp.web.app import serve as serve_ui
 
         threading.Thread(
-            target=serve_ui, args=(project,), kwargs={"host": host, "port": port}, daemon=True
+            target=serve_ui, args=(project,), kwargs={"host": host, "port": port, "sock": sock}, daemon=True
         ).start()
         console.print(f"UI: http://{host}:{port}/")
     run_pipeline(session, project, options, watch=True, settings_file=None, stop_when_idle=finished)

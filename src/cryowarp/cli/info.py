@@ -126,6 +126,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
         table.add_row("as float32", summary["float32_size"])
         header = dict(summary["header"])
+        if "is_stack" in header:  # the header's ispg convention (0 = image or image stack), not "nz > 1"
+            n = summary["n_frames"]
+            layout = ("single image" if n == 1 else f"stack of {n} images") if header.pop("is_stack") else (
+                f"volume of {n} section{'s' if n != 1 else ''}"
+            )
+            table.add_row("MRC layout", layout)
         fei = header.pop("fei", None)
         meta = header.pop("eer_metadata", None)
         for key, value in header.items():

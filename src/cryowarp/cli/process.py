@@ -146,16 +146,20 @@ def run_pipeline(
         raise typer.Exit(2) from exc
     if ui:
         from cryowarp.web._security import check_bind
-        from cryowarp.web.app import serve
+        from cryowarp.web.app import bind_port, serve
 
         try:
             check_bind(host, token)
+            sock = bind_port(host, port)
         except ValueError as exc:
             console.print(f"[red]error:[/red] {exc}")
             coordinator.close()
             raise typer.Exit(2) from exc
         threading.Thread(
-            target=serve, args=(project,), kwargs={"host": host, "port": port, "token": token}, daemon=True
+            target=serve,
+            args=(project,),
+            kwargs={"host": host, "port": port, "token": token, "sock": sock},
+            daemon=True,
         ).start()
         console.print(f"UI at http://{host}:{port}/" + (f"?token={token}" if token else ""))
     display = LiveDisplay(

@@ -31,7 +31,7 @@ def serve_command(
     from rich.console import Console
 
     from cryowarp.web._security import check_bind
-    from cryowarp.web.app import serve
+    from cryowarp.web.app import bind_port, serve
 
     console = Console(stderr=True)
     try:
@@ -41,13 +41,14 @@ def serve_command(
                 f"{project}: no cryowarp.sqlite here; expected a cryowarp project folder "
                 "(create one with `cryowarp watch` or `cryowarp process`)"
             )
+        sock = bind_port(host, port)  # before the URL is shown: a port in use is one error line
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     suffix = f"?token={token}" if token else ""
     console.print(f"cryowarp UI for [bold]{project}[/bold] at http://{shown}:{port}/{suffix}  (Ctrl+C stops)")
-    serve(project, host=host, port=port, token=token)
+    serve(project, host=host, port=port, token=token, sock=sock)
 
 
 def register(app: typer.Typer) -> None:

@@ -68,7 +68,9 @@ class MrcInfo:
     voxel_size_a_xyz : tuple of float
         voxel size along x, y, z in Å.
     is_stack : bool
-        True if the header marks an image stack (ispg 0) or a volume stack.
+        True if the header's space group marks an image stack (ispg 0) or a volume stack (ispg ≥ 401),
+        False for a volume (ispg 1–230). A single 2-D image is ispg 0 too (MRC2014: "image or image
+        stack"), so this is the header convention, not "more than one image" (see ``shape_zyx``).
     exttyp : str
         extended header type (``FEI1``, ``FEI2``, ``CCP4``, ...) or ``""``.
     extended_header_bytes : int

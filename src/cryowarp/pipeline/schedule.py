@@ -55,9 +55,9 @@ class RunStats:
     stage_times_s: dict[str, list[float]] = field(default_factory=dict)
 
     def throughput_per_hour(self) -> float:
-        """Items finished per hour since the start."""
+        """Items processed successfully per hour since the start (failed items do not count)."""
         elapsed = max(1e-9, time.time() - self.started_at)
-        return (self.finished + self.failed_now) * 3600.0 / elapsed
+        return self.finished * 3600.0 / elapsed
 
 
 def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:

@@ -341,8 +341,8 @@ def load_settings(path: str | Path, *, unknown: str = "error") -> ProcessingSett
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path}: settings file not found") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: expected a JSON settings file, found invalid JSON ({exc})") from exc
     if not isinstance(data, dict):

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gzip
 import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -629,6 +631,25 @@ def _settings_fields(settings: BaseModel, prefix: str = "") -> list[dict[str, An
     return out
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``, for :func:`serve` (bind first, then tell the user the URL).
+
+    Raises ``ValueError`` with a one-line message if the port is in use or the address cannot be bound.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is not "in use"
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port {port} is in use (another program listens on {host}:{port}; choose another with --port)"
+            ) from exc
+        raise ValueError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from exc
+    return sock
+
+
 def serve(
     project_dir: str | Path,
     host: str = "127.0.0.1",
@@ -636,6 +657,7 @@ def serve(
     token: str | None = None,
     *,
     log_level: str = "warning",
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve the UI for ``project_dir`` until interrupted.
 
@@ -649,9 +671,15 @@ def serve(
         TCP port.
     token : str, optional
         Shared secret required by every request (see :func:`create_app`).
+    sock : socket.socket, optional
+        A socket from :func:`bind_port` (``host`` and ``port`` are then only for messages); bound
+        here if not given (``ValueError`` if the port is in use).
     """
     import uvicorn
 
     check_bind(host, token)
+    if sock is None:
+        sock = bind_port(host, port)
     app = create_app(project_dir, token=token)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])
