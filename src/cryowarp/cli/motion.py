@@ -87,7 +87,9 @@ def plot_motion(model, path: Path, *, title: str = "") -> Path:
 def motion(
     movie: Path = typer.Argument(..., help="Movie (MRC, TIFF or EER).", exists=True, dir_okay=False),
     pixel_size_a: float = typer.Option(..., "--pixel-size", help="Pixel size of the movie, Å."),
-    exposure_per_frame_e_per_a2: float = typer.Option(..., "--exposure", help="Exposure per frame, e⁻/Å²."),
+    exposure_per_frame_e_per_a2: float = typer.Option(
+        ..., "--exposure", help="Exposure per frame, e⁻/Å² (EER: per frame group, i.e. total dose / --eer-groups)."
+    ),
     output_dir: Path = typer.Option(..., "-o", "--output", help="Output folder (created)."),
     gain: Path | None = typer.Option(
         None, "--gain", help="Gain reference (frames are multiplied by it).", exists=True, dir_okay=False
