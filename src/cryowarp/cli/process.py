@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 PROCESS_HELP = __doc__
@@ -93,15 +92,18 @@ def check_setting_paths(settings: Any) -> None:
     export = settings.export
     pixel = export.output_pixel_size_a or settings.input.pixel_size_a
     if pixel and export.normalize and "export" in settings.enabled_stages():
-        # the export's rule (normalisation needs ≥ 3 pixels outside D/2): known before any movie is read
+        # the export's own rule, known before any movie is read
+        from cryowarp.export import check_normalization_area
+
         radius_px = export.particle_diameter_a / 2.0 / pixel
-        coord = np.arange(export.box_size_px) - export.box_size_px // 2
-        if int(((coord[:, None] ** 2 + coord[None, :] ** 2) > radius_px**2).sum()) < 3:
+        try:
+            check_normalization_area(export.box_size_px, radius_px)
+        except ValueError as exc:
             raise ValueError(
                 f"particle diameter {export.particle_diameter_a:g} Å is {2 * radius_px:.0f} px at {pixel:g} Å/px, "
-                f"too large for the {export.box_size_px}-px box (normalisation needs the area outside it); "
+                f"too large for the {export.box_size_px}-px box (normalisation needs the area outside it: {exc}); "
                 "give a larger --box-size, a smaller --diameter or --output-pixel-size"
-            )
+            ) from exc
 
 
 def run_pipeline(

@@ -2,6 +2,7 @@
 
 from cryowarp.export.extract import (
     ParticleStack,
+    check_normalization_area,
     extract_particles_2d,
     extraction_box_px,
     normalize_outside_radius,
@@ -11,6 +12,7 @@ from cryowarp.export.settings import ExportSettings
 __all__ = [
     "ExportSettings",
     "ParticleStack",
+    "check_normalization_area",
     "extract_particles_2d",
     "extraction_box_px",
     "normalize_outside_radius",

@@ -14,7 +14,13 @@ from cryowarp.base.optics import ctf_2d, dose_weights_bfactor
 from cryowarp.export import _kernels
 from cryowarp.export.settings import ExportSettings
 
-__all__ = ["ParticleStack", "extract_particles_2d", "normalize_outside_radius", "extraction_box_px"]
+__all__ = [
+    "ParticleStack",
+    "check_normalization_area",
+    "extract_particles_2d",
+    "normalize_outside_radius",
+    "extraction_box_px",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,30 @@ def extraction_box_px(box_size_px: int, pixel_size_a: float, output_pixel_size_a
     return max(2, int(round(box_size_px * output_pixel_size_a / pixel_size_a / 2)) * 2)
 
 
+def _outside_radius(
+    box: int, radius_px: float, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centred pixel coordinates `yy`, `xx` of a ``box`` box and the mask of pixels outside ``radius_px``.
+
+    ``ValueError`` if fewer than 3 pixels lie outside (a plane cannot be fitted to the background).
+    """
+    coord = torch.arange(box, device=device, dtype=dtype) - box // 2
+    yy, xx = torch.meshgrid(coord, coord, indexing="ij")
+    outside = (yy**2 + xx**2) > radius_px**2
+    n_out = int(outside.sum())
+    if n_out < 3:
+        raise ValueError(
+            f"particle radius {radius_px:.1f} px leaves {n_out} pixels outside it in a {box}-px box; "
+            f"expected at least 3 — use a larger box or a smaller diameter"
+        )
+    return yy, xx, outside
+
+
+def check_normalization_area(box_px: int, radius_px: float) -> None:
+    """``ValueError`` unless :func:`normalize_outside_radius` can normalise a ``box_px`` box at ``radius_px``."""
+    _outside_radius(box_px, radius_px)
+
+
 def normalize_outside_radius(images: torch.Tensor, radius_px: float) -> torch.Tensor:
     """Subtract a least-squares plane fitted outside ``radius_px``, then scale to mean 0 / s.d. 1 there.
 
@@ -114,16 +144,8 @@ def normalize_outside_radius(images: torch.Tensor, radius_px: float) -> torch.Te
     normalized : torch.Tensor
         `(n, box, box)`.
     """
-    box = images.shape[-1]
-    coord = torch.arange(box, device=images.device, dtype=images.dtype) - box // 2
-    yy, xx = torch.meshgrid(coord, coord, indexing="ij")
-    outside = (yy**2 + xx**2) > radius_px**2
+    yy, xx, outside = _outside_radius(images.shape[-1], radius_px, device=images.device, dtype=images.dtype)
     n_out = int(outside.sum())
-    if n_out < 3:
-        raise ValueError(
-            f"particle radius {radius_px:.1f} px leaves {n_out} pixels outside it in a {box}-px box; "
-            f"expected at least 3 — use a larger box or a smaller diameter"
-        )
     # Masked least squares as matrix products over the whole box (no boolean gathers): the design
     # rows (1, x, y) are zero inside the radius, so one (box², 3) matrix gives every particle's fit.
     mask = outside.reshape(-1).to(images.dtype)
