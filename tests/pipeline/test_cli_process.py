@@ -11,10 +11,18 @@ from cryowarp.cli.main import app
 from cryowarp.io.star import read_star
 
 
-def test_process_command_with_settings_file_and_overrides(tmp_path):
-    movies, coords = write_session(tmp_path, 2)
+def session_and_settings(tmp_path, n_movies: int, broken_name: str | None = None):
+    """A session of ``n_movies`` (plus an unreadable ``broken_name`` if given) and a fast settings file."""
+    movies, coords = write_session(tmp_path, n_movies)
+    if broken_name is not None:
+        (movies / broken_name).write_text("not a movie" * 200)
     settings_file = tmp_path / "s.json"
     settings_file.write_text(json.dumps(fast_settings(coords).to_dict()))
+    return movies, settings_file
+
+
+def test_process_command_with_settings_file_and_overrides(tmp_path):
+    movies, settings_file = session_and_settings(tmp_path, 2)
     project = tmp_path / "proj"
     runner = CliRunner()
     result = runner.invoke(
@@ -44,10 +52,7 @@ def test_process_command_with_settings_file_and_overrides(tmp_path):
 
 
 def test_process_reports_failures_with_exit_code_1(tmp_path):
-    movies, coords = write_session(tmp_path, 1)
-    (movies / "broken.mrc").write_text("not a movie" * 200)
-    settings_file = tmp_path / "s.json"
-    settings_file.write_text(json.dumps(fast_settings(coords).to_dict()))
+    movies, settings_file = session_and_settings(tmp_path, 1, "broken.mrc")
     result = CliRunner().invoke(
         app,
         [
@@ -112,10 +117,7 @@ def test_progress_lines_when_the_output_is_not_a_terminal(tmp_path):
     """`cryowarp watch ... > log`: no live panel can be drawn, so each finished item gets one log line."""
     import re
 
-    movies, coords = write_session(tmp_path, 1)
-    (movies / "broken.mrc").write_text("not a movie" * 200)
-    settings_file = tmp_path / "s.json"
-    settings_file.write_text(json.dumps(fast_settings(coords).to_dict()))
+    movies, settings_file = session_and_settings(tmp_path, 1, "broken.mrc")
     args = ["process", str(movies), "-p", str(tmp_path / "p"), "--settings", str(settings_file), "--workers", "0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
@@ -153,10 +155,7 @@ def test_particle_larger_than_the_box_is_an_error_before_any_movie_is_processed(
 
 def test_failure_list_survives_file_names_that_look_like_rich_markup(tmp_path):
     """The summary prints each failure; a name such as `grid[bold]1` must be shown as it is (not as markup)."""
-    movies, coords = write_session(tmp_path, 1)
-    (movies / "grid[bold]1.mrc").write_text("not a movie" * 200)
-    settings_file = tmp_path / "s.json"
-    settings_file.write_text(json.dumps(fast_settings(coords).to_dict()))
+    movies, settings_file = session_and_settings(tmp_path, 1, "grid[bold]1.mrc")
     args = ["process", str(movies), "-p", str(tmp_path / "p"), "--settings", str(settings_file), "--workers", "0", "-q"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, (result.output, result.exception)
