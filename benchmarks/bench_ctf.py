@@ -94,6 +94,12 @@ def _flat_case(kind: str, defocus_um: float, rng: np.random.Generator) -> dict:
         "tilt_axis_deg": 0.0,
     }
 
+
+def _phase_plate_case(kind: str, defocus_um: float, rng: np.random.Generator, phase_range_deg: tuple[float, float]) -> dict:
+    """A level specimen as :func:`_flat_case` with a phase-plate shift drawn from ``phase_range_deg``."""
+    case = _flat_case(kind, defocus_um, rng)  # same draws, same order: U − V, angle, then the phase
+    return {**case, "phase_shift_deg": float(rng.uniform(*phase_range_deg))}
+
 def cases(quick: bool) -> list[dict]:
     """Flat (0.5–4 µm, U − V 0–2000 Å), phase-plate (0.6–1.5 µm, 20–160°) and tilted (20/40/60°) cases."""
     rng = np.random.default_rng(4)
@@ -102,17 +108,7 @@ def cases(quick: bool) -> list[dict]:
     for defocus in flat_defoci:
         out.append(_flat_case("flat", defocus, rng))
     for defocus in [0.8] if quick else [0.6, 0.9, 1.2, 1.5]:
-        out.append(
-            {
-                "kind": "phase plate",
-                "defocus_um": defocus,
-                "defocus_delta_um": float(rng.uniform(0, 0.2)),
-                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
-                "phase_shift_deg": float(rng.uniform(20, 160)),
-                "specimen_tilt_deg": 0.0,
-                "tilt_axis_deg": 0.0,
-            }
-        )
+        out.append(_phase_plate_case("phase plate", defocus, rng, (20, 160)))
     for tilt in [20.0, 40.0, 60.0]:
         out.append(
             {
@@ -269,17 +265,7 @@ def sim_cases(quick: bool) -> list[dict]:
     for defocus in [1.0, 3.0] if quick else np.linspace(0.5, 4.0, 8).round(2).tolist():
         out.append(_flat_case("sim flat", defocus, rng))
     for defocus in [] if quick else [0.7, 1.1, 1.5]:
-        out.append(
-            {
-                "kind": "sim phase plate",
-                "defocus_um": defocus,
-                "defocus_delta_um": float(rng.uniform(0, 0.2)),
-                "astigmatism_angle_deg": float(rng.uniform(0, 180)),
-                "phase_shift_deg": float(rng.uniform(10, 170)),
-                "specimen_tilt_deg": 0.0,
-                "tilt_axis_deg": 0.0,
-            }
-        )
+        out.append(_phase_plate_case("sim phase plate", defocus, rng, (10, 170)))
     if not quick:
         out.append(
             {
