@@ -156,6 +156,23 @@ def specimen_diameter_a(kind: str) -> float:
     return d * (1.3 if shape in ("rod", "dumbbell", "ring") else 1.0)
 
 
+def _crystal_radius(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, radius_a: tuple[float, float], px: float, wobble: float
+) -> np.ndarray:
+    """r / R(θ) over the image for one ice crystal or ethane ball at a random place: a disc whose radius,
+    drawn from ``radius_a`` (Å), varies by ±``wobble`` with 2–5 lobes around it (< 1 inside)."""
+    h, w = yy.shape
+    r = rng.uniform(*radius_a) / px
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    lobes = 1 + wobble * np.sin(rng.integers(2, 6) * np.arctan2(yy - cy, xx - cx) + rng.uniform(0, 6))
+    return np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (r * lobes)
+
+
+def _through_ice(amplitude: np.ndarray, phase: np.ndarray, thickness_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitude and phase of the exit wave after ``thickness_a`` (Å) of extra ice."""
+    return amplitude * np.exp(-thickness_a / 1500), phase + 0.002 * thickness_a
+
+
 def synth_micrograph(
     kind: str,
     seed: int,
@@ -235,25 +252,16 @@ def synth_micrograph(
         mask |= carbon
     if artefacts and rng.uniform() < 0.45:  # ice balls / ethane contamination
         for _ in range(rng.integers(1, 4)):
-            r = rng.uniform(150, 700) / px
-            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-            wobble = 1 + 0.15 * np.sin(rng.integers(2, 6) * np.arctan2(yy - cy, xx - cx) + rng.uniform(0, 6))
-            rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (r * wobble)
-            blob = rr < 1
+            rr = _crystal_radius(rng, yy, xx, (150, 700), px, 0.15)
             t_ice = rng.uniform(800, 3000) * np.sqrt(np.clip(1 - rr**2, 0, 1))
-            amplitude = amplitude * np.exp(-t_ice / 1500)
-            phase = phase + 0.002 * t_ice
-            mask |= blob
+            amplitude, phase = _through_ice(amplitude, phase, t_ice)
+            mask |= rr < 1
     if small_contaminants == "sharp":  # sharp-edged, very dark crystals of many sizes, tight labels
         rng2 = np.random.default_rng(seed + 20_000_000)
         for _ in range(rng2.integers(2, 11)):
-            r = rng2.uniform(40, 400) / px
-            cy, cx = rng2.uniform(0, h), rng2.uniform(0, w)
-            wobble = 1 + 0.15 * np.sin(rng2.integers(2, 6) * np.arctan2(yy - cy, xx - cx) + rng2.uniform(0, 6))
-            rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (r * wobble)
+            rr = _crystal_radius(rng2, yy, xx, (40, 400), px, 0.15)
             t_ice = rng2.uniform(300, 4500) * np.clip(1 - rr**8, 0, 1) ** 0.5
-            amplitude = amplitude * np.exp(-t_ice / 1500)
-            phase = phase + 0.002 * t_ice
+            amplitude, phase = _through_ice(amplitude, phase, t_ice)
             mask |= rr < 0.85
         if all_pts and len(centres):
             # a few particles of stronger contrast (e.g. denser or thicker); still particles
@@ -266,13 +274,9 @@ def synth_micrograph(
     elif small_contaminants:  # particle-sized ice crystals: darker than any protein
         rng2 = np.random.default_rng(seed + 10_000_000)
         for _ in range(rng2.integers(3, 16)):
-            r = rng2.uniform(40, 150) / px
-            cy, cx = rng2.uniform(0, h), rng2.uniform(0, w)
-            wobble = 1 + 0.2 * np.sin(rng2.integers(2, 6) * np.arctan2(yy - cy, xx - cx) + rng2.uniform(0, 6))
-            rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / (r * wobble)
+            rr = _crystal_radius(rng2, yy, xx, (40, 150), px, 0.2)
             t_ice = rng2.uniform(500, 2000) * np.sqrt(np.clip(1 - rr**2, 0, 1))
-            amplitude = amplitude * np.exp(-t_ice / 1500)
-            phase = phase + 0.002 * t_ice
+            amplitude, phase = _through_ice(amplitude, phase, t_ice)
             mask |= rr < 1
     # particles under artefacts are not positives
     keep = [i for i, (cy, cx) in enumerate(centres) if not mask[min(int(cy), h - 1), min(int(cx), w - 1)]]
