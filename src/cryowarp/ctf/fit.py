@@ -243,8 +243,7 @@ def _gradient_is_noise(
     for columns in (3, 1):
         solution = torch.linalg.lstsq(white_design[:, :columns], white_values).solution
         chi2.append(float(((white_design[:, :columns] @ solution - white_values) ** 2).sum()))
-    dof = choice.get("noise_dof") or _noise_scale_dof(correlation, usable, 2)
-    threshold = float(scipy.stats.f.isf(false_alarm, 2, dof))
+    threshold = float(scipy.stats.f.isf(false_alarm, 2, choice["noise_dof"]))  # set with κ̂ (same `usable`)
     return 0.5 * (chi2[1] - chi2[0]) < threshold
 
 
