@@ -98,6 +98,13 @@ def sim_examples(n: int, seed0: int) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--blob-weight",
+        type=float,
+        default=1.0,
+        help="dark-blob prior weight recorded in the weights' metadata (picking uses it by default); "
+        "1.0 is what scripts/calibrate_boxnet_postprocess.py chose for the shipped model",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "src/cryowarp/picking/weights/boxnet_general.pt")
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget for the training loop")
     ap.add_argument("--per-kind", type=int, default=12, help="synthetic micrographs per specimen kind")
@@ -336,6 +343,7 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
         "balanced_pixel_accuracy": round(acc, 4),
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "torch": torch.__version__,
+        "blob_weight": args.blob_weight,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(boxnet_to_state(result.model, **meta), args.out)

@@ -54,6 +54,26 @@ def test_picks_come_back_in_input_pixels():
     assert bool((picks.scores > 0.5).all())
 
 
+def test_blob_weight_none_means_the_models_own():
+    """PickSettings.blob_weight None takes the model's recorded weight (0 without one); an explicit
+    value wins. The blob prior adds w·z/10 to every pick's score, so the scores tell which was used."""
+    centres = torch.tensor([[300.0, 250.0], [700.5, 420.25], [900.0, 800.0]])
+    img = _blob_micrograph(2.0, centres)
+    net = _DarkBlobNet()
+
+    def scores(weight, recorded):
+        net.metadata = {} if recorded is None else {"blob_weight": recorded}
+        kw = {} if weight is None else {"blob_weight": weight}
+        return pick_particles(
+            img, 2.0, net, PickSettings(particle_diameter_a=160.0, threshold=0.5, relative_threshold=None, **kw)
+        ).scores
+
+    assert torch.equal(scores(None, 1.0), scores(1.0, None))
+    assert torch.equal(scores(None, None), scores(0.0, 1.0))
+    assert torch.equal(scores(0.0, 1.0), scores(0.0, None))
+    assert bool((scores(1.0, None) > scores(0.0, None) + 0.1).all())  # the dark blobs have z ≫ 1
+
+
 def test_picks_round_trip_through_plain_json():
     import json
 

@@ -9,9 +9,11 @@ import re
 import time
 
 import pytest
+import torch
 from playwright.sync_api import expect
 
 from cryowarp.io.star import read_star
+from cryowarp.picking import boxnet_from_state, model_blob_weight
 from cryowarp.pipeline.starfiles import write_star_files
 from cryowarp.pipeline.store import ProjectStore
 
@@ -287,6 +289,9 @@ def test_retrain_button_shows_the_accuracy_figures(page, live_server, artifacts_
     expect(page.locator("#retrain-status")).to_contain_text("items requeued")
     with ProjectStore(project) as store:
         assert store.get_settings().boxnet_model_path == str(project / "boxnet" / "boxnet_retrained.pt")
-        assert store.get_settings().pick.blob_weight == 0
+        # the model's own blob weight (None): 0 for a retrained model, so no generic dark-blob prior
+        assert store.get_settings().pick.blob_weight is None
         assert all(it["status"] == "queued" for it in store.list_items() if it["name"] != "movie_0006")
+    state = torch.load(project / "boxnet" / "boxnet_retrained.pt", weights_only=True)
+    assert model_blob_weight(boxnet_from_state(state)) == 0.0
     assert page._cw_errors == []

@@ -7,6 +7,7 @@ from cryowarp.picking.pick import (
     boxnet_from_state,
     boxnet_to_state,
     load_pretrained_boxnet,
+    model_blob_weight,
     pick_particles,
 )
 from cryowarp.picking.postprocess import PickCandidates, clean_mask, find_particles
@@ -26,9 +27,11 @@ from cryowarp.picking.train import (
     augment_batch,
     class_weights,
     make_training_example,
+    paint_certainty,
     paint_labels,
     pixel_accuracy,
     train_boxnet,
+    weighted_cross_entropy,
 )
 
 __all__ = [
@@ -54,6 +57,8 @@ __all__ = [
     "load_pretrained_boxnet",
     "make_training_example",
     "match_picks",
+    "model_blob_weight",
+    "paint_certainty",
     "paint_labels",
     "pick_particles",
     "pixel_accuracy",
@@ -61,4 +66,5 @@ __all__ = [
     "prepare_boxnet_input",
     "rescale_to_boxnet_pixel_size",
     "train_boxnet",
+    "weighted_cross_entropy",
 ]

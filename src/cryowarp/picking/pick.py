@@ -43,11 +43,12 @@ class PickSettings(BaseModel):
         "smoothed", description="'smoothed' (ours, calibrated) or 'warp' (argmax-gated components, §3.5)"
     )
     smooth_sigma_frac: float = Field(0.25, gt=0, description="'smoothed': Gaussian s.d. as a fraction of D")
-    blob_weight: float = Field(
-        1.0,
+    blob_weight: float | None = Field(
+        None,
         ge=0,
-        description="'smoothed': weight w of the dark-blob (LoG) prior, score = smoothed p1 + w·z/10 "
-        "(ours 1.0, calibrated; 0 = off)",
+        description="'smoothed': weight w of the dark-blob (LoG) prior, score = smoothed p1 + w·z/10; "
+        "None = the model's own (model_blob_weight: 1.0 calibrated for the shipped model, 0 = off for "
+        "models from boxnet train/retrain)",
     )
     blob_sigma_frac: float = Field(
         0.8, gt=0, description="'smoothed': LoG tuned to a disc of diameter this × D (ours 0.8, calibrated)"
@@ -118,6 +119,20 @@ class Picks:
             mask_percentage=float(d["mask_percentage"]),
             mask_pixel_size_xy_a=tuple(float(v) for v in d["mask_pixel_size_xy_a"]),
         )
+
+
+BLOB_WEIGHT_KEY = "blob_weight"
+
+
+def model_blob_weight(model: BoxNet) -> float:
+    """The dark-blob prior weight a model was calibrated with: its metadata ``blob_weight``, else 0.
+
+    The shipped general model records 1.0 (``scripts/calibrate_boxnet_postprocess.py``). Any other
+    model — retrained on a user's specimen or trained from scratch — picks from the network alone:
+    the generic prior was not calibrated for it and works against a specimen-specific net
+    (docs/benchmarks/picking_retrain.md: F1 0.85 without the prior, 0.40 with it).
+    """
+    return float(getattr(model, "metadata", {}).get(BLOB_WEIGHT_KEY, 0.0))
 
 
 def boxnet_to_state(model: BoxNet, **metadata) -> dict:
@@ -211,7 +226,8 @@ def pick_particles(
         border_frac=settings.border_frac,
         mask_threshold=settings.mask_threshold,
         image_8a=x8,
-        blob_weight=settings.blob_weight,  # the blob and relative-threshold options act only when smoothed
+        # the blob and relative-threshold options act only when smoothed
+        blob_weight=model_blob_weight(model) if settings.blob_weight is None else settings.blob_weight,
         blob_sigma_frac=settings.blob_sigma_frac,
         relative_threshold=settings.relative_threshold,
         relative_quantile=settings.relative_quantile,

@@ -66,6 +66,44 @@ def paint_labels(
     return labels
 
 
+FALSE_POSITIVE_CERTAINTY = 4.0  # Warp: false-positive discs painted with 4 into the certainty layer
+UNCERTAIN_CERTAINTY = 0.0  # Warp: "uncertain" picks painted with 0 (ignored by the loss)
+
+
+def paint_certainty(
+    shape_yx: tuple[int, int],
+    particle_diameter_a: float,
+    *,
+    false_positives_px_xy: torch.Tensor | None = None,
+    uncertain_px_xy: torch.Tensor | None = None,
+    pixel_size_a: float = PIXEL_SIZE_A,
+) -> torch.Tensor:
+    """Per-pixel loss weight ("certainty" layer, warp-facts.md §3.6): 1, 4 on false positives, 0 on uncertain.
+
+    False positives (e.g. picks a user removed) stay background in the labels but weigh 4× in the
+    loss, so the network unlearns exactly the look-alikes it picked; uncertain picks are left out of
+    the loss. Each is a disc of the particle radius D/2 (Warp: max(1, D/16) px at 8 Å/px, the same
+    radius); uncertain discs are painted last. Warp 2 writes this layer but ignores it; Warp 1 multiplied the
+    per-pixel weight by it, as we do.
+
+    Returns
+    -------
+    certainty : torch.Tensor
+        `(h, w)` float32.
+    """
+    h, w = shape_yx
+    certainty = torch.ones(h, w, dtype=torch.float32)
+    radius = max(1.0, particle_diameter_a / 2 / pixel_size_a)
+    yy = torch.arange(h, dtype=torch.float32)[:, None]
+    xx = torch.arange(w, dtype=torch.float32)[None, :]
+    for coords, value in ((false_positives_px_xy, FALSE_POSITIVE_CERTAINTY), (uncertain_px_xy, UNCERTAIN_CERTAINTY)):
+        if coords is None:
+            continue
+        for x, y in torch.as_tensor(coords, dtype=torch.float32).reshape(-1, 2).cpu().tolist():
+            certainty[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = value
+    return certainty
+
+
 def class_weights(labels: Sequence[torch.Tensor]) -> torch.Tensor:
     """Cross-entropy class weights of a corpus (warp-facts.md §3.6, Warp 2).
 
@@ -92,11 +130,22 @@ def class_weights(labels: Sequence[torch.Tensor]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One micrograph prepared for BoxNet: `(h, w)` normalised 8 Å/px image and its labels."""
+    """One micrograph prepared for BoxNet: `(h, w)` normalised 8 Å/px image, its labels and, optionally,
+    the per-pixel loss weight of :func:`paint_certainty` (None = 1 everywhere)."""
 
     image_8a: torch.Tensor
     labels: torch.Tensor
     name: str = ""
+    certainty: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> TrainingExample:
+        """The same example with its tensors on ``device``."""
+        return TrainingExample(
+            self.image_8a.to(device),
+            self.labels.to(device),
+            self.name,
+            None if self.certainty is None else self.certainty.to(device),
+        )
 
 
 def make_training_example(
@@ -106,6 +155,8 @@ def make_training_example(
     particle_diameter_a: float,
     *,
     mask: torch.Tensor | None = None,
+    false_positives_px_xy: torch.Tensor | None = None,
+    uncertain_px_xy: torch.Tensor | None = None,
     highpass_a: float = 500.0,
     invert_contrast: bool = False,
     name: str = "",
@@ -120,6 +171,9 @@ def make_training_example(
         `(n, 2)` particle centres in pixels of ``image``.
     mask : torch.Tensor, optional
         `(h, w)` artefact mask in pixels of ``image`` (> 0.5 = artefact) or already at 8 Å/px.
+    false_positives_px_xy, uncertain_px_xy : torch.Tensor, optional
+        `(m, 2)` positions in pixels of ``image`` that are not particles (weighted 4× as background)
+        or not sure (left out of the loss); see :func:`paint_certainty`.
     """
     x8, scale_xy = prepare_boxnet_input(
         image, pixel_size_a, highpass_a=highpass_a, invert_contrast=invert_contrast
@@ -142,7 +196,21 @@ def make_training_example(
     labels = paint_labels(
         tuple(x8.shape), coords_8a, particle_diameter_a, mask=mask_8a, pixel_size_a=pixel_size_8a
     )
-    return TrainingExample(image_8a=x8, labels=labels, name=name)
+    certainty = None
+    if false_positives_px_xy is not None or uncertain_px_xy is not None:
+        to_8a = torch.tensor(scale_xy, dtype=torch.float32)
+
+        def at_8a(xy: torch.Tensor | None) -> torch.Tensor | None:
+            return None if xy is None else torch.as_tensor(xy, dtype=torch.float32).cpu().reshape(-1, 2) / to_8a
+
+        certainty = paint_certainty(
+            tuple(x8.shape),
+            particle_diameter_a,
+            false_positives_px_xy=at_8a(false_positives_px_xy),
+            uncertain_px_xy=at_8a(uncertain_px_xy),
+            pixel_size_a=pixel_size_8a,
+        ).to(x8.device)
+    return TrainingExample(image_8a=x8, labels=labels, name=name, certainty=certainty)
 
 
 def augment_batch(
@@ -161,9 +229,12 @@ def augment_batch(
         `(b, 1, patch, patch)`.
     labels : torch.Tensor
         `(b, patch, patch)` int64.
+    certainty : torch.Tensor
+        `(b, patch, patch)` float32 per-pixel loss weight (nearest-neighbour, like the labels; 1 where
+        an example has none).
     """
     device = examples[0].image_8a.device
-    images, labels = [], []
+    images, labels, certainties = [], [], []
     for ex in examples:
         h, w = ex.image_8a.shape
 
@@ -194,12 +265,19 @@ def augment_batch(
             .round()
             .long()
         )
+        cert = torch.ones_like(img)
+        if ex.certainty is not None:
+            # 1 outside the micrograph, as for an example without a certainty layer
+            cert = 1.0 + F.grid_sample(
+                ex.certainty[None, None].to(device) - 1.0, grid, mode="nearest", padding_mode="zeros", align_corners=False
+            )[0, 0]
         sd = abs(float(torch.randn((), generator=generator))) * noise_sd
         img = img + sd * torch.randn(img.shape, generator=generator).to(device)
         img = img * u(0.5, 1.5) + u(-0.4, 0.4)
         images.append(img)
         labels.append(lab)
-    return torch.stack(images)[:, None], torch.stack(labels)
+        certainties.append(cert)
+    return torch.stack(images)[:, None], torch.stack(labels), torch.stack(certainties)
 
 
 class TrainSettings(BaseModel):
@@ -222,6 +300,18 @@ class TrainSettings(BaseModel):
     eval_crop_px: int = Field(512, ge=32, description="central crop used for the per-epoch accuracies")
     n_eval_general: int = Field(8, ge=1, description="general-corpus examples used for the accuracies")
     n_eval_new: int = Field(16, ge=1, description="new examples used for the accuracies (evenly spaced)")
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor, certainty: torch.Tensor
+) -> torch.Tensor:
+    """Σ wᵢ·ℓᵢ / Σ wᵢ with wᵢ = class weight × certainty of pixel i (ℓ = cross-entropy).
+
+    With certainty 1 everywhere this equals ``F.cross_entropy(logits, labels, weight=class_weight)``.
+    """
+    w = class_weight[labels] * certainty
+    per_pixel = F.cross_entropy(logits, labels, reduction="none")
+    return (w * per_pixel).sum() / w.sum().clamp_min(1e-12)
 
 
 @dataclass(frozen=True)
@@ -311,14 +401,16 @@ def train_boxnet(
 ) -> TrainResult:
     """Train or retrain BoxNet (warp-facts.md §3.6).
 
-    ``model`` is copied, not modified. With ``general_examples`` every batch is half new examples,
-    half general corpus (Warp's 1:1 mixing). An epoch is ``len(examples) × n_corpora`` iterations
-    (Warp's definition). Loss: class-weighted cross-entropy with the weights of :func:`class_weights`
-    over all training labels. LR: linear warm-up, then linear from ``lr_start`` to ``lr_end``.
-    At the end of every epoch the four accuracy figures (old/new model on new/old data) are
-    reported through ``progress`` and ``checkpoint`` is called with the current model. ``stop``
-    (e.g. a wall-clock budget kept by the caller) ends training early after any iteration; a final
-    epoch report is then made.
+    ``model`` is copied, not modified; the copy starts with empty metadata, so it picks without the
+    shipped model's dark-blob prior (:func:`cryowarp.picking.pick.model_blob_weight`). With
+    ``general_examples`` every batch is half new examples, half general corpus (Warp's 1:1 mixing).
+    An epoch is ``len(examples) × n_corpora`` iterations (Warp's definition). Loss: cross-entropy
+    with the class weights of :func:`class_weights` over all training labels, times each pixel's
+    certainty (Warp 1), normalised by the sum of the weights. LR: linear warm-up, then linear from
+    ``lr_start`` to ``lr_end``. At the end of every epoch the four accuracy figures (old/new model on
+    new/old data) are reported through ``progress`` and ``checkpoint`` is called with the current
+    model. ``stop`` (e.g. a wall-clock budget kept by the caller) ends training early after any
+    iteration; a final epoch report is then made.
 
     Returns
     -------
@@ -334,6 +426,7 @@ def train_boxnet(
     device = examples[0].image_8a.device
     old_model = copy.deepcopy(model).to(device).eval()
     net = copy.deepcopy(model).to(device).train()
+    net.metadata = {}  # a trained model is a new model: the old one's calibration (blob weight) does not carry over
     gen = torch.Generator().manual_seed(seed)
     eval_general = general[:: max(1, math.ceil(len(general) / settings.n_eval_general))]
     eval_new = list(examples)[:: max(1, math.ceil(len(examples) / settings.n_eval_new))]
@@ -372,9 +465,8 @@ def train_boxnet(
                 examples[i]
                 for i in torch.randint(len(examples), (settings.batch_size,), generator=gen).tolist()
             ]
-        images, labels = augment_batch(batch, settings.patch_px, gen, noise_sd=settings.noise_sd)
-        logits = net(images)
-        loss = F.cross_entropy(logits, labels, weight=weights)
+        images, labels, certainty = augment_batch(batch, settings.patch_px, gen, noise_sd=settings.noise_sd)
+        loss = weighted_cross_entropy(net(images), labels, weights, certainty)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -419,8 +511,10 @@ __all__ = [
     "augment_batch",
     "class_weights",
     "make_training_example",
+    "paint_certainty",
     "paint_labels",
     "pixel_accuracy",
     "rescale_to_boxnet_pixel_size",
     "train_boxnet",
+    "weighted_cross_entropy",
 ]

@@ -533,9 +533,9 @@ $("retrain-start").addEventListener("click", async () => {
 
 $("retrain-use").addEventListener("click", async () => {
   try {
-    // a specimen-specific model picks without the generic dark-blob prior, which works against it
-    // (docs/benchmarks/picking_retrain.md: held-out F1 0.40 with the prior, 0.85 without)
-    const changes = { boxnet_model_path: state.retrainModel, pick: { blob_weight: 0 } };
+    // blob_weight null = the model's own: a retrained model carries none, so it picks without the
+    // generic dark-blob prior, which works against it (docs/benchmarks/picking_retrain.md)
+    const changes = { boxnet_model_path: state.retrainModel, pick: { blob_weight: null } };
     const res = await api("/api/settings", { method: "PUT", body: { changes } });
     $("retrain-status").textContent = `now picking with ${state.retrainModel} (blob prior off); ${res.n_requeued} items requeued`;
     state.project = res.project; renderCounts(); await loadItems();
