@@ -190,3 +190,54 @@ def test_train_reports_missing_picks(tmp_path):
     )
     assert res.exit_code != 0
     assert "lonely.mrc: no picks STAR" in res.output
+
+
+def test_false_positives_and_uncertain_picks_enter_the_certainty_layer(tmp_path):
+    """``--false-positives`` / ``--uncertain`` (one STAR of several micrographs) paint Warp's certainty
+    layer: 4 on a false positive's disc of radius D/2, 0 on an uncertain one, 1 elsewhere; the saved
+    TIFF reads back with it."""
+    import pandas as pd
+
+    from cryowarp.cli.boxnet import read_example_tiff
+
+    mic, centres = _micrograph(tmp_path, "m0", 0)
+    write_star(tmp_path / "m0.star", {"": pd.DataFrame({"rlnCoordinateX": centres[:, 0], "rlnCoordinateY": centres[:, 1]})})
+
+    def one_star(name: str, xy: tuple[float, float]) -> Path:  # rows of two micrographs; m0 has one
+        table = pd.DataFrame(
+            {"rlnCoordinateX": [xy[0], 5.0], "rlnCoordinateY": [xy[1], 5.0], "rlnMicrographName": ["m0.mrc", "other.mrc"]}
+        )
+        return write_star(tmp_path / name, {"": table})
+
+    fp, unsure = one_star("fp.star", (64.0, 64.0)), one_star("unsure.star", (192.0, 192.0))
+    examples = tmp_path / "ex"
+    args = ["boxnet", "train", str(mic), "--picks", str(tmp_path / "m0.star"), "--diameter", "120"]
+    args += ["--false-positives", str(fp), "--uncertain", str(unsure), "--out", str(tmp_path / "t.pt")]
+    args += ["--epochs", "1", "--patch", "32", "--batch", "2", "--save-examples", str(examples)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "6 picks, 1 false positives, 1 uncertain" in res.output
+    cert = tifffile.imread(examples / "m0.tif")[2]  # 4 Å/px → 8 Å/px: (64, 64) → (32, 32); D/2 = 7.5 px
+    yy, xx = np.mgrid[0 : cert.shape[0], 0 : cert.shape[1]]
+    r_fp, r_unsure = np.hypot(xx - 32, yy - 32), np.hypot(xx - 96, yy - 96)
+    assert np.all(cert[r_fp <= 7.0] == 4.0) and np.all(cert[r_unsure <= 7.0] == 0.0)
+    assert np.all(cert[(r_fp > 8.5) & (r_unsure > 8.5)] == 1.0)
+    assert cert[2, 2] == 1.0  # the other micrograph's row at (5, 5) px is not painted here
+    ex = read_example_tiff(examples / "m0.tif")
+    np.testing.assert_array_equal(ex.certainty.numpy(), cert)
+
+
+def test_read_picks_star_takes_only_the_named_micrographs_rows(tmp_path):
+    import pandas as pd
+
+    from cryowarp.cli.boxnet import read_picks_star
+
+    names = ["a.mrc", "b.mrc"]
+    several = pd.DataFrame({"rlnCoordinateX": [1.0, 2.0], "rlnCoordinateY": [3.0, 4.0], "rlnMicrographName": names})
+    path = write_star(tmp_path / "all.star", {"": several})
+    np.testing.assert_array_equal(read_picks_star(path, "b.mrc"), [[2.0, 4.0]])
+    assert read_picks_star(path, "c.mrc").shape == (0, 2)  # not in the file: no rows, not everybody's
+    # a one-micrograph coordinate file often names the movie, not the average: taken as it is
+    single = several.assign(rlnMicrographName=["movie.tif", "movie.tif"])
+    path = write_star(tmp_path / "one.star", {"": single})
+    assert read_picks_star(path, "movie_DW.mrc").shape == (2, 2)

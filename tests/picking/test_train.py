@@ -15,8 +15,11 @@ from cryowarp.picking import (
     augment_batch,
     class_weights,
     make_training_example,
+    model_blob_weight,
+    paint_certainty,
     paint_labels,
     train_boxnet,
+    weighted_cross_entropy,
 )
 
 TINY = BoxNetConfig(widths=(4, 8), blocks_per_stage=1, head_blocks=1)
@@ -75,8 +78,9 @@ def _disc_example(seed: int, size: int = 64) -> TrainingExample:
 def test_augmentation_moves_image_and_labels_together():
     ex = _disc_example(0)
     g = torch.Generator().manual_seed(3)
-    images, labels = augment_batch([ex] * 6, 32, g)
+    images, labels, certainty = augment_batch([ex] * 6, 32, g)
     assert images.shape == (6, 1, 32, 32) and labels.shape == (6, 32, 32)
+    assert torch.equal(certainty, torch.ones(6, 32, 32))  # no certainty layer: weight 1 everywhere
     assert labels.dtype == torch.long and set(labels.unique().tolist()) <= {0, 1, 2}
     # particles are dark and artefacts bright in every augmented patch that contains them: intensity
     # scale ≥ 0.5 keeps disc pixels (≈ −3) below background (≈ 0) well beyond the added noise
@@ -95,6 +99,105 @@ def test_training_example_maps_picks_to_8a_pixels():
     assert float(xs.float().mean()) == pytest.approx(50.0) and float(ys.float().mean()) == pytest.approx(25.0)
     with pytest.raises(ValueError, match="mask shape"):
         make_training_example(img, 2.0, torch.zeros(0, 2), 320.0, mask=torch.zeros(7, 7), name="x")
+
+
+def test_certainty_layer_moves_with_the_labels():
+    """Warp's certainty layer follows the same rotation/scale as the labels (nearest neighbour)."""
+    ex = _disc_example(0)
+    # certainty 4 exactly on the artefact strip (label 2, x < 4 px) and nowhere else
+    ex = TrainingExample(ex.image_8a, ex.labels, ex.name, certainty=1.0 + 3.0 * (ex.labels == 2).float())
+    _, labels, certainty = augment_batch([ex] * 8, 32, torch.Generator().manual_seed(5))
+    inside = labels == 2
+    assert inside.any() and torch.all(certainty[inside] == 4.0)
+    assert not torch.any(certainty[~inside] == 4.0)  # labels and certainty use the same nearest pixel
+
+
+def test_paint_certainty_weights_false_positives_and_drops_uncertain():
+    # D = 160 Å at 8 Å/px: discs of radius D/2 = 10 px
+    cert = paint_certainty(
+        (60, 60), 160.0, false_positives_px_xy=torch.tensor([[15.0, 15.0]]), uncertain_px_xy=torch.tensor([[45.0, 40.0]])
+    )
+    yy, xx = torch.meshgrid(torch.arange(60.0), torch.arange(60.0), indexing="ij")
+    fp, unsure = torch.hypot(xx - 15, yy - 15) <= 10, torch.hypot(xx - 45, yy - 40) <= 10
+    assert torch.all(cert[fp] == 4.0) and torch.all(cert[unsure] == 0.0)
+    assert torch.all(cert[~fp & ~unsure] == 1.0)
+    assert int(fp.sum()) == sum(1 for y in range(-10, 11) for x in range(-10, 11) if x * x + y * y <= 100)
+    # mapped from the micrograph's pixels: 2 Å/px → 8 Å/px divides positions by 4
+    ex = make_training_example(
+        torch.randn(240, 240), 2.0, torch.zeros(0, 2), 160.0, false_positives_px_xy=torch.tensor([[60.0, 60.0]])
+    )
+    assert tuple(ex.certainty.shape) == (60, 60)
+    assert torch.equal(ex.certainty, paint_certainty((60, 60), 160.0, false_positives_px_xy=torch.tensor([[15.0, 15.0]])))
+    assert make_training_example(torch.randn(240, 240), 2.0, torch.zeros(0, 2), 160.0).certainty is None
+
+
+def test_weighted_cross_entropy_is_torchs_with_certainty_one_and_ignores_certainty_zero():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    labels = torch.randint(0, 3, (2, 8, 8), generator=g)
+    w = torch.tensor([0.3, 1.0, 1.0])
+    ones = torch.ones(2, 8, 8)
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=w)
+    assert float(weighted_cross_entropy(logits, labels, w, ones)) == pytest.approx(float(expected), rel=1e-6)
+    cert = ones.clone()
+    cert[:, :4] = 0.0  # uncertain pixels: whatever the net says there does not change the loss
+    changed = logits.clone()
+    changed[:, :, :4] = 10 * torch.randn(2, 3, 4, 8, generator=g)
+    assert float(weighted_cross_entropy(changed, labels, w, cert)) == pytest.approx(
+        float(weighted_cross_entropy(logits, labels, w, cert)), rel=1e-6
+    )
+    # weight 4 on one pixel counts it four times
+    cert4 = ones.clone()
+    cert4[0, 0, 0] = 4.0
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    wp = w[labels] * cert4
+    assert float(weighted_cross_entropy(logits, labels, w, cert4)) == pytest.approx(
+        float((wp * per_pixel).sum() / wp.sum()), rel=1e-6
+    )
+
+
+def test_false_positives_lower_the_particle_probability_on_look_alikes():
+    """Half the dark discs are particles, half identical unlabelled decoys: weighting the decoys 4× as
+    false positives must push p(particle) on the discs down (the optimum of the weighted loss moves
+    from n₁/(n₁ + w₀n₀) towards n₁/(n₁ + 4w₀n₀))."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+
+    def example(seed: int, with_fp: bool) -> TrainingExample:
+        gen = torch.Generator().manual_seed(seed)
+        img = 0.3 * torch.randn(64, 64, generator=gen)
+        centres = [(12.0 + 20 * i, 12.0 + 20 * j) for i in range(3) for j in range(3)]
+        for x, y in centres:
+            img -= 3.0 * ((xx - x) ** 2 + (yy - y) ** 2 <= 9).float()
+        parts, decoys = torch.tensor(centres[::2]), torch.tensor(centres[1::2])
+        labels = paint_labels((64, 64), parts, 160.0)
+        cert = paint_certainty((64, 64), 160.0, false_positives_px_xy=decoys) if with_fp else None
+        return TrainingExample(img, labels, f"e{seed}", cert)
+
+    settings = TrainSettings(epochs=40, batch_size=4, patch_px=48, lr_start=1e-2, lr_end=1e-3, warmup_iterations=5)
+    p_disc = {}
+    for with_fp in (False, True):
+        torch.manual_seed(0)
+        exs = [example(s, with_fp) for s in range(3)]
+        net = train_boxnet(BoxNet(TINY), exs, settings, seed=0).model
+        with torch.no_grad():
+            p = torch.softmax(net(exs[0].image_8a[None, None]), dim=1)[0, 1]
+        disc = torch.zeros(64, 64, dtype=torch.bool)
+        for i in range(3):
+            for j in range(3):
+                disc |= (xx - 12 - 20 * i) ** 2 + (yy - 12 - 20 * j) ** 2 <= 2
+        p_disc[with_fp] = float(p[disc].mean())
+    assert p_disc[True] < p_disc[False] - 0.1, p_disc  # measured 0.69 vs 0.85
+
+
+def test_a_trained_model_picks_without_the_shipped_blob_prior():
+    from cryowarp.picking import load_pretrained_boxnet
+
+    shipped = load_pretrained_boxnet()
+    assert model_blob_weight(shipped) == 1.0  # calibrated for the shipped model, recorded in its file
+    assert model_blob_weight(BoxNet(TINY)) == 0.0
+    settings = TrainSettings(epochs=1, batch_size=2, patch_px=32, max_iterations=1)
+    retrained = train_boxnet(shipped, [_disc_example(0)], settings).model
+    assert model_blob_weight(retrained) == 0.0 and model_blob_weight(shipped) == 1.0
 
 
 def test_retraining_changes_weights_and_raises_accuracy():

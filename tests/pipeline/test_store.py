@@ -219,6 +219,12 @@ def test_public_queries_for_the_ui(tmp_path, result_factory):
     store.remove_pick("a", auto[1]["id"])
     assert store.corrected_items() == ["a", "c"]
     assert store.count_pick_removals("a") == 2 and store.count_pick_removals("c") == 0
+    # the removed BoxNet picks are the false positives for retraining; together with the effective
+    # picks they are every BoxNet pick, and a manual pick is never among them
+    removed = store.removed_picks("a")
+    assert [p["id"] for p in removed] == [auto[0]["id"], auto[1]["id"]]
+    assert sorted(p["id"] for p in removed + store.get_picks("a")) == sorted(p["id"] for p in auto)
+    assert store.removed_picks("c") == []
     with pytest.raises(ItemNotFoundError):
         store.count_pick_removals("nope")
 

@@ -10,7 +10,9 @@ Examples::
 rlnMicrographName, rlnAutopickFigureOfMerit), ``DIR/<stem>_mask.tif`` (8-bit artefact mask at BoxNet's
 8 Å/px, not flipped) and ``DIR/<stem>_boxnet.png`` (picks and mask over the micrograph).
 Training examples and general corpora are Warp-style 3-layer TIFFs at 8 Å/px (image, label 0/1/2,
-certainty) — ``--save-examples`` writes them, ``--general`` reads a folder of them.
+certainty) — ``--save-examples`` writes them, ``--general`` reads a folder of them. ``train`` and
+``retrain`` also take false positives (``--false-positives``: picks that are not particles, weighted 4×
+as background) and uncertain picks (``--uncertain``: left out of the loss), as Warp's certainty layer.
 """
 
 from __future__ import annotations
@@ -79,14 +81,19 @@ def write_picks_star(path: Path, micrograph_name: str, coords_px_xy, scores) -> 
 
 
 def read_picks_star(path: Path, micrograph_name: str | None = None) -> np.ndarray:
-    """(n, 2) rlnCoordinateX/Y from a coordinate STAR (rows of ``micrograph_name`` if it has several)."""
+    """(n, 2) rlnCoordinateX/Y from a coordinate STAR.
+
+    With ``micrograph_name`` and an rlnMicrographName column: the rows of that micrograph (matched by
+    stem). A STAR of several micrographs without it gives no rows; a STAR of one micrograph is taken
+    as this micrograph's whatever its name (coordinate files often name the movie, not the average).
+    """
     from cryowarp.io.star import read_star
 
     for table in read_star(path).values():
         if "rlnCoordinateX" in table.columns and "rlnCoordinateY" in table.columns:
             if micrograph_name is not None and "rlnMicrographName" in table.columns:
                 names = table["rlnMicrographName"].astype(str).map(lambda s: Path(s).stem)
-                if (names == Path(micrograph_name).stem).any():
+                if (names == Path(micrograph_name).stem).any() or names.nunique() > 1:
                     table = table[names == Path(micrograph_name).stem]
             return table[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(dtype=np.float64)
     raise typer.BadParameter(f"{path}: expected a table with rlnCoordinateX and rlnCoordinateY")
@@ -163,8 +170,8 @@ def pick_command(
     blob_weight: float | None = typer.Option(
         None,
         "--blob-weight",
-        help="weight of the dark-blob prior added to the network's score (default: PickSettings, 1.0); "
-        "use 0 with a retrained, specimen-specific --model",
+        help="weight of the dark-blob prior added to the network's score (default: the model's own, "
+        "1.0 for the shipped model, 0 for models from boxnet train/retrain)",
     ),
     invert: bool = typer.Option(False, "--invert", help="negative stain: invert contrast"),
     model: Path | None = typer.Option(
@@ -245,17 +252,18 @@ def _find_companion(folder: Path | None, stem: str, patterns: tuple[str, ...]) -
 
 
 def write_example_tiff(path: Path, example) -> Path:
-    """Warp-style training example: 3 float32 layers at 8 Å/px (image, label, certainty = 1)."""
+    """Warp-style training example: 3 float32 layers at 8 Å/px (image, label, certainty; 1 = plain)."""
     import tifffile
 
     img = example.image_8a.cpu().numpy().astype(np.float32)
     lab = example.labels.cpu().numpy().astype(np.float32)
-    tifffile.imwrite(path, np.stack([img, lab, np.ones_like(img)]))
+    cert = np.ones_like(img) if example.certainty is None else example.certainty.cpu().numpy().astype(np.float32)
+    tifffile.imwrite(path, np.stack([img, lab, cert]))
     return path
 
 
 def read_example_tiff(path: Path):
-    """Inverse of :func:`write_example_tiff` (the certainty layer is ignored, as in Warp 2)."""
+    """Inverse of :func:`write_example_tiff`; the certainty layer weights the loss (Warp 1; Warp 2 ignores it)."""
     import tifffile
     import torch
 
@@ -269,7 +277,14 @@ def read_example_tiff(path: Path):
     labels = np.rint(data[1]).astype(np.int64)
     if labels.min() < 0 or labels.max() > 2:
         raise typer.BadParameter(f"{path}: labels must be 0, 1 or 2, found {labels.min()}..{labels.max()}")
-    return TrainingExample(torch.from_numpy(data[0].astype(np.float32)), torch.from_numpy(labels), path.stem)
+    certainty = None
+    if data.shape[0] >= 3 and not np.all(data[2] == 1):
+        if not np.isfinite(data[2]).all() or data[2].min() < 0:
+            raise typer.BadParameter(f"{path}: the certainty layer must be finite and ≥ 0")
+        certainty = torch.from_numpy(data[2].astype(np.float32))
+    return TrainingExample(
+        torch.from_numpy(data[0].astype(np.float32)), torch.from_numpy(labels), path.stem, certainty
+    )
 
 
 def _train(
@@ -290,6 +305,8 @@ def _train(
     checkpoint_every,
     device,
     retrain,
+    false_positives=None,
+    uncertain=None,
     no_mask=False,
 ) -> None:
     import torch
@@ -313,6 +330,11 @@ def _train(
                 f"{path.stem}_boxnet.star, {path.stem}_*.star)"
             )
         coords = torch.from_numpy(read_picks_star(star, path.name)).float()
+        extra = {}
+        for key, folder in (("false_positives_px_xy", false_positives), ("uncertain_px_xy", uncertain)):
+            found = _find_companion(folder, path.stem, ("{stem}.star", "{stem}_*.star"))
+            if found is not None:
+                extra[key] = torch.from_numpy(read_picks_star(found, path.name)).float().to(dev)
         mask = None
         mask_path = _find_companion(masks, path.stem, ("{stem}_mask.tif", "{stem}.tif", "{stem}_mask.mrc"))
         if mask_path is not None and not no_mask:
@@ -327,9 +349,13 @@ def _train(
             diameter,
             mask=None if mask is None else mask.to(dev),
             name=path.stem,
+            **extra,
         )
         examples.append(ex)
-        console.print(f"{path.name}: {len(coords)} picks{' + mask' if mask is not None else ''}")
+        counts = "".join(
+            f", {len(v)} {k.split('_px')[0].replace('_', ' ')}" for k, v in extra.items()
+        )
+        console.print(f"{path.name}: {len(coords)} picks{counts}{' + mask' if mask is not None else ''}")
         if save_examples is not None:
             save_examples.mkdir(parents=True, exist_ok=True)
             write_example_tiff(save_examples / f"{path.stem}.tif", ex)
@@ -339,7 +365,7 @@ def _train(
         if not files:
             raise typer.BadParameter(f"{general}: no training TIFFs (*.tif) found")
         general_examples = [read_example_tiff(f) for f in files]
-        general_examples = [type(e)(e.image_8a.to(dev), e.labels.to(dev), e.name) for e in general_examples]
+        general_examples = [e.to(dev) for e in general_examples]
         console.print(f"general corpus: {len(general_examples)} examples from {general}")
     if model is None and not retrain:
         from cryowarp.picking import BoxNetConfig
@@ -410,6 +436,11 @@ def _train(
 
 _MICS = typer.Argument(..., help="micrographs (MRC, TIFF or PNG)")
 _PICKS = typer.Option(..., "--picks", help="folder of <stem>*.star coordinate files, or one STAR for all")
+_FP_HELP = (
+    "folder of <stem>*.star (or one STAR) of picks that are NOT particles, e.g. the ones you deleted: "
+    "background weighted 4× in the loss (Warp's certainty layer)"
+)
+_UNCERTAIN_HELP = "folder of <stem>*.star (or one STAR) of picks you are unsure of: left out of the loss"
 
 
 @boxnet_app.command("train")
@@ -420,6 +451,8 @@ def train_command(
     diameter: float = typer.Option(..., "--diameter", help="particle diameter, Å"),
     pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å/px (default: MRC header)"),
     masks: Path | None = typer.Option(None, "--masks", help="folder of <stem>_mask.tif artefact masks"),
+    false_positives: Path | None = typer.Option(None, "--false-positives", help=_FP_HELP),
+    uncertain: Path | None = typer.Option(None, "--uncertain", help=_UNCERTAIN_HELP),
     model: Path | None = typer.Option(
         None, "--model", help="start from this model (default: a new narrow net)"
     ),
@@ -458,6 +491,8 @@ def train_command(
         checkpoint_every,
         device,
         retrain=False,
+        false_positives=false_positives,
+        uncertain=uncertain,
     )
 
 
@@ -469,6 +504,8 @@ def retrain_command(
     diameter: float = typer.Option(..., "--diameter", help="particle diameter, Å"),
     pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å/px (default: MRC header)"),
     masks: Path | None = typer.Option(None, "--masks", help="folder of <stem>_mask.tif artefact masks"),
+    false_positives: Path | None = typer.Option(None, "--false-positives", help=_FP_HELP),
+    uncertain: Path | None = typer.Option(None, "--uncertain", help=_UNCERTAIN_HELP),
     model: Path | None = typer.Option(None, "--model", help="model to start from (default: the shipped one)"),
     general: Path | None = typer.Option(
         None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"
@@ -501,6 +538,8 @@ def retrain_command(
         checkpoint_every,
         device,
         retrain=True,
+        false_positives=false_positives,
+        uncertain=uncertain,
     )
 
 

@@ -699,6 +699,14 @@ class ProjectStore:
             ``{"id", "x_px", "y_px", "score", "source"}`` with ``source`` "auto" or "manual"; x, y in px
             of the full-size micrograph.
         """
+        return [p for p, removed in self._picks_with_removal(item) if not removed]
+
+    def removed_picks(self, item: str | int) -> list[dict[str, Any]]:
+        """BoxNet picks the user removed (the false positives for retraining), same keys as :meth:`get_picks`."""
+        return [p for p, removed in self._picks_with_removal(item) if removed]
+
+    def _picks_with_removal(self, item: str | int) -> list[tuple[dict[str, Any], bool]]:
+        """Every stored pick with whether a manual removal covers it (manual picks are never removed)."""
         item_id = self._item_id(item)
         picks = [
             dict(r)
@@ -710,12 +718,14 @@ class ProjectStore:
             "SELECT x_px, y_px, radius_px FROM pick_removals WHERE item_id = ?", (item_id,)
         )
         return [
-            p
-            for p in picks
-            if p["source"] == "manual"
-            or not any(
-                math.hypot(p["x_px"] - r["x_px"], p["y_px"] - r["y_px"]) <= r["radius_px"] for r in removals
+            (
+                p,
+                p["source"] != "manual"
+                and any(
+                    math.hypot(p["x_px"] - r["x_px"], p["y_px"] - r["y_px"]) <= r["radius_px"] for r in removals
+                ),
             )
+            for p in picks
         ]
 
     def count_pick_removals(self, item: str | int) -> int:

@@ -2,7 +2,8 @@
 
 The training itself is ``cryowarp.picking.train_boxnet`` (warp-facts.md §3.6). The examples are the
 items whose picks the user corrected (added or removed picks), each with its effective picks as
-particle labels. The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt``.
+particle labels and the BoxNet picks the user removed as false positives (weighted 4× as background,
+Warp's certainty layer). The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt``.
 """
 
 from __future__ import annotations
@@ -133,10 +134,17 @@ class RetrainJob:
                     continue
                 image, header_pixel_size_a = read_mrc(path, as_tensor=True)
                 pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
-                coords = torch.tensor(
-                    [[p["x_px"], p["y_px"]] for p in store.get_picks(name)], dtype=torch.float32
-                ).reshape(-1, 2)
-                examples.append(make_training_example(image, pixel_size_a, coords, diameter_a, name=name))
+                removed = store.removed_picks(name)  # the user's deletions: false positives (4× background)
+                examples.append(
+                    make_training_example(
+                        image,
+                        pixel_size_a,
+                        _xy(store.get_picks(name)),
+                        diameter_a,
+                        false_positives_px_xy=_xy(removed) if removed else None,
+                        name=name,
+                    )
+                )
             if not examples:
                 raise ValueError("the corrected items have no aligned average on disk")
             self._update(
@@ -168,6 +176,11 @@ class RetrainJob:
         except Exception as exc:  # reported to the page, never silent
             self._update(status="failed", message=f"{type(exc).__name__}: {exc}", finished_at=time.time())
             traceback.print_exc()
+
+
+def _xy(picks: list[dict]) -> torch.Tensor:
+    """`(n, 2)` (x, y) in px of store pick rows."""
+    return torch.tensor([[p["x_px"], p["y_px"]] for p in picks], dtype=torch.float32).reshape(-1, 2)
 
 
 def corrected_items(view: ProjectView) -> list[str]:
