@@ -365,51 +365,18 @@ def cryoppp_load(image_path: Path, label_path: Path, disc_diameter_px: float | N
 
 
 # ---- cryowarp.sim micrographs (the team's physics simulator) ----
-SIM_TRAIN_KINDS = ("globule", "prolate", "oblate", "rod", "dumbbell", "ring")
-SIM_HELDOUT_KINDS = ("tetrahedron", "l_shape", "y_shape", "shell", "octahedron", "filament")
-SIM_DA_PER_A3 = 0.81  # cryowarp.sim: average protein density
-
-
-def sim_diameter_a(mass_kda: float, kind: str) -> float:
-    """Nominal diameter of a sim protein: sphere of its volume, ×1.3 for elongated kinds."""
-    d = 2 * (mass_kda * 1e3 / SIM_DA_PER_A3 * 3 / (4 * math.pi)) ** (1 / 3)
-    return d * (1.3 if kind in ("prolate", "rod", "dumbbell", "filament", "l_shape", "y_shape") else 1.0)
+# re-exported for the scripts and benchmarks; the package is the one source of truth
+from cryowarp.sim.picking_corpus import (  # noqa: E402, F401
+    SIM_HELDOUT_KINDS,
+    SIM_TRAIN_KINDS,
+)
+from cryowarp.sim.picking_corpus import nominal_diameter_a as sim_diameter_a  # noqa: E402, F401
 
 
 def sim_micrograph(seed: int, *, heldout: bool, size_px: int = 1024) -> SynthMicrograph:
-    """A ``cryowarp.sim.simulate_micrograph`` micrograph: random kind, mass, pixel size, defocus."""
-    from cryowarp.sim import MicrographSimSettings, simulate_micrograph
+    """A ``cryowarp.sim.simulate_micrograph`` micrograph: random kind, mass, pixel size, defocus
+    (:func:`cryowarp.sim.picking_corpus.simulate_picking_micrograph`)."""
+    from cryowarp.sim.picking_corpus import simulate_picking_micrograph
 
-    rng = np.random.default_rng(seed)
-    kinds = SIM_HELDOUT_KINDS if heldout else SIM_TRAIN_KINDS
-    kind = kinds[int(rng.integers(len(kinds)))]
-    mass = float(np.exp(rng.uniform(np.log(100), np.log(5000))))
-    px = float(rng.uniform(2.0, 5.0))
-    s = MicrographSimSettings(
-        shape_yx=(size_px, size_px),
-        pixel_size_a=px,
-        particle_models=(),
-        protein_kinds=(kind,),
-        protein_masses_kda=(mass,),
-        particle_area_fraction=float(rng.uniform(0.1, 0.4)),
-        defocus_um=float(rng.uniform(0.8, 3.0)),
-        ice_thickness_a=float(rng.uniform(200, 600)),
-        n_contamination_blobs=int(rng.integers(0, 3)) if rng.uniform() < 0.5 else 0,
-        contamination_radius_a=float(rng.uniform(200, 800)),
-        carbon_edge=bool(rng.uniform() < 0.3),
-        total_exposure_e_per_a2=float(rng.uniform(20, 60)),
-    )
-    m = simulate_micrograph(s, seed=seed)
-    mask = m.artifact_mask.bool()
-    coords = m.coords_px_xy
-    ix = coords[:, 0].round().long().clamp(0, size_px - 1)
-    iy = coords[:, 1].round().long().clamp(0, size_px - 1)
-    coords = coords[~mask[iy, ix]]
-    return SynthMicrograph(
-        image=m.image,
-        pixel_size_a=px,
-        coords_px_xy=coords.float(),
-        mask=mask,
-        diameter_a=sim_diameter_a(mass, kind),
-        kind=f"sim_{kind}_{mass:.0f}kDa",
-    )
+    m = simulate_picking_micrograph(seed, heldout=heldout, size_px=size_px)
+    return SynthMicrograph(m.image, m.pixel_size_a, m.coords_px_xy, m.mask, m.diameter_a, m.kind)

@@ -70,10 +70,13 @@ def test_retrain_paints_full_resolution_masks_as_artefact_class(tmp_path: Path):
             str(tmp_path / "examples"),
             "--out",
             str(tmp_path / "re.pt"),
+            "--sim-general",
+            "1",  # default 12: the built-in general corpus, mixed 1:1 (one is enough to test the path)
         ],
     )
     assert res.exit_code == 0, res.output
     assert "3 picks + mask" in res.output
+    assert "general corpus: 1 simulated micrographs" in res.output and "old data: old" in res.output
     labels = tifffile.imread(tmp_path / "examples/new_1.tif")[1]
     assert labels.shape == (256, 256)
     # the masked quarter (x >= 192 at 8 Å/px) is artefact, the rest is not

@@ -486,6 +486,7 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
         "eval_crop_px": 32,
         "warmup_iterations": 0,
         "from_scratch": True,
+        "n_general": 1,  # one simulated general micrograph mixed in 1:1 (UI default 12)
     }
     r = client.post("/api/boxnet/retrain", json=settings)
     assert r.status_code == 200
@@ -494,10 +495,13 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
     assert st["examples"] == ["movie_0002"]
     assert [rep["epoch"] for rep in st["reports"]] == [1, 2]
     for rep in st["reports"]:
-        for key in ("accuracy_old_model_new_data", "accuracy_new_model_new_data"):
+        for key in (
+            "accuracy_old_model_new_data",
+            "accuracy_new_model_new_data",
+            "accuracy_old_model_old_data",
+            "accuracy_new_model_old_data",
+        ):
             assert 0.0 <= rep[key] <= 1.0
-        # no general corpus given: the two "old data" figures are absent, not invented
-        assert rep["accuracy_old_model_old_data"] is None and rep["accuracy_new_model_old_data"] is None
     state = torch.load(project / st["model_path"], weights_only=True)
     model = boxnet_from_state(state)
     assert state["metadata"]["retrained_on"] == ["movie_0002"]
@@ -507,6 +511,8 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
 def test_retraining_rejects_bad_settings(client):
     r = client.post("/api/boxnet/retrain", json={"epochs": 0})
     assert r.status_code == 422 and "epochs" in r.json()["detail"]
+    r = client.post("/api/boxnet/retrain", json={"n_general": -1})
+    assert r.status_code == 422 and "n_general" in r.json()["detail"]
 
 
 def test_local_defocus_overlay_recovers_the_planted_tilt(client, truth):

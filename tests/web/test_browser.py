@@ -277,11 +277,10 @@ def test_retrain_button_shows_the_accuracy_figures(page, live_server, artifacts_
     page.fill("#retrain-epochs", "2")
     page.click("#retrain-start")
     expect(page.locator("#retrain-status")).to_contain_text("done", timeout=120_000)
-    # one point per epoch for the two figures that exist without a general corpus
+    # one point per epoch for each of the four figures (the general corpus is simulated, 12 micrographs)
     ys = page.evaluate("document.getElementById('retrain-plot').data.map(t => t.y)")
     assert [len(y) for y in ys] == [2, 2, 2, 2]
-    assert all(v is None for y in (ys[1], ys[3]) for v in y)
-    assert all(0 <= v <= 1 for y in (ys[0], ys[2]) for v in y)
+    assert all(0 <= v <= 1 for y in ys for v in y)
     assert (project / "boxnet" / "boxnet_retrained.pt").is_file()
     page.screenshot(path=artifacts_dir / "item_retrained.png", full_page=True)
     # adopting the model re-picks every processed item with it

@@ -307,6 +307,7 @@ def _train(
     retrain,
     false_positives=None,
     uncertain=None,
+    sim_general=0,
     no_mask=False,
 ) -> None:
     import torch
@@ -367,6 +368,12 @@ def _train(
         general_examples = [read_example_tiff(f) for f in files]
         general_examples = [e.to(dev) for e in general_examples]
         console.print(f"general corpus: {len(general_examples)} examples from {general}")
+    elif sim_general:
+        from cryowarp.sim.picking_corpus import general_corpus
+
+        with console.status(f"simulating the general corpus ({sim_general} micrographs)"):
+            general_examples = [e.to(dev) for e in general_corpus(sim_general)]
+        console.print(f"general corpus: {sim_general} simulated micrographs (cryowarp.sim training kinds)")
     if model is None and not retrain:
         from cryowarp.picking import BoxNetConfig
 
@@ -441,6 +448,10 @@ _FP_HELP = (
     "background weighted 4× in the loss (Warp's certainty layer)"
 )
 _UNCERTAIN_HELP = "folder of <stem>*.star (or one STAR) of picks you are unsure of: left out of the loss"
+_SIM_GENERAL_HELP = (
+    "without --general: mix 1:1 with this many simulated micrographs of the shipped model's training kinds "
+    "(cryowarp.sim, ~1 s each; 0 = the new micrographs alone)"
+)
 
 
 @boxnet_app.command("train")
@@ -459,6 +470,7 @@ def train_command(
     general: Path | None = typer.Option(
         None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"
     ),
+    sim_general: int = typer.Option(0, "--sim-general", min=0, help=_SIM_GENERAL_HELP),
     epochs: int = typer.Option(
         20, "--epochs", help="iterations = epochs × micrographs × corpora (Warp: 100)"
     ),
@@ -493,6 +505,7 @@ def train_command(
         retrain=False,
         false_positives=false_positives,
         uncertain=uncertain,
+        sim_general=sim_general,
     )
 
 
@@ -510,6 +523,7 @@ def retrain_command(
     general: Path | None = typer.Option(
         None, "--general", help="folder of 3-layer training TIFFs to mix 1:1"
     ),
+    sim_general: int = typer.Option(12, "--sim-general", min=0, help=_SIM_GENERAL_HELP),
     epochs: int = typer.Option(20, "--epochs"),
     patch: int = typer.Option(128, "--patch"),
     batch: int = typer.Option(8, "--batch"),
@@ -540,6 +554,7 @@ def retrain_command(
         retrain=True,
         false_positives=false_positives,
         uncertain=uncertain,
+        sim_general=sim_general,
     )
 
 

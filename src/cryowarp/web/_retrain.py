@@ -27,6 +27,7 @@ from cryowarp.picking import (
     make_training_example,
     train_boxnet,
 )
+from cryowarp.sim.picking_corpus import general_corpus
 from cryowarp.web._project import ProjectView
 
 __all__ = ["RetrainJob", "RETRAINED_PATH"]
@@ -86,8 +87,12 @@ class RetrainJob:
         from_scratch: bool = False,
         seed: int = 0,
         auto_warmup: bool = False,
+        n_general: int = 12,
     ) -> None:
         """Start retraining in a background thread (raises ``RuntimeError`` if one is running).
+
+        The corrected items are mixed 1:1 with a general corpus of ``n_general`` simulated
+        micrographs (:func:`cryowarp.sim.picking_corpus.general_corpus`; 0 = the corrections alone).
 
         ``auto_warmup`` sets the warm-up to a tenth of the iterations (at most 100), as
         ``cryowarp boxnet retrain`` does, once the number of corrected items is known.
@@ -106,7 +111,7 @@ class RetrainJob:
             self._version += 1
         self._thread = threading.Thread(
             target=self._run,
-            args=(view, settings, from_scratch, seed, auto_warmup),
+            args=(view, settings, from_scratch, seed, auto_warmup, n_general),
             name="cryowarp-retrain",
             daemon=True,
         )
@@ -118,7 +123,13 @@ class RetrainJob:
             self._thread.join(timeout)
 
     def _run(
-        self, view: ProjectView, settings: TrainSettings, from_scratch: bool, seed: int, auto_warmup: bool
+        self,
+        view: ProjectView,
+        settings: TrainSettings,
+        from_scratch: bool,
+        seed: int,
+        auto_warmup: bool,
+        n_general: int,
     ) -> None:
         try:
             store = view.store
@@ -147,8 +158,14 @@ class RetrainJob:
                 )
             if not examples:
                 raise ValueError("the corrected items have no aligned average on disk")
+            general = []
+            if n_general:
+                self._update(message=f"simulating the general corpus ({n_general} micrographs)")
+                general = general_corpus(n_general)
             self._update(
-                examples=[e.name for e in examples], message=f"training on {len(examples)} corrected items"
+                examples=[e.name for e in examples],
+                message=f"training on {len(examples)} corrected items"
+                + (f" mixed 1:1 with {len(general)} general micrographs" if general else ""),
             )
             model = BoxNet() if from_scratch else load_pretrained_boxnet()
             if auto_warmup:
@@ -161,7 +178,9 @@ class RetrainJob:
                     kw["reports"] = [*self.reports, p.epoch_report.to_dict()]
                 self._update(**kw)
 
-            result = train_boxnet(model, examples, settings, seed=seed, progress=progress)
+            result = train_boxnet(
+                model, examples, settings, general_examples=general or None, seed=seed, progress=progress
+            )
             out = view.project_dir / RETRAINED_PATH
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + ".tmp")

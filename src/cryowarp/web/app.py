@@ -389,18 +389,27 @@ def create_app(
 
         The body may hold ``TrainSettings`` fields (defaults as ``cryowarp boxnet retrain``: 20 epochs,
         128 px patches, batch 8, lr 3e-4 → 3e-5, warm-up a tenth of the iterations), ``from_scratch``
-        (a fresh BoxNet instead of the shipped one) and ``seed``.
+        (a fresh BoxNet instead of the shipped one), ``seed`` and ``n_general`` (simulated general-corpus
+        micrographs mixed in 1:1, default 12, 0 = none).
         """
         body = dict(body or {})
         from_scratch = bool(body.pop("from_scratch", False))
         seed = int(body.pop("seed", 0))
+        try:
+            n_general = int(body.pop("n_general", 12))
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(422, f"n_general: expected an integer ≥ 0 ({exc})") from exc
+        if n_general < 0:
+            raise HTTPException(422, f"n_general: expected an integer ≥ 0, found {n_general}")
         auto_warmup = "warmup_iterations" not in body
         try:
             settings = TrainSettings(**{**RETRAIN_DEFAULTS, **body})
         except ValidationError as exc:
             raise HTTPException(422, f"training settings: {exc}") from exc
         try:
-            job.start(view, settings, from_scratch=from_scratch, seed=seed, auto_warmup=auto_warmup)
+            job.start(
+                view, settings, from_scratch=from_scratch, seed=seed, auto_warmup=auto_warmup, n_general=n_general
+            )
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from exc
         return job.snapshot()
