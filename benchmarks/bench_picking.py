@@ -59,6 +59,7 @@ from cryowarp.picking import (  # noqa: E402
     load_pretrained_boxnet,
     make_training_example,
     match_picks,
+    model_blob_weight,
     pick_particles,
     predict_probabilities,
     prepare_boxnet_input,
@@ -70,10 +71,10 @@ DEFAULTS = PickSettings()
 WARP_RULES = {"method": "warp", "mask_threshold": None, "mask_min_component_px": 20, "border_frac": 0.8}
 
 
-def _candidates(probs, x8, diameter_a, pixel_size_8a, threshold, warp=False, relative=True, blob=True):
-    """Picks on one probability map: the default ``PickSettings`` rules, or with the per-micrograph
-    threshold (``relative=False``: fixed ``threshold``) / the blob prior (``blob=False``) switched off,
-    or Warp's §3.5 rules."""
+def _candidates(probs, x8, diameter_a, pixel_size_8a, threshold, blob_weight, warp=False, relative=True):
+    """Picks on one probability map: the default ``PickSettings`` rules with dark-blob prior weight
+    ``blob_weight`` (the model's own by default), or with the per-micrograph threshold
+    (``relative=False``: fixed ``threshold``) switched off, or Warp's §3.5 rules."""
     if warp:
         return find_particles(
             probs, particle_diameter_a=diameter_a, threshold=threshold, pixel_size_a=pixel_size_8a, **WARP_RULES
@@ -89,7 +90,7 @@ def _candidates(probs, x8, diameter_a, pixel_size_8a, threshold, warp=False, rel
         mask_threshold=DEFAULTS.mask_threshold,
         mask_min_component_px=DEFAULTS.mask_min_component_px,
         image_8a=x8,
-        blob_weight=DEFAULTS.blob_weight if blob else 0.0,
+        blob_weight=blob_weight,
         blob_sigma_frac=DEFAULTS.blob_sigma_frac,
         relative_threshold=DEFAULTS.relative_threshold if relative else None,
         relative_quantile=DEFAULTS.relative_quantile,
@@ -108,8 +109,8 @@ def boxnet_scores(model, image, pixel_size_a, diameter_a, truth_xy):
     radius = 0.25 * diameter_a / pixel_size_a
     scale = torch.tensor(scale_xy)
 
-    def score(t, **kw):
-        cand = _candidates(probs, x8, diameter_a, px8, t, **kw)
+    def score(t, blob_weight=model_blob_weight(model), **kw):
+        cand = _candidates(probs, x8, diameter_a, px8, t, blob_weight, **kw)
         return match_picks(cand.coords_px_xy * scale, truth_xy, radius)
 
     fixed = {t: score(t, relative=False) for t in THRESHOLDS}
@@ -118,7 +119,7 @@ def boxnet_scores(model, image, pixel_size_a, diameter_a, truth_xy):
         score(DEFAULTS.threshold),
         fixed[best_t],
         best_t,
-        score(0.35, relative=False, blob=False),
+        score(0.35, blob_weight=0.0, relative=False),
         score(0.5, warp=True),
     )
 
@@ -330,7 +331,57 @@ def masking_section(model) -> list[str]:
         ref_rule = "*reference: MicrographCleaner mask > 0.5 (ceiling)*"
         lines.append(row(px, diameter, ref_rule, 100 * ref8.mean(), removed, "—"))
     lines.append("")
+    png = masking_crops_png(image.numpy(), ref_mask, xy, on, REPO / "docs/benchmarks/picking_c_blobs.png")
+    lines += [
+        f"![{png.name}]({png.name})",
+        "",
+        f"`{png.name}`: every on-contaminant pick off the big contaminant (top row) and every other pick "
+        "where the reference probability is borderline (0.3–0.5; bottom rows), 100 px crops of the "
+        "micrograph (Gaussian σ = 1 px, same grey scale), reference mask > 0.5 in cyan. Both kinds are dark, "
+        "round, ~1.5–2 D across and most have a bright Fresnel fringe; the reference draws its 0.5 line "
+        "between them.",
+        "",
+    ]
     return lines
+
+
+def masking_crops_png(image, ref_mask, xy, on, out: Path) -> Path:
+    """Crops around the small-contaminant picks and the borderline others (reference p in 0.3–0.5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import ndimage
+
+    ref_at = ref_mask[np.round(xy[:, 1]).astype(int), np.round(xy[:, 0]).astype(int)]
+    labels, _ = ndimage.label(ref_mask > 0.5)
+    sizes = np.bincount(labels.ravel())
+    at_label = labels[np.round(xy[:, 1]).astype(int), np.round(xy[:, 0]).astype(int)]
+    small = np.flatnonzero(on & (sizes[at_label] < 0.1 * sizes[1:].max()))
+    borderline = np.flatnonzero(~on & (ref_at > 0.3))
+    smooth = ndimage.gaussian_filter(image - ndimage.gaussian_filter(image, 60), 1.0)
+    lo, hi = np.percentile(smooth[ref_mask < 0.1], [0.5, 99.5])
+    ncol = max(len(small), 4)
+    nrow = 1 + -(-len(borderline) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.4 * nrow), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    r = 50
+    padded = np.pad(smooth, r, mode="constant", constant_values=np.median(smooth))
+    padded_ref = np.pad(ref_mask, r)
+    for row, picks in ((0, small), (1, borderline)):
+        for k, i in enumerate(picks):
+            ax = axes.flat[row * ncol + k]
+            x, y = np.round(xy[i]).astype(int) + r
+            ax.imshow(padded[y - r : y + r, x - r : x + r], cmap="gray", vmin=lo, vmax=hi)
+            ax.contour(padded_ref[y - r : y + r, x - r : x + r], levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.plot(r, r, "+", color="yellow", ms=8)
+            kind = "on contaminant" if on[i] else "other"
+            ax.set_title(f"#{i} {kind}\nreference p {ref_at[i]:.2f}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
 
 
 def timing_section(repeats: int, peers: bool, workdir: Path) -> list[str]:
@@ -501,7 +552,7 @@ def main() -> None:
         "",
         "F1: a pick is correct within 0.25 × D of an unmatched true centre. "
         f"*default* = BoxNet with the default `PickSettings` ({DEFAULTS.peak_method} peaks, "
-        f"σ = {DEFAULTS.smooth_sigma_frac} D, blob prior weight {DEFAULTS.blob_weight} (LoG at "
+        f"σ = {DEFAULTS.smooth_sigma_frac} D, blob prior weight {model_blob_weight(model)} (the shipped model's own; LoG at "
         f"{DEFAULTS.blob_sigma_frac} D), threshold min({DEFAULTS.threshold}, {DEFAULTS.relative_threshold} × "
         f"q{DEFAULTS.relative_quantile:g} of the micrograph's peak scores), border {DEFAULTS.border_frac} D, "
         f"mask p₂ ≥ {DEFAULTS.mask_threshold}, "
