@@ -23,18 +23,15 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _peers import run_ctf_peer
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "peers"
-PEERS_PY = Path(os.environ.get("PEERS_VENV", Path.home() / ".cache/cwbench/peers/venv")) / "bin" / "python"
 DATA = REPO.parent / "shared" / "data" / "mrcfile"
 OUT_MD = REPO / "docs" / "benchmarks" / "ctf.md"
 PIXEL_A = 1.0
@@ -403,34 +400,13 @@ def run_peer(script: str, truth: dict, extra: list[str], cache_path: Path | None
         scored = score(truth, r["defocus_u_A"], r["defocus_v_A"], r["astig_angle_deg"], None)
         scored["wall_s"] = r["wall_s"]
         return scored
-    if not PEERS_PY.exists():
+    r = run_ctf_peer(script, truth["mrc"], pixel_a=PIXEL_A, voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, extra=extra)
+    if r is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        cmd = [
-            str(PEERS_PY),
-            str(PEERS / script),
-            truth["mrc"],
-            "--apix",
-            str(PIXEL_A),
-            "--voltage",
-            "300",
-            "--cs",
-            "2.7",
-            "--ac",
-            "0.07",
-            "--out",
-            str(out),
-            *extra,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        if proc.returncode != 0 or not out.exists():
-            entry = {"error": proc.stdout[-300:]}
-        else:
-            r = json.loads(out.read_text())
-            entry = {**{k: r["result"][k] for k in ("defocus_u_A", "defocus_v_A", "astig_angle_deg")}}
-            entry["wall_s"] = r["wall_s"]
+    if "error" in r:
+        entry = r
+    else:
+        entry = {k: r["result"][k] for k in ("defocus_u_A", "defocus_v_A", "astig_angle_deg")} | {"wall_s": r["wall_s"]}
     PEER_CACHE[key] = entry
     if cache_path is not None:
         cache_path.write_text(json.dumps(PEER_CACHE, indent=1))

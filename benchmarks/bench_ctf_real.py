@@ -19,11 +19,7 @@ the simulated rings out of phase with the observed ones. CTFFIND uses a score of
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +29,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _peers import run_ctf_peer  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "peers"
-PEERS_PY = Path(os.environ.get("PEERS_VENV", Path.home() / ".cache/cwbench/peers/venv")) / "bin" / "python"
 DATA = REPO.parent / "shared" / "data" / "mrcfile"
 OUT_DIR = REPO / "docs" / "benchmarks"
 FILES = ("epu2.9_example.mrc", "fei-extended.mrc")
@@ -188,21 +183,16 @@ def plane_controls() -> list[str]:
 
 def run_peer(script: str, path: Path, pixel_a: float, voltage_kv: float, extra: list[str] | None = None) -> dict | None:
     """One peer wrapper on one micrograph, one thread; the peer's own wall time is kept."""
-    if not PEERS_PY.exists():
+    extra = [*(extra or []), *(["--defocus-range", "0.3", "5", "--threads", "1"] if "tce" in script else [])]
+    r = run_ctf_peer(
+        script, path, pixel_a=pixel_a, voltage_kv=voltage_kv, cs_mm=CS_MM, amplitude_contrast=AMP_CONTRAST, extra=extra
+    )
+    if r is None or "error" in r:
+        if r is not None:
+            print(f"{script} failed on {path.name}: {r['error']}")
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        extra = [*(extra or []), *(["--defocus-range", "0.3", "5", "--threads", "1"] if "tce" in script else [])]
-        cmd = [str(PEERS_PY), str(PEERS / script), str(path), "--apix", f"{pixel_a:.5f}"]
-        cmd += ["--voltage", f"{voltage_kv:.0f}", "--cs", str(CS_MM), "--ac", str(AMP_CONTRAST), "--out", str(out)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        if proc.returncode != 0 or not out.exists():
-            print(f"{script} failed on {path.name}: {proc.stdout[-400:]}")
-            return None
-        r = json.loads(out.read_text())
-        keep = {k: r["result"][k] for k in ("defocus_u_A", "defocus_v_A", "astig_angle_deg")}
-        return {**keep, "wall_s": r["wall_s"], "grid_um": r["result"].get("raw", {}).get("defocus_grid_um")}
+    keep = {k: r["result"][k] for k in ("defocus_u_A", "defocus_v_A", "astig_angle_deg")}
+    return {**keep, "wall_s": r["wall_s"], "grid_um": r["result"].get("raw", {}).get("defocus_grid_um")}
 
 
 def main() -> None:

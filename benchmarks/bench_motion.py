@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = Path(os.environ.get("CRYOWARP_PEERS", REPO.parent / "shared" / "peers"))
+from _peers import PEERS  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------

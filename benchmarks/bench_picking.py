@@ -35,8 +35,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-PEERS = SHARED / "peers"
-PEERS_PY = Path(os.environ.get("PEERS_VENV", Path.home() / ".cache/cwbench/peers/venv")) / "bin/python"
+from _peers import PEERS, PEERS_PY  # noqa: E402
+
 sys.path.insert(0, str(REPO / "scripts"))
 
 from boxnet_data import (  # noqa: E402

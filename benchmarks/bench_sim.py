@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS_PY = Path(os.environ.get("PEERS_VENV", Path.home() / ".cache/cwbench/peers/venv")) / "bin" / "python"
+from _peers import PEERS_PY  # noqa: E402
 
 MOVIE = """
 import json, resource, time, torch
