@@ -243,14 +243,12 @@ def find_particles(
     )
     centroids_yx, extents = centroids_yx[keep], extents[keep]
 
-    # overlap suppression: larger components win (greedy in order of decreasing extent)
-    order = np.argsort(-extents, kind="stable")
-    min_sep = d_px / 1.5
-    kept: list[int] = []
-    for i in order:
-        if all(np.hypot(*(centroids_yx[i] - centroids_yx[j])) >= min_sep for j in kept):
-            kept.append(i)
-    kept = sorted(kept, key=lambda i: (centroids_yx[i, 0], centroids_yx[i, 1]))
+    # overlap suppression: larger components win (greedy in order of decreasing extent; equal extents
+    # by position, where Warp takes its list order)
+    kept = sorted(
+        _greedy_nms(centroids_yx, extents.astype(np.float64), d_px / 1.5).tolist(),
+        key=lambda i: (centroids_yx[i, 0], centroids_yx[i, 1]),
+    )
     centroids_yx, extents = centroids_yx[kept].reshape(-1, 2), extents[kept]
     if len(kept) == 0:
         return empty
