@@ -331,11 +331,15 @@ def _train(
                 f"{path.stem}_boxnet.star, {path.stem}_*.star)"
             )
         coords = torch.from_numpy(read_picks_star(star, path.name)).float()
-        extra = {}
-        for key, folder in (("false_positives_px_xy", false_positives), ("uncertain_px_xy", uncertain)):
+        extra, counts = {}, ""
+        for key, label, folder in (
+            ("false_positives_px_xy", "false positives", false_positives),
+            ("uncertain_px_xy", "uncertain", uncertain),
+        ):
             found = _find_companion(folder, path.stem, ("{stem}.star", "{stem}_*.star"))
             if found is not None:
                 extra[key] = torch.from_numpy(read_picks_star(found, path.name)).float().to(dev)
+                counts += f", {len(extra[key])} {label}"
         mask = None
         mask_path = _find_companion(masks, path.stem, ("{stem}_mask.tif", "{stem}.tif", "{stem}_mask.mrc"))
         if mask_path is not None and not no_mask:
@@ -353,9 +357,6 @@ def _train(
             **extra,
         )
         examples.append(ex)
-        counts = "".join(
-            f", {len(v)} {k.split('_px')[0].replace('_', ' ')}" for k, v in extra.items()
-        )
         console.print(f"{path.name}: {len(coords)} picks{counts}{' + mask' if mask is not None else ''}")
         if save_examples is not None:
             save_examples.mkdir(parents=True, exist_ok=True)
