@@ -479,6 +479,9 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
     from cryowarp.picking import boxnet_from_state
 
     client.post("/api/items/movie_0002/picks", json={"action": "add", "x": 200.0, "y": 200.0})
+    with ProjectStore(project) as store:  # and one BoxNet pick removed: a false positive for training
+        auto = [p for p in store.get_picks("movie_0002") if p["source"] != "manual"]
+        store.remove_pick("movie_0002", auto[0]["id"])
     settings = {
         "epochs": 2,
         "batch_size": 1,
@@ -505,6 +508,8 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
     state = torch.load(project / st["model_path"], weights_only=True)
     model = boxnet_from_state(state)
     assert state["metadata"]["retrained_on"] == ["movie_0002"]
+    assert state["metadata"]["false_positives"] == {"movie_0002": 1}
+    assert state["metadata"]["general_corpus"] == 1
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
 
 

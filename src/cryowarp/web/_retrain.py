@@ -137,7 +137,7 @@ class RetrainJob:
             corrected = corrected_items(view)
             if not corrected:
                 raise ValueError("no corrected items: add or remove picks on at least one item first")
-            examples = []
+            examples, n_false_positives = [], {}
             for name in corrected:
                 item = store.get_item(name)
                 path = view.artifact_path(item, "average")
@@ -146,6 +146,7 @@ class RetrainJob:
                 image, header_pixel_size_a = read_mrc(path, as_tensor=True)
                 pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
                 removed = store.removed_picks(name)  # the user's deletions: false positives (4× background)
+                n_false_positives[name] = len(removed)
                 examples.append(
                     make_training_example(
                         image,
@@ -164,7 +165,8 @@ class RetrainJob:
                 general = general_corpus(n_general)
             self._update(
                 examples=[e.name for e in examples],
-                message=f"training on {len(examples)} corrected items"
+                message=f"training on {len(examples)} corrected items "
+                f"({sum(n_false_positives.values())} removed picks as false positives)"
                 + (f" mixed 1:1 with {len(general)} general micrographs" if general else ""),
             )
             model = BoxNet() if from_scratch else load_pretrained_boxnet()
@@ -184,7 +186,13 @@ class RetrainJob:
             out = view.project_dir / RETRAINED_PATH
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + ".tmp")
-            torch.save(boxnet_to_state(result.model, retrained_on=[e.name for e in examples]), tmp)
+            state = boxnet_to_state(
+                result.model,
+                retrained_on=[e.name for e in examples],
+                false_positives={e.name: n_false_positives[e.name] for e in examples},
+                general_corpus=len(general),
+            )
+            torch.save(state, tmp)
             tmp.replace(out)
             self._update(
                 status="done",
