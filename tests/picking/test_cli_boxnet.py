@@ -241,3 +241,22 @@ def test_read_picks_star_takes_only_the_named_micrographs_rows(tmp_path):
     single = several.assign(rlnMicrographName=["movie.tif", "movie.tif"])
     path = write_star(tmp_path / "one.star", {"": single})
     assert read_picks_star(path, "movie_DW.mrc").shape == (2, 2)
+
+
+def test_a_false_positive_on_a_pick_is_left_out_with_a_warning(tmp_path):
+    import pandas as pd
+
+    mic, centres = _micrograph(tmp_path, "m0", 0)
+    write_star(tmp_path / "m0.star", {"": pd.DataFrame({"rlnCoordinateX": centres[:, 0], "rlnCoordinateY": centres[:, 1]})})
+    fp_dir = tmp_path / "deleted"
+    fp_dir.mkdir()
+    # one genuine false positive, one 3 px from a pick (D/4 = 7.5 px at 4 Å/px): contradictory input
+    xy = np.array([[20.0, 20.0], [centres[0, 0] + 3.0, centres[0, 1]]])
+    write_star(fp_dir / "m0.star", {"": pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1]})})
+    args = ["boxnet", "train", str(mic), "--picks", str(tmp_path / "m0.star"), "--false-positives", str(fp_dir)]
+    args += ["--diameter", "120", "--out", str(tmp_path / "t.pt"), "--epochs", "1", "--patch", "32", "--batch", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())  # rich wraps long lines
+    assert "warning: m0.mrc: 1 of the false positives in" in out and "lie within D/4 of a pick" in out
+    assert "6 picks, 1 false positives" in res.output

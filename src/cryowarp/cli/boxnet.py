@@ -338,8 +338,18 @@ def _train(
         ):
             found = _find_companion(folder, path.stem, ("{stem}.star", "{stem}_*.star"))
             if found is not None:
-                extra[key] = torch.from_numpy(read_picks_star(found, path.name)).float().to(dev)
-                counts += f", {len(extra[key])} {label}"
+                xy = torch.from_numpy(read_picks_star(found, path.name)).float()
+                # a position cannot be a particle and not one: such entries are left out, with a warning
+                clash = (torch.cdist(xy, coords).min(dim=1).values <= 0.25 * diameter / px) if len(coords) else None
+                if clash is not None and bool(clash.any()):
+                    console.print(
+                        f"warning: {path.name}: {int(clash.sum())} of the {label} in {found} lie within "
+                        f"D/4 of a pick in {star}; left out",
+                        markup=False,
+                    )
+                    xy = xy[~clash]
+                extra[key] = xy.to(dev)
+                counts += f", {len(xy)} {label}"
         mask = None
         mask_path = _find_companion(masks, path.stem, ("{stem}_mask.tif", "{stem}.tif", "{stem}_mask.mrc"))
         if mask_path is not None and not no_mask:
