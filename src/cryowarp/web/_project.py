@@ -11,6 +11,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from cryowarp.pipeline.filters import astigmatism_vector_um
@@ -147,19 +148,20 @@ class ProjectView:
         selected = [it for it in items if it["selected"]]
         star = {}
         for key, name in (("particles", "particles.star"), ("micrographs", "micrographs.star")):
-            p = self.project_dir / name
-            if p.is_file():
-                st = p.stat()
-                star[key] = {
-                    "path": name,
-                    "mtime": st.st_mtime,
-                    "size_bytes": st.st_size,
-                    "n_rows": (
-                        sum(it["n_particles"] or 0 for it in selected)
-                        if key == "particles"
-                        else len(selected)
-                    ),
-                }
+            try:  # the STAR writer may remove the file at any moment (e.g. when nothing is selected)
+                st = (self.project_dir / name).stat()
+            except FileNotFoundError:
+                continue
+            if not S_ISREG(st.st_mode):
+                continue
+            star[key] = {
+                "path": name,
+                "mtime": st.st_mtime,
+                "size_bytes": st.st_size,
+                "n_rows": (
+                    sum(it["n_particles"] or 0 for it in selected) if key == "particles" else len(selected)
+                ),
+            }
         return {
             "name": self.project_dir.name,
             "n_items": len(items),
