@@ -353,10 +353,11 @@ def masking_crops_png(image, ref_mask, xy, on, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from scipy import ndimage
 
-    ref_at = ref_mask[np.round(xy[:, 1]).astype(int), np.round(xy[:, 0]).astype(int)]
+    iy, ix = np.round(xy[:, 1]).astype(int), np.round(xy[:, 0]).astype(int)
+    ref_at = ref_mask[iy, ix]
     labels, _ = ndimage.label(ref_mask > 0.5)
     sizes = np.bincount(labels.ravel())
-    at_label = labels[np.round(xy[:, 1]).astype(int), np.round(xy[:, 0]).astype(int)]
+    at_label = labels[iy, ix]
     small = np.flatnonzero(on & (sizes[at_label] < 0.1 * sizes[1:].max()))
     borderline = np.flatnonzero(~on & (ref_at > 0.3))
     smooth = ndimage.gaussian_filter(image - ndimage.gaussian_filter(image, 60), 1.0)

@@ -42,6 +42,7 @@ from cryowarp.picking import (  # noqa: E402
     make_training_example,
     train_boxnet,
 )
+from cryowarp.picking.pick import BLOB_WEIGHT_KEY  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -343,7 +344,7 @@ def train(args, examples, n_synth, n_sim, n_real, t_data):
         "balanced_pixel_accuracy": round(acc, 4),
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
         "torch": torch.__version__,
-        "blob_weight": args.blob_weight,
+        BLOB_WEIGHT_KEY: args.blob_weight,  # what picking reads (cryowarp.picking.pick.model_blob_weight)
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(boxnet_to_state(result.model, **meta), args.out)
