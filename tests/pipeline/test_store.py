@@ -283,3 +283,39 @@ def test_project_from_before_the_star_cache_is_migrated(tmp_path, result_factory
     rows = store._query("SELECT result_hash FROM items")
     assert rows[0][0] and len(rows[0][0]) == 32
     assert store.get_item("m") == digest
+
+
+def test_mask_strokes_are_kept_in_order_make_the_item_corrected_and_requeue_nothing(tmp_path, result_factory):
+    from cryowarp.picking.mask_edits import MaskStroke
+
+    store = ProjectStore(tmp_path)
+    for name in ("a", "b"):
+        store.add_item(name, f"/movies/{name}.mrc")
+        store.record_result(result_factory(tmp_path, name, n_particles=3))
+    revision = store.revision()
+    strokes = [MaskStroke(True, 40.0, ((10.0, 20.0), (30.5, 40.0))), MaskStroke(False, 12.5, ((11.0, 21.0),))]
+    assert [store.add_mask_stroke("b", s) for s in strokes] == [1, 2]
+    assert store.revision() > revision  # the UI re-reads the mask
+    assert store.mask_strokes("b") == strokes and store.mask_strokes("a") == []
+    assert store.corrected_items() == ["b"]
+    assert store.get_item("b")["status"] == "done" and store.stages_to_run("b") == []  # a training label only
+    # a re-pick keeps the strokes (they are applied to whatever mask the current model predicts)
+    store.record_result(result_factory(tmp_path, "b", n_particles=2))
+    assert store.mask_strokes("b") == strokes
+    assert store.clear_mask_strokes("b") == 2 and store.mask_strokes("b") == []
+    assert store.corrected_items() == []
+    with pytest.raises(ItemNotFoundError):
+        store.add_mask_stroke("nope", strokes[0])
+
+
+def test_project_from_before_mask_strokes_opens_with_the_table_added(tmp_path, result_factory):
+    store = ProjectStore(tmp_path)
+    store.add_item("m", "/movies/m.mrc")
+    store.record_result(result_factory(tmp_path, "m", n_particles=2))
+    store.close()
+    conn = sqlite3.connect(tmp_path / "cryowarp.sqlite")
+    conn.execute("DROP TABLE mask_strokes")
+    conn.commit()
+    conn.close()
+    store = ProjectStore(tmp_path)
+    assert store.mask_strokes("m") == [] and store.corrected_items() == []

@@ -19,6 +19,7 @@ from PIL import Image
 
 from cryowarp.base.optics import ctf_1d, ctf_2d
 from cryowarp.ctf.model import CTFModel, SpecimenPlane
+from cryowarp.io.masks import write_mask_tif
 from cryowarp.io.mrc import write_mrc
 from cryowarp.motion.model import MotionModel
 from cryowarp.pipeline.results import ItemResult
@@ -176,6 +177,14 @@ def _ctf_model(item: FakeItem, settings: ProcessingSettings) -> CTFModel:
     )
 
 
+def _mask_8a(item: FakeItem) -> np.ndarray:
+    """BoxNet's mask on the 8 Å grid: ``mask_percentage`` % of it, filled column by column from the right."""
+    h, w = (round(n * PIXEL_SIZE_A / 8.0) for n in SHAPE_YX)
+    flat = np.zeros(h * w, dtype=bool)
+    flat[: round(item.mask_percentage / 100.0 * h * w)] = True
+    return flat.reshape(w, h).T[:, ::-1]
+
+
 def build_project(
     project_dir: Path, items: list[FakeItem], *, with_files: bool = True, seed: int = 0
 ) -> Path:
@@ -231,7 +240,9 @@ def build_project(
                     PIXEL_SIZE_A,
                     stack=True,
                 )
+                write_mask_tif(folder / "mask.tif", _mask_8a(item))
                 artifacts = {
+                    "mask": str(rel / "mask.tif"),
                     "average": str(rel / "average.mrc"),
                     "thumbnail": str(rel / "thumb.png"),
                     "spectrum_png": str(rel / "ps.png"),

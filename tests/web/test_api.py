@@ -513,6 +513,103 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
 
 
+# ---------------------------------------------------------------------- artefact mask (training labels)
+
+
+def _mask_png(client, name: str) -> np.ndarray:
+    """Masked pixels of the overlay PNG (8 Å grid)."""
+    r = client.get(f"/api/items/{name}/mask.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    rgba = png_array(r.content)
+    assert rgba.shape[2] == 4 and set(np.unique(rgba[..., 3])) <= {0, 110}
+    return rgba[..., 3] > 0
+
+
+def test_mask_overlay_is_boxnets_mask_on_the_8_angstrom_grid(client, truth):
+    for name, fake in truth.items():
+        detail = client.get(f"/api/items/{name}").json()
+        if fake.status != "done":
+            assert detail["images"]["mask"] is None
+            assert client.get(f"/api/items/{name}/mask.png").status_code == 404
+            continue
+        assert detail["images"]["mask"] == f"/api/items/{name}/mask.png" and detail["n_mask_strokes"] == 0
+        masked = _mask_png(client, name)
+        assert masked.shape == (128, 128)  # 512 px at 2 Å/px
+        assert 100 * masked.mean() == pytest.approx(fake.mask_percentage, abs=0.01)
+
+
+def test_mask_strokes_paint_and_erase_where_the_user_drags_and_reset_restores_boxnets(client, project):
+    name = "movie_0001"
+    before = _mask_png(client, name)
+    # paint a 40-px-radius disc at (100, 300) px of the 512² micrograph (2 Å/px): mask pixels within
+    # 10 of (25, 75) on the 4× coarser 8 Å grid
+    r = client.post(f"/api/items/{name}/mask", json={"action": "paint", "radius_px": 40.0, "points": [[100, 300]]})
+    assert r.status_code == 200 and r.json()["n_mask_strokes"] == 1
+    painted = _mask_png(client, name)
+    yy, xx = np.mgrid[0:128, 0:128]
+    disc = (xx - 25) ** 2 + (yy - 75) ** 2 <= 100
+    assert painted[disc].all()
+    assert np.array_equal(painted[~disc], before[~disc])
+    # a horizontal erase stroke along y = 300 from x = 60 to 140, radius 8 px (2 mask px)
+    client.post(f"/api/items/{name}/mask", json={"action": "erase", "radius_px": 8.0, "points": [[60, 300], [140, 300]]})
+    erased = _mask_png(client, name)
+    assert not erased[75, 15:36].any() and erased[70, 25] and erased[80, 25]
+    detail = client.get(f"/api/items/{name}").json()
+    assert detail["n_mask_strokes"] == 2
+    assert detail["store_status"] == "done"  # a training label: nothing is re-processed
+    with ProjectStore(project) as store:
+        assert name in store.corrected_items()
+    r = client.delete(f"/api/items/{name}/mask")
+    assert r.json() == {"removed_strokes": 2, "n_mask_strokes": 0, "version": r.json()["version"]}
+    assert np.array_equal(_mask_png(client, name), before)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "match"),
+    [
+        ({"action": "smudge", "radius_px": 5, "points": [[1, 1]]}, 422, "paint' or 'erase"),
+        ({"action": "paint", "radius_px": 0, "points": [[1, 1]]}, 422, "radius"),
+        ({"action": "paint", "radius_px": 5000, "points": [[1, 1]]}, 422, "radius"),
+        ({"action": "paint", "radius_px": 5, "points": []}, 422, "1 to"),
+        ({"action": "paint", "radius_px": 5}, 422, "points"),
+    ],
+)
+def test_mask_strokes_reject_bad_input(client, body, status, match):
+    r = client.post("/api/items/movie_0001/mask", json=body)
+    assert r.status_code == status and re.search(match, r.text), r.text
+
+
+def test_mask_strokes_need_a_mask_and_a_known_item(client, truth):
+    failed = next(n for n, f in truth.items() if f.status == "failed")
+    r = client.post(f"/api/items/{failed}/mask", json={"action": "paint", "radius_px": 5, "points": [[1, 1]]})
+    assert r.status_code == 409 and "no BoxNet mask" in r.json()["detail"]
+    assert client.post("/api/items/nope/mask", json={"action": "paint", "radius_px": 5, "points": [[1, 1]]}).status_code == 404
+
+
+def test_a_broken_mask_file_is_named_in_the_error(client, project):
+    (project / "items/movie_0001/mask.tif").write_bytes(b"II*\x00half")
+    r = client.get("/api/items/movie_0001/mask.png")
+    assert r.status_code == 409 and "mask.tif" in r.json()["detail"]
+
+
+def test_retraining_learns_the_painted_mask_as_artefact(client, project):
+    """An item whose only correction is a mask stroke is a training example; its artefact labels are
+    BoxNet's mask plus the stroke (recorded in the model's metadata)."""
+    name = "movie_0001"
+    own = 100 * _mask_png(client, name).mean()
+    client.post(f"/api/items/{name}/mask", json={"action": "paint", "radius_px": 60.0, "points": [[100, 100], [200, 100]]})
+    painted = 100 * _mask_png(client, name).mean()
+    assert painted > own + 3
+    settings = {"epochs": 1, "batch_size": 1, "patch_px": 32, "eval_crop_px": 32, "warmup_iterations": 0,
+                "from_scratch": True, "n_general": 0}
+    assert client.post("/api/boxnet/retrain", json=settings).status_code == 200
+    st = _wait_for_job(client)
+    assert st["status"] == "done", st["message"]
+    assert st["examples"] == [name]
+    metadata = torch.load(project / st["model_path"], weights_only=True)["metadata"]
+    assert metadata["masked_percent"][name] == pytest.approx(painted, abs=1e-3)
+
+
 def test_retraining_rejects_bad_settings(client):
     r = client.post("/api/boxnet/retrain", json={"epochs": 0})
     assert r.status_code == 422 and "epochs" in r.json()["detail"]

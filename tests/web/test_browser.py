@@ -227,6 +227,59 @@ def test_item_view_overlays_deconvolution_and_pick_editing(page, live_server, ar
     assert page._cw_errors == []
 
 
+def test_mask_overlay_and_painting_a_stroke_for_retraining(page, live_server, artifacts_dir):
+    url, project, _ = live_server
+    open_page(page, url + "#/item/movie_0001")
+    expect(page.locator("#item-name")).to_have_text("movie_0001")
+    expect(page.locator("#mask-info")).to_have_text("0 mask strokes by you")
+    n_images = "document.getElementById('average').layout.images.length"
+    assert page.evaluate(n_images) == 1
+    page.check("#show-mask")
+    page.wait_for_function(f"() => {n_images} === 2")
+    assert "/api/items/movie_0001/mask.png" in page.evaluate("document.getElementById('average').layout.images[1].source")
+
+    # edit mode: a drag paints one stroke (no pan), sent in micrograph pixels with the brush radius in px
+    page.check("#edit-mask")
+    assert not page.is_checked("#edit-picks")
+    page.locator("#mask-brush").fill("200")  # Å; 100 px at 2 Å/px
+    page.evaluate("document.getElementById('average').scrollIntoView({block: 'center'})")
+    ranges = "[document.getElementById('average').layout.xaxis.range, document.getElementById('average').layout.yaxis.range]"
+    ranges_before = page.evaluate(ranges)
+    (x0, y0), (x1, y1) = data_to_page_xy(page, "average", 100.0, 150.0), data_to_page_xy(page, "average", 300.0, 150.0)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, y0, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    expect(page.locator("#mask-info")).to_have_text("1 mask stroke by you")
+    assert page.evaluate(ranges) == ranges_before  # the drag did not pan
+    with ProjectStore(project) as store:
+        (stroke,) = store.mask_strokes("movie_0001")
+        assert "movie_0001" in store.corrected_items()
+    assert stroke.paint and stroke.radius_px == pytest.approx(100.0)
+    xs, ys = zip(*stroke.points_px_xy, strict=True)
+    assert abs(xs[0] - 100) < 3 and abs(xs[-1] - 300) < 3 and max(abs(y - 150) for y in ys) < 3
+    assert len(xs) >= 3  # the path, not only its ends
+    page.wait_for_timeout(300)
+    page.screenshot(path=artifacts_dir / "item_mask_painted.png", full_page=True)
+
+    # shift-drag erases; "Reset mask edits" forgets both strokes
+    page.keyboard.down("Shift")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    expect(page.locator("#mask-info")).to_have_text("2 mask strokes by you")
+    with ProjectStore(project) as store:
+        assert [s.paint for s in store.mask_strokes("movie_0001")] == [True, False]
+    page.click("#mask-reset")
+    expect(page.locator("#mask-info")).to_have_text("0 mask strokes by you")
+    page.check("#edit-picks")
+    assert not page.is_checked("#edit-mask")
+    assert page._cw_errors == []
+
+
 def test_failed_item_shows_its_message_and_exclude_button_works(page, live_server):
     url, project, _ = live_server
     open_page(page, url + "#/item/movie_0006")

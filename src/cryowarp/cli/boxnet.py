@@ -181,7 +181,6 @@ def pick_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Pick particles and mask artefacts; writes DIR/<stem>_boxnet.star, _mask.tif and _boxnet.png."""
-    import tifffile
     from rich.progress import Progress
 
     from cryowarp.device import resolve_device
@@ -197,6 +196,7 @@ def pick_command(
         **({} if threshold is None else {"threshold": threshold, "relative_threshold": None}),
     )
     from cryowarp.io.errors import CryowarpIOError
+    from cryowarp.io.masks import write_mask_tif
 
     net = _load_model(model, dev)
     output.mkdir(parents=True, exist_ok=True)
@@ -214,9 +214,7 @@ def pick_command(
                 continue
             picks = pick_particles(image.to(dev), px, net, settings)
             write_picks_star(output / f"{path.stem}_boxnet.star", path.name, picks.coords_px_xy, picks.scores)
-            tifffile.imwrite(
-                output / f"{path.stem}_mask.tif", picks.mask_8a.cpu().numpy().astype(np.uint8) * 255
-            )
+            write_mask_tif(output / f"{path.stem}_mask.tif", picks.mask_8a)
             if png:
                 save_overlay_png(
                     output / f"{path.stem}_boxnet.png",

@@ -245,7 +245,7 @@ class _ItemState:
             raise ItemError(
                 f"expected {ef} frames of {ew}×{eh} like the rest of the session, found {f} frames of {w}×{h}"
             )
-        if min(h, w) < 2 * self.settings.ctf.window:
+        if self.settings.do_ctf and min(h, w) < 2 * self.settings.ctf.window:
             raise ItemError(
                 f"frames of {w}×{h} are smaller than one CTF patch ({2 * self.settings.ctf.window} px); "
                 f"expected ≥ {2 * self.settings.ctf.window} px per side (or a smaller ctf.window)"
@@ -378,10 +378,13 @@ class _ItemState:
             self.ctf_model = CTFModel.from_dict(json.loads(path.read_text()))
 
     def run_pick(self, corrections: dict | None) -> None:
+        from cryowarp.io.masks import write_mask_tif
         from cryowarp.picking import pick_particles
 
         if self.settings.picks_star_dir is not None:
             xy, scores, mask_percentage = self._picks_from_star(Path(self.settings.picks_star_dir))
+            (self.folder / "mask.tif").unlink(missing_ok=True)  # a BoxNet mask of earlier settings
+            self.out["artifacts"]["mask"] = None
         else:
             image = self._need_average(dose_weighted=True)
             model = _load_boxnet(self.settings.boxnet_model_path, self.device)
@@ -389,6 +392,8 @@ class _ItemState:
             xy = picks.coords_px_xy.detach().cpu().double().numpy().reshape(-1, 2)
             scores = picks.scores.detach().cpu().double().numpy().reshape(-1)
             mask_percentage = float(picks.mask_percentage)
+            mask_path = write_mask_tif(self.folder / "mask.tif", picks.mask_8a)
+            self.out["artifacts"]["mask"] = _relative(self.project_dir, mask_path)
         self.out["picks_px_xy_score"] = [
             [float(x), float(y), float(s)] for (x, y), s in zip(xy, scores, strict=True)
         ]

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryowarp.pipeline.filters import evaluate_filters, is_selected
 from cryowarp.pipeline.results import SCALAR_FIELDS, ItemResult
@@ -46,6 +46,9 @@ from cryowarp.pipeline.settings import (
     stage_hashes,
     warn_unknown_settings,
 )
+
+if TYPE_CHECKING:
+    from cryowarp.picking.mask_edits import MaskStroke
 
 __all__ = ["ProjectStore", "ItemNotFoundError", "DB_NAME", "SETTINGS_NAME", "ITEM_STATUSES"]
 
@@ -105,6 +108,11 @@ CREATE TABLE IF NOT EXISTS pick_removals (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
     x_px REAL NOT NULL, y_px REAL NOT NULL, radius_px REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mask_strokes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    paint INTEGER NOT NULL, radius_px REAL NOT NULL, points TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS particles (
     item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
@@ -734,13 +742,25 @@ class ProjectStore:
         return int(self._query("SELECT COUNT(*) FROM pick_removals WHERE item_id = ?", (item_id,))[0][0])
 
     def corrected_items(self) -> list[str]:
-        """Names (discovery order) of items with at least one manual pick or removed BoxNet pick —
-        the examples for retraining BoxNet."""
+        """Names (discovery order) of items with at least one manual pick, removed BoxNet pick or mask
+        stroke — the examples for retraining BoxNet."""
         rows = self._query(
             "SELECT name FROM items WHERE id IN (SELECT item_id FROM picks WHERE source = 'manual') "
-            "OR id IN (SELECT item_id FROM pick_removals) ORDER BY id"
+            "OR id IN (SELECT item_id FROM pick_removals) OR id IN (SELECT item_id FROM mask_strokes) ORDER BY id"
         )
         return [r["name"] for r in rows]
+
+    def mask_strokes(self, item: str | int) -> list[MaskStroke]:
+        """The user's brush strokes on an item's artefact mask, oldest first (see ``cryowarp.picking.mask_edits``)."""
+        from cryowarp.picking.mask_edits import MaskStroke
+
+        rows = self._query(
+            "SELECT paint, radius_px, points FROM mask_strokes WHERE item_id = ? ORDER BY id", (self._item_id(item),)
+        )
+        return [
+            MaskStroke(bool(r["paint"]), r["radius_px"], tuple(tuple(p) for p in json.loads(r["points"])))
+            for r in rows
+        ]
 
     def get_particles(
         self, item: str | int | None = None, *, selected_only: bool = False
@@ -943,6 +963,22 @@ class ProjectStore:
                     (item_id, row["x_px"], row["y_px"], float(radius_px)),
                 )
             self._invalidate_export(c, item_id)
+
+    def add_mask_stroke(self, item: str | int, stroke: MaskStroke) -> int:
+        """Store a brush stroke on the item's artefact mask (a training label; picks and particles are
+        unchanged, so nothing is re-queued). Returns the number of strokes the item now has."""
+        with self._write() as c:
+            item_id = self._item_id(item, c)
+            c.execute(
+                "INSERT INTO mask_strokes(item_id, paint, radius_px, points) VALUES (?, ?, ?, ?)",
+                (item_id, int(stroke.paint), float(stroke.radius_px), json.dumps([list(p) for p in stroke.points_px_xy])),
+            )
+            return int(c.execute("SELECT COUNT(*) FROM mask_strokes WHERE item_id = ?", (item_id,)).fetchone()[0])
+
+    def clear_mask_strokes(self, item: str | int) -> int:
+        """Forget the user's strokes on an item's mask (back to BoxNet's own); returns how many there were."""
+        with self._write() as c:
+            return c.execute("DELETE FROM mask_strokes WHERE item_id = ?", (self._item_id(item, c),)).rowcount
 
     def _invalidate_export(self, c: Any, item_id: int) -> None:
         c.execute("UPDATE stages SET settings_hash = NULL WHERE item_id = ? AND stage = 'export'", (item_id,))

@@ -12,11 +12,14 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryowarp.pipeline.filters import astigmatism_vector_um
 from cryowarp.pipeline.settings import FilterSettings, ProcessingSettings
 from cryowarp.pipeline.store import DB_NAME, ItemNotFoundError, ProjectStore
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MetricInfo", "METRICS", "UI_STATUSES", "ProjectView", "ui_status"]
 
@@ -302,6 +305,25 @@ class ProjectView:
         if not p.is_relative_to(self.project_dir) or not p.is_file():
             return None
         return p
+
+    def effective_mask(self, item: dict[str, Any]) -> torch.Tensor | None:
+        """BoxNet's artefact mask of an item (8 Å grid, bool) with the user's brush strokes applied,
+        or None if the pipeline wrote no mask (picks from STAR files, or not picked yet).
+
+        Raises ``CorruptFileError`` (naming the file) if the mask file cannot be read.
+        """
+        from cryowarp.io.masks import read_mask_tif
+        from cryowarp.picking.mask_edits import apply_mask_strokes
+
+        path = self.artifact_path(item, "mask")
+        if path is None:
+            return None
+        mask = read_mask_tif(path)
+        strokes = self.store.mask_strokes(item["name"])
+        if not strokes or not item.get("height") or not item.get("width"):
+            return mask
+        scale_xy = (item["width"] / mask.shape[1], item["height"] / mask.shape[0])
+        return apply_mask_strokes(mask, strokes, scale_xy)
 
     def read_json_artifact(self, item: dict[str, Any], *keys: str) -> dict[str, Any] | None:
         """The first of ``keys`` that names a readable JSON artifact, parsed."""

@@ -20,7 +20,7 @@ from cryowarp.base.fourier import fourier_rescale_2d
 from cryowarp.deconv import deconvolve_2d
 from cryowarp.io.mrc import read_mrc
 
-__all__ = ["DisplayCache", "display_uint8", "png_bytes"]
+__all__ = ["DisplayCache", "MASK_RGBA", "display_uint8", "mask_rgba_png", "png_bytes"]
 
 
 def display_uint8(image: np.ndarray, n_sigma: float = 2.5) -> np.ndarray:
@@ -36,6 +36,19 @@ def png_bytes(grey: np.ndarray) -> bytes:
     """Encode an 8-bit `(h, w)` array as PNG."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(grey), mode="L").save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+#: Colour of masked pixels in the mask overlay (RGBA; the alpha lets the micrograph show through).
+MASK_RGBA = (255, 40, 40, 110)
+
+
+def mask_rgba_png(mask: np.ndarray) -> bytes:
+    """A `(h, w)` bool mask as an RGBA PNG: :data:`MASK_RGBA` where masked, transparent elsewhere."""
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[np.asarray(mask, dtype=bool)] = MASK_RGBA
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
 
 

@@ -1,9 +1,10 @@
 """BoxNet retraining started from the UI: one background thread, progress polled by the page.
 
 The training itself is ``cryowarp.picking.train_boxnet`` (warp-facts.md §3.6). The examples are the
-items whose picks the user corrected (added or removed picks), each with its effective picks as
-particle labels and the BoxNet picks the user removed as false positives (weighted 4× as background,
-Warp's certainty layer). The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt``.
+items the user corrected (added or removed picks, or brush strokes on the artefact mask), each with its
+effective picks as particle labels, its artefact mask (BoxNet's, with the user's strokes) as label 2 and
+the BoxNet picks the user removed as false positives (weighted 4× as background, Warp's certainty layer).
+The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class RetrainJob:
             corrected = corrected_items(view)
             if not corrected:
                 raise ValueError("no corrected items: add or remove picks on at least one item first")
-            examples, n_false_positives = [], {}
+            examples, n_false_positives, masked_percent = [], {}, {}
             for name in corrected:
                 item = store.get_item(name)
                 path = view.artifact_path(item, "average")
@@ -147,12 +148,18 @@ class RetrainJob:
                 pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
                 removed = store.removed_picks(name)  # the user's deletions: false positives (4× background)
                 n_false_positives[name] = len(removed)
+                # artefact labels: BoxNet's mask with the user's strokes (Warp trains on the existing mask
+                # too); without it the corrected items would teach the model that their artefacts are background
+                mask = view.effective_mask(item)
+                if mask is not None:
+                    masked_percent[name] = round(100.0 * float(mask.float().mean()), 3)
                 examples.append(
                     make_training_example(
                         image,
                         pixel_size_a,
                         _xy(store.get_picks(name)),
                         diameter_a,
+                        mask=mask,
                         false_positives_px_xy=_xy(removed) if removed else None,
                         name=name,
                     )
@@ -166,7 +173,8 @@ class RetrainJob:
             self._update(
                 examples=[e.name for e in examples],
                 message=f"training on {len(examples)} corrected items "
-                f"({sum(n_false_positives.values())} removed picks as false positives)"
+                f"({sum(n_false_positives.values())} removed picks as false positives, "
+                f"{len(masked_percent)} with an artefact mask)"
                 + (f" mixed 1:1 with {len(general)} general micrographs" if general else ""),
             )
             model = BoxNet() if from_scratch else load_pretrained_boxnet()
@@ -191,6 +199,7 @@ class RetrainJob:
                 retrained_on=[e.name for e in examples],
                 false_positives={e.name: n_false_positives[e.name] for e in examples},
                 general_corpus=len(general),
+                masked_percent=masked_percent,  # label 2 (artefact) share of each example's mask
             )
             torch.save(state, tmp)
             tmp.replace(out)

@@ -38,10 +38,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 
+from cryowarp.io.errors import CryowarpIOError
 from cryowarp.picking import TrainSettings
+from cryowarp.picking.mask_edits import MaskStroke
 from cryowarp.pipeline.store import ItemNotFoundError
 from cryowarp.web._project import ProjectView, ui_status
-from cryowarp.web._render import DisplayCache
+from cryowarp.web._render import DisplayCache, mask_rgba_png
 from cryowarp.web._retrain import RetrainJob
 from cryowarp.web._security import (
     TOKEN_COOKIE,
@@ -101,6 +103,19 @@ class PickEdit(BaseModel):
     action: str
     x: float
     y: float
+
+
+class MaskStrokeBody(BaseModel):
+    """A brush stroke on the artefact mask: ``paint`` or ``erase`` discs of ``radius_px`` along ``points``
+    ([[x, y], ...], px of the full micrograph)."""
+
+    action: str
+    radius_px: float
+    points: list[tuple[float, float]]
+
+
+#: Most points one stroke may carry (a drag across a 4k micrograph sends a few hundred).
+MAX_STROKE_POINTS = 20_000
 
 
 def create_app(
@@ -315,6 +330,46 @@ def create_app(
             raise HTTPException(422, f"action must be 'add' or 'remove', got {body.action!r}")
         _write_stars(wait)
         return _picks_payload(view, name)
+
+    # ------------------------------------------------------------------ artefact mask (training labels)
+    @app.get("/api/items/{name}/mask.png")
+    def mask_png(name: str) -> Response:
+        """BoxNet's artefact mask with the user's strokes, as a translucent red RGBA PNG on the 8 Å grid."""
+        it = _item_or_404(name)
+        try:
+            mask = view.effective_mask(it)
+        except CryowarpIOError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        if mask is None:
+            raise HTTPException(404, f"{name}: no BoxNet mask (not picked yet, or picks read from STAR files)")
+        return Response(mask_rgba_png(mask.numpy()), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/items/{name}/mask")
+    def edit_mask(name: str, body: MaskStrokeBody) -> dict[str, Any]:
+        """Paint or erase artefact on the item's mask. The strokes are training labels for BoxNet
+        retraining (the item becomes a corrected one); picks and particles do not change."""
+        it = _item_or_404(name)
+        if view.artifact_path(it, "mask") is None:
+            raise HTTPException(409, f"{name}: no BoxNet mask to edit (not picked yet, or picks read from STAR files)")
+        if body.action not in ("paint", "erase"):
+            raise HTTPException(422, f"action must be 'paint' or 'erase', got {body.action!r}")
+        if not body.points or len(body.points) > MAX_STROKE_POINTS:
+            raise HTTPException(422, f"a stroke needs 1 to {MAX_STROKE_POINTS} points, got {len(body.points)}")
+        h, w = it["height"] or 0, it["width"] or 0
+        if not (math.isfinite(body.radius_px) and 0 < body.radius_px <= max(h, w, 1)):
+            raise HTTPException(422, f"{name}: brush radius must be > 0 and ≤ {max(h, w)} px, got {body.radius_px}")
+        if not all(math.isfinite(x) and math.isfinite(y) for x, y in body.points):
+            raise HTTPException(422, f"{name}: stroke points must be finite")
+        points = tuple((min(max(x, 0.0), w), min(max(y, 0.0), h)) for x, y in body.points)  # a brush may run off the edge
+        n = view.store.add_mask_stroke(name, MaskStroke(body.action == "paint", body.radius_px, points))
+        return {"n_mask_strokes": n, "version": view.revision()}
+
+    @app.delete("/api/items/{name}/mask")
+    def reset_mask(name: str) -> dict[str, Any]:
+        """Forget the user's strokes: the mask is BoxNet's own again."""
+        _item_or_404(name)
+        n = view.store.clear_mask_strokes(name)
+        return {"removed_strokes": n, "n_mask_strokes": 0, "version": view.revision()}
 
     # ------------------------------------------------------------------ filters
     @app.get("/api/filters")
@@ -581,6 +636,7 @@ def _item_detail(view: ProjectView, it: dict[str, Any]) -> dict[str, Any]:
         "average": f"/api/items/{name}/average.png" if view.artifact_path(it, "average") else None,
         "ps2d": f"/api/items/{name}/ps2d.png" if view.artifact_path(it, "spectrum_png") else None,
         "thumbnail": f"/api/items/{name}/thumbnail.png" if view.artifact_path(it, "thumbnail") else None,
+        "mask": f"/api/items/{name}/mask.png" if view.artifact_path(it, "mask") else None,
     }
     return {
         "name": name,
@@ -601,6 +657,7 @@ def _item_detail(view: ProjectView, it: dict[str, Any]) -> dict[str, Any]:
         "particle_radius_px": _particle_radius_px(view, it),
         "display_scale": 720.0 / max(shape) if max(shape) > 0 else 1.0,
         "images": images,
+        "n_mask_strokes": len(view.store.mask_strokes(name)),
         "stages": it.get("stages", {}),
         "timings": it["timings"],
         "version": view.revision(),

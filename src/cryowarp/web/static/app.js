@@ -430,9 +430,59 @@ function renderAverage(item) {
       layer: "below", xanchor: "left", yanchor: "top" }] : [],
     uirevision: item.name,
   };
+  if ($("show-mask").checked && item.images.mask) {
+    // the mask is on BoxNet's 8 Å grid; stretched over the micrograph like the average
+    layout.images.push({ source: `${item.images.mask}?v=${item.version}`, xref: "x", yref: "y", x: 0, y: 0,
+      sizex: W, sizey: H, sizing: "stretch", layer: "above", xanchor: "left", yanchor: "top", name: "mask" });
+  }
+  if ($("edit-mask").checked) layout.dragmode = false; // drags paint instead of panning
   Plotly.react(div, averageTraces(item), layout, { ...PLOT_CONFIG, scrollZoom: true });
   $("pick-count").textContent = `${item.picks.length} picks (${item.n_user_added} added, ${item.n_user_removed} removed by you)`;
-  if (!div.dataset.bound) { bindPickEditing(div); div.dataset.bound = "1"; }
+  $("mask-info").textContent = item.images.mask
+    ? `${item.n_mask_strokes} mask stroke${item.n_mask_strokes === 1 ? "" : "s"} by you`
+    : "no BoxNet mask for this item";
+  ["show-mask", "edit-mask", "mask-reset"].forEach((id) => { $(id).disabled = !item.images.mask; });
+  if (!div.dataset.bound) { bindPickEditing(div); bindMaskPainting(div); div.dataset.bound = "1"; }
+}
+
+function plotCoords(div, clientX, clientY) {
+  // (x, y) in micrograph pixels under the mouse, or null outside the axes
+  const fl = div._fullLayout;
+  if (!fl || !fl.xaxis) return null;
+  const bb = div.getBoundingClientRect();
+  return [fl.xaxis.p2d(clientX - bb.left - fl.xaxis._offset), fl.yaxis.p2d(clientY - bb.top - fl.yaxis._offset)];
+}
+
+function bindMaskPainting(div) {
+  // edit-mask mode: a drag is one brush stroke, sent when the mouse is released; the shift key erases
+  let stroke = null;
+  div.addEventListener("mousedown", (ev) => {
+    if (!$("edit-mask").checked || !state.item || ev.button !== 0) return;
+    const p = plotCoords(div, ev.clientX, ev.clientY);
+    if (!p) return;
+    stroke = { erase: ev.shiftKey, points: [p] };
+    ev.preventDefault();
+    ev.stopPropagation();
+  }, true);
+  document.addEventListener("mousemove", (ev) => {
+    if (!stroke) return;
+    const p = plotCoords(div, ev.clientX, ev.clientY);
+    const last = stroke.points[stroke.points.length - 1];
+    if (p && Math.hypot(p[0] - last[0], p[1] - last[1]) >= 2) stroke.points.push(p);
+  }, true);
+  document.addEventListener("mouseup", async () => {
+    const s = stroke;
+    stroke = null;
+    if (!s || !state.item) return;
+    const radius_px = Number($("mask-brush").value) / (state.item.pixel_size_a || 1);
+    try {
+      const res = await api(`/api/items/${enc(state.item.name)}/mask`, { method: "POST",
+        body: { action: s.erase ? "erase" : "paint", radius_px, points: s.points } });
+      state.item.n_mask_strokes = res.n_mask_strokes;
+      state.item.version = res.version;
+      renderAverage(state.item);
+    } catch (e) { alert(`Mask stroke not saved: ${e.message}`); }
+  }, true);
 }
 
 function bindPickEditing(div) {
@@ -452,11 +502,9 @@ function bindPickEditing(div) {
 }
 
 async function onPlotClick(div, clientX, clientY) {
-  const fl = div._fullLayout;
-  if (!fl || !fl.xaxis) return;
-  const bb = div.getBoundingClientRect();
-  const x = fl.xaxis.p2d(clientX - bb.left - fl.xaxis._offset);
-  const y = fl.yaxis.p2d(clientY - bb.top - fl.yaxis._offset);
+  const p = plotCoords(div, clientX, clientY);
+  if (!p) return;
+  const [x, y] = p;
   const W = state.item.shape_yx[1], H = state.item.shape_yx[0];
   if (!(x >= 0 && y >= 0 && x < W && y < H)) return;
   const r = state.item.particle_radius_px;
@@ -473,8 +521,26 @@ async function onPlotClick(div, clientX, clientY) {
   } catch (e) { alert(`Pick not saved: ${e.message}`); }
 }
 
-["show-particles", "show-tracks", "show-defocus", "deconv"].forEach((id) =>
+["show-particles", "show-tracks", "show-defocus", "deconv", "show-mask"].forEach((id) =>
   $(id).addEventListener("change", () => state.item && renderAverage(state.item)));
+// the two edit modes exclude each other; painting shows the mask
+$("edit-picks").addEventListener("change", () => {
+  if ($("edit-picks").checked && $("edit-mask").checked) { $("edit-mask").checked = false; state.item && renderAverage(state.item); }
+});
+$("edit-mask").addEventListener("change", () => {
+  if ($("edit-mask").checked) { $("edit-picks").checked = false; $("show-mask").checked = true; }
+  if (state.item) renderAverage(state.item);
+});
+$("mask-brush").addEventListener("input", () => { $("mask-brush-val").textContent = $("mask-brush").value; });
+$("mask-reset").addEventListener("click", async () => {
+  if (!state.item) return;
+  try {
+    const res = await api(`/api/items/${enc(state.item.name)}/mask`, { method: "DELETE" });
+    state.item.n_mask_strokes = res.n_mask_strokes;
+    state.item.version = res.version;
+    renderAverage(state.item);
+  } catch (e) { alert(`Mask not reset: ${e.message}`); }
+});
 ["deconv-strength", "deconv-falloff"].forEach((id) => $(id).addEventListener("input", () => {
   $(`${id}-val`).textContent = Number($(id).value).toFixed(2);
   if (!$("deconv").checked || !state.item) return;
