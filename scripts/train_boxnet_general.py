@@ -30,7 +30,6 @@ from boxnet_data import (  # noqa: E402
     TRAIN_KINDS,
     cryoppp_items,
     cryoppp_load,
-    sim_micrograph,
     synth_micrograph,
 )
 
@@ -77,23 +76,12 @@ def cryoppp_train_examples(root: Path) -> list:
 
 
 def sim_examples(n: int, seed0: int) -> list:
-    """Examples from ``cryowarp.sim.simulate_micrograph`` (training kinds only; skipped if unavailable)."""
-    if n == 0:
-        return []
-    try:
-        import cryowarp.sim  # noqa: F401
-    except ImportError:
-        print("cryowarp.sim not available; own synthetic data only")
-        return []
-    out = []
-    for i in range(n):
-        m = sim_micrograph(seed0 + i, heldout=False)
-        out.append(
-            make_training_example(
-                m.image, m.pixel_size_a, m.coords_px_xy, m.diameter_a, mask=m.mask, name=f"{m.kind}_{i}"
-            )
-        )
-        print(f"sim {i + 1}/{n}: {m.kind}, {len(m.coords_px_xy)} particles", flush=True)
+    """Examples from ``cryowarp.sim`` (training kinds only): the built-in general corpus, whose draws these are."""
+    from cryowarp.sim.picking_corpus import general_corpus
+
+    out = general_corpus(n, seed=seed0)
+    for i, ex in enumerate(out):
+        print(f"sim {i + 1}/{n}: {ex.name}", flush=True)
     return out
 
 

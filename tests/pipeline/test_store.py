@@ -225,6 +225,7 @@ def test_public_queries_for_the_ui(tmp_path, result_factory):
     assert [p["id"] for p in removed] == [auto[0]["id"], auto[1]["id"]]
     assert sorted(p["id"] for p in removed + store.get_picks("a")) == sorted(p["id"] for p in auto)
     assert store.removed_picks("c") == []
+    assert store.picks_and_removed("a") == (store.get_picks("a"), removed)
     with pytest.raises(ItemNotFoundError):
         store.count_pick_removals("nope")
 

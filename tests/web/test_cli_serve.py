@@ -77,3 +77,19 @@ def test_serve_serves_the_project_with_its_token(project):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("command", ["demo", "watch"])
+def test_demo_and_watch_ui_refuse_a_public_bind_without_token_before_running(tmp_path, command):
+    """The three commands that serve the UI bind it the same way (``cli.serve.bind_ui_or_exit``)."""
+    (tmp_path / "movies").mkdir()
+    args = {
+        "demo": ["demo", "--dir", str(tmp_path), "--host", "0.0.0.0", "--n-movies", "1", "--quiet"],
+        "watch": ["watch", str(tmp_path / "movies"), "--project", str(tmp_path / "p"), "--ui",
+                    "--host", "0.0.0.0", "--pixel-size", "4", "--quiet"],
+    }[command]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "give a token" in " ".join(result.output.split())
+    assert "UI" not in result.output and "Traceback" not in result.output  # no URL of a server that is not there
+    assert not (tmp_path / "session").exists()  # the demo simulated nothing

@@ -27,8 +27,11 @@ def demo_command(
     interval_s: float = typer.Option(5.0, "--interval", help="seconds between movies (collection rate)"),
     directory: Path | None = typer.Option(None, "--dir", help="where to put session/ and project/"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="serve the web UI (until Ctrl+C)"),
-    host: str = typer.Option("127.0.0.1", "--host", help="UI bind address"),
+    host: str = typer.Option("127.0.0.1", "--host", help="UI bind address; non-loopback needs --token"),
     port: int = typer.Option(8000, "--port", help="UI port"),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CRYOWARP_TOKEN", help="shared secret required by every UI request (open /?token=T)"
+    ),
     true_picks: bool = typer.Option(
         False, "--true-picks", help="use the simulated coordinates instead of BoxNet"
     ),
@@ -44,6 +47,10 @@ def demo_command(
     from cryowarp.sim.session import simulate_session
 
     console = Console(stderr=True)
+    if serve:
+        from cryowarp.cli.serve import bind_ui_or_exit, ui_url
+
+        sock = bind_ui_or_exit(console, host, port, token)  # before anything is written or simulated
     root = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="cryowarp-demo-"))
     session, project = root / "session", root / "project"
     session.mkdir(parents=True, exist_ok=True)
@@ -66,14 +73,6 @@ def demo_command(
         except BaseException as exc:  # noqa: BLE001 - shown to the user below
             sim_error.append(exc)
 
-    if serve:
-        from cryowarp.web.app import bind_port
-
-        try:
-            sock = bind_port(host, port)  # before anything runs: a port in use is one error line
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
     simulator = threading.Thread(target=simulate, daemon=True)
     simulator.start()
     options = {
@@ -103,15 +102,15 @@ def demo_command(
         from cryowarp.web.app import serve as serve_ui
 
         threading.Thread(
-            target=serve_ui, args=(project,), kwargs={"host": host, "port": port, "sock": sock}, daemon=True
+            target=serve_ui, args=(project,), kwargs={"host": host, "port": port, "token": token, "sock": sock}, daemon=True
         ).start()
-        console.print(f"UI: http://{host}:{port}/")
+        console.print(f"UI: {ui_url(host, port, token)}")
     run_pipeline(session, project, options, watch=True, settings_file=None, stop_when_idle=finished)
     if sim_error:
         console.print(f"[red]simulation failed:[/red] {sim_error[0]}")
         raise typer.Exit(1)
     if serve:
-        console.print(f"processing finished; the UI keeps running at http://{host}:{port}/ (Ctrl+C stops)")
+        console.print(f"processing finished; the UI keeps running at {ui_url(host, port, token)} (Ctrl+C stops)")
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

@@ -147,23 +147,21 @@ def run_pipeline(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if ui:
-        from cryowarp.web._security import check_bind
-        from cryowarp.web.app import bind_port, serve
+        from cryowarp.cli.serve import bind_ui_or_exit, ui_url
+        from cryowarp.web.app import serve
 
         try:
-            check_bind(host, token)
-            sock = bind_port(host, port)
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            sock = bind_ui_or_exit(console, host, port, token)
+        except typer.Exit:
             coordinator.close()
-            raise typer.Exit(2) from exc
+            raise
         threading.Thread(
             target=serve,
             args=(project,),
             kwargs={"host": host, "port": port, "token": token, "sock": sock},
             daemon=True,
         ).start()
-        console.print(f"UI at http://{host}:{port}/" + (f"?token={token}" if token else ""))
+        console.print(f"UI at {ui_url(host, port, token)}")
     display = LiveDisplay(
         f"cryowarp — {project}",
         enabled=not options.get("quiet") and console.is_terminal,

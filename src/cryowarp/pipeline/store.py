@@ -707,11 +707,16 @@ class ProjectStore:
             ``{"id", "x_px", "y_px", "score", "source"}`` with ``source`` "auto" or "manual"; x, y in px
             of the full-size micrograph.
         """
-        return [p for p, removed in self._picks_with_removal(item) if not removed]
+        return self.picks_and_removed(item)[0]
 
     def removed_picks(self, item: str | int) -> list[dict[str, Any]]:
         """BoxNet picks the user removed (the false positives for retraining), same keys as :meth:`get_picks`."""
-        return [p for p, removed in self._picks_with_removal(item) if removed]
+        return self.picks_and_removed(item)[1]
+
+    def picks_and_removed(self, item: str | int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """:meth:`get_picks` and :meth:`removed_picks` from one read (a retraining example needs both)."""
+        rows = self._picks_with_removal(item)
+        return [p for p, removed in rows if not removed], [p for p, removed in rows if removed]
 
     def _picks_with_removal(self, item: str | int) -> list[tuple[dict[str, Any], bool]]:
         """Every stored pick with whether a manual removal covers it (manual picks are never removed)."""

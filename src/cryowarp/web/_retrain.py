@@ -146,7 +146,8 @@ class RetrainJob:
                     continue
                 image, header_pixel_size_a = read_mrc(path, as_tensor=True)
                 pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
-                removed = store.removed_picks(name)  # the user's deletions: false positives (4× background)
+                # the user's deletions are the false positives (4× background)
+                picks, removed = store.picks_and_removed(name)
                 n_false_positives[name] = len(removed)
                 # artefact labels: BoxNet's mask with the user's strokes (Warp trains on the existing mask
                 # too); without it the corrected items would teach the model that their artefacts are background
@@ -157,7 +158,7 @@ class RetrainJob:
                     make_training_example(
                         image,
                         pixel_size_a,
-                        _xy(store.get_picks(name)),
+                        _xy(picks),
                         diameter_a,
                         mask=mask,
                         false_positives_px_xy=_xy(removed) if removed else None,
