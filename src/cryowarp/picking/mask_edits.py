@@ -81,17 +81,23 @@ def apply_mask_strokes(
 
 
 def _stroke_cover(stroke: MaskStroke, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """Pixels within ``radius`` of the stroke's polyline (distance to each segment, not just the points)."""
-    pts = torch.tensor(stroke.points_px_xy, dtype=torch.float32, device=xs.device).reshape(-1, 2)
-    if len(pts) == 1:
-        pts = torch.cat([pts, pts])
-    px, py = xs[None, :], ys[:, None]
+    """Pixels within ``radius`` of the stroke's polyline (distance to each segment, not just the points).
+
+    Each segment is evaluated only on the pixels of its bounding box (± radius), so the cost grows with
+    the painted area, not with the mask size × the number of segments.
+    """
+    pts = stroke.points_px_xy if len(stroke.points_px_xy) > 1 else stroke.points_px_xy * 2
     covered = torch.zeros(len(ys), len(xs), dtype=torch.bool, device=xs.device)
-    r2 = float(stroke.radius_px) ** 2
-    for (x0, y0), (x1, y1) in zip(pts[:-1].tolist(), pts[1:].tolist(), strict=True):
+    r = float(stroke.radius_px)
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+        ix = torch.nonzero((xs >= min(x0, x1) - r) & (xs <= max(x0, x1) + r)).flatten()
+        iy = torch.nonzero((ys >= min(y0, y1) - r) & (ys <= max(y0, y1) + r)).flatten()
+        if len(ix) == 0 or len(iy) == 0:
+            continue
+        px, py = xs[ix[0] : ix[-1] + 1][None, :], ys[iy[0] : iy[-1] + 1][:, None]
         dx, dy = x1 - x0, y1 - y0
         length2 = dx * dx + dy * dy
         t = ((px - x0) * dx + (py - y0) * dy) / length2 if length2 > 0 else torch.zeros_like(px + py)
         t = t.clamp(0.0, 1.0)
-        covered |= (px - (x0 + t * dx)) ** 2 + (py - (y0 + t * dy)) ** 2 <= r2
+        covered[iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1] |= (px - (x0 + t * dx)) ** 2 + (py - (y0 + t * dy)) ** 2 <= r * r
     return covered
