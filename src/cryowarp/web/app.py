@@ -114,6 +114,7 @@ class MaskStrokeBody(BaseModel):
     points: list[tuple[float, float]]
 
 
+NO_MASK = "no BoxNet mask (not picked yet, or picks read from STAR files)"
 #: Most points one stroke may carry (a drag across a 4k micrograph sends a few hundred).
 MAX_STROKE_POINTS = 20_000
 
@@ -341,7 +342,7 @@ def create_app(
         except CryowarpIOError as exc:
             raise HTTPException(409, str(exc)) from exc
         if mask is None:
-            raise HTTPException(404, f"{name}: no BoxNet mask (not picked yet, or picks read from STAR files)")
+            raise HTTPException(404, f"{name}: {NO_MASK}")
         return Response(mask_rgba_png(mask.numpy()), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/items/{name}/mask")
@@ -350,7 +351,7 @@ def create_app(
         retraining (the item becomes a corrected one); picks and particles do not change."""
         it = _item_or_404(name)
         if view.artifact_path(it, "mask") is None:
-            raise HTTPException(409, f"{name}: no BoxNet mask to edit (not picked yet, or picks read from STAR files)")
+            raise HTTPException(409, f"{name}: {NO_MASK}, nothing to edit")
         if body.action not in ("paint", "erase"):
             raise HTTPException(422, f"action must be 'paint' or 'erase', got {body.action!r}")
         if not body.points or len(body.points) > MAX_STROKE_POINTS:
