@@ -3,7 +3,8 @@
 Movies of a known structure are simulated (``cryowarp.sim.simulate_session``) into
 ``DIR/session`` one after another, as from a microscope; ``cryowarp watch`` logic processes them
 into ``DIR/project`` as they appear (motion, CTF, BoxNet, particles, STAR files) and the web UI shows
-the project while it grows. Without ``--dir`` a temporary folder is used (printed at the start).
+the project while it grows. Every third movie has ice contamination on it, which BoxNet masks
+(and the default mask filter may set aside). Without ``--dir`` a temporary folder is used.
 
 Example::
 
@@ -69,7 +70,8 @@ def demo_command(
 
     def simulate() -> None:
         try:
-            simulate_session(session, n_movies, sim_settings, seed=seed, interval_s=interval_s)
+            # every third movie has ice on it, so the demo shows BoxNet's artefact mask and the mask filter
+            simulate_session(session, n_movies, sim_settings, seed=seed, interval_s=interval_s, contamination_every=3)
         except BaseException as exc:  # noqa: BLE001 - shown to the user below
             sim_error.append(exc)
 

@@ -28,18 +28,26 @@ from cryowarp.sim.movie import MovieSimSettings, SimulatedMovie, make_gain, simu
 
 
 def session_movie_settings(
-    settings: MovieSimSettings, index: int, *, seed: int, defocus_range_um: tuple[float, float]
+    settings: MovieSimSettings,
+    index: int,
+    *,
+    seed: int,
+    defocus_range_um: tuple[float, float],
+    contamination_every: int = 0,
 ) -> MovieSimSettings:
-    """Settings of movie ``index``: defocus drawn in ``defocus_range_um``, astigmatism angle at random."""
+    """Settings of movie ``index``: defocus drawn in ``defocus_range_um``, astigmatism angle at random.
+
+    With ``contamination_every`` = n > 0, every n-th movie (index n−1, 2n−1, …) also gets 1–2 ice blobs
+    of 250–450 Å radius (what BoxNet's artefact mask is for); the other draws do not change.
+    """
     g = torch.Generator().manual_seed(int(seed) * 100_003 + index)
     u = torch.rand(2, generator=g, dtype=torch.float64).tolist()
     lo, hi = defocus_range_um
-    return settings.model_copy(
-        update={
-            "defocus_um": lo + (hi - lo) * u[0],
-            "astigmatism_angle_deg": 180.0 * u[1],
-        }
-    )
+    update: dict[str, float | int] = {"defocus_um": lo + (hi - lo) * u[0], "astigmatism_angle_deg": 180.0 * u[1]}
+    if contamination_every > 0 and index % contamination_every == contamination_every - 1:
+        v = torch.rand(2, generator=g, dtype=torch.float64).tolist()
+        update |= {"n_contamination_blobs": 1 + int(v[0] < 0.5), "contamination_radius_a": 250.0 + 200.0 * v[1]}
+    return settings.model_copy(update=update)
 
 
 def simulate_session(
@@ -54,6 +62,7 @@ def simulate_session(
     write_truth: bool = True,
     device: torch.device | str | None = None,
     progress: Callable[[int, int, Path], None] | None = None,
+    contamination_every: int = 0,
 ) -> list[Path]:
     """Write ``n_movies`` simulated movies into ``directory``, one every ``interval_s`` seconds.
 
@@ -77,6 +86,8 @@ def simulate_session(
         Write the truth of each movie under ``truth/``.
     progress : callable, optional
         ``progress(done, total, path)`` after each movie.
+    contamination_every : int
+        Every n-th movie gets ice contamination (see :func:`session_movie_settings`; 0 = none).
 
     Returns
     -------
@@ -101,6 +112,7 @@ def simulate_session(
         "settings": settings.model_dump(mode="json"),
         "seed": seed,
         "defocus_range_um": list(defocus_range_um),
+        "contamination_every": contamination_every,
         "movies": [],
     }
     write_json(directory / "session.json", record)
@@ -109,7 +121,9 @@ def simulate_session(
     last = time.monotonic()
     for i in range(n_movies):
         stem = f"movie_{i:04d}"
-        movie_settings = session_movie_settings(settings, i, seed=seed, defocus_range_um=defocus_range_um)
+        movie_settings = session_movie_settings(
+            settings, i, seed=seed, defocus_range_um=defocus_range_um, contamination_every=contamination_every
+        )
         movie: SimulatedMovie = simulate_movie(movie_settings, seed=seed + i, device=device, gain=gain)
         written = movie.to_files(incoming, stem=stem, formats=(movie_format,))
         if write_truth:
@@ -131,6 +145,7 @@ def simulate_session(
                 "defocus_um": movie_settings.defocus_um,
                 "astigmatism_angle_deg": movie_settings.astigmatism_angle_deg,
                 "n_particles": int(len(movie.truth.particles.coords_px_xy)),
+                "n_contamination_blobs": movie_settings.n_contamination_blobs,
             }
         )
         write_json(directory / "session.json", record)
