@@ -610,6 +610,27 @@ def test_retraining_learns_the_painted_mask_as_artefact(client, project):
     assert metadata["masked_percent"][name] == pytest.approx(painted, abs=1e-3)
 
 
+def test_retraining_skips_an_item_with_an_unreadable_mask_and_names_it(client, project):
+    settings = {"epochs": 1, "batch_size": 1, "patch_px": 32, "eval_crop_px": 32, "warmup_iterations": 0,
+                "from_scratch": True, "n_general": 0}
+    for name in ("movie_0001", "movie_0002"):
+        client.post(f"/api/items/{name}/picks", json={"action": "add", "x": 100.0, "y": 100.0})
+    (project / "items/movie_0002/mask.tif").write_bytes(b"II*\x00half-written")
+    client.post("/api/boxnet/retrain", json=settings)
+    st = _wait_for_job(client)
+    assert st["status"] == "done", st["message"]
+    assert st["examples"] == ["movie_0001"]
+    assert "skipped movie_0002: mask.tif" in st["message"]
+    metadata = torch.load(project / st["model_path"], weights_only=True)["metadata"]
+    assert list(metadata["skipped"]) == ["movie_0002"]
+    # with every corrected item unusable the job fails and says why
+    (project / "items/movie_0001/average.mrc").write_bytes(b"\x00" * 100)
+    client.post("/api/boxnet/retrain", json=settings)
+    st = _wait_for_job(client)
+    assert st["status"] == "failed"
+    assert "no corrected item can be used" in st["message"] and "average.mrc" in st["message"]
+
+
 def test_retraining_rejects_bad_settings(client):
     r = client.post("/api/boxnet/retrain", json={"epochs": 0})
     assert r.status_code == 422 and "epochs" in r.json()["detail"]

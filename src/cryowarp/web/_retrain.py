@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cryowarp.io.errors import CryowarpIOError
 from cryowarp.io.mrc import read_mrc
 from cryowarp.picking import (
     BoxNet,
@@ -138,20 +139,26 @@ class RetrainJob:
             corrected = corrected_items(view)
             if not corrected:
                 raise ValueError("no corrected items: add or remove picks on at least one item first")
-            examples, n_false_positives, masked_percent = [], {}, {}
+            examples, n_false_positives, masked_percent, skipped = [], {}, {}, {}
             for name in corrected:
                 item = store.get_item(name)
                 path = view.artifact_path(item, "average")
                 if path is None:
+                    skipped[name] = "no aligned average on disk"
                     continue
-                image, header_pixel_size_a = read_mrc(path, as_tensor=True)
+                try:  # one unreadable file skips its item (named in the message), not the whole retraining
+                    image, header_pixel_size_a = read_mrc(path, as_tensor=True)
+                    # artefact labels: BoxNet's mask with the user's strokes (Warp trains on the existing mask
+                    # too); without it the corrected items would teach the model that their artefacts are
+                    # background
+                    mask = view.effective_mask(item)
+                except CryowarpIOError as exc:
+                    skipped[name] = str(exc)
+                    continue
                 pixel_size_a = item["pixel_size_a"] or header_pixel_size_a or 1.0
                 # the user's deletions are the false positives (4× background)
                 picks, removed = store.picks_and_removed(name)
                 n_false_positives[name] = len(removed)
-                # artefact labels: BoxNet's mask with the user's strokes (Warp trains on the existing mask
-                # too); without it the corrected items would teach the model that their artefacts are background
-                mask = view.effective_mask(item)
                 if mask is not None:
                     masked_percent[name] = round(100.0 * float(mask.float().mean()), 3)
                 examples.append(
@@ -165,8 +172,9 @@ class RetrainJob:
                         name=name,
                     )
                 )
+            note = "; skipped " + "; ".join(f"{n}: {why}" for n, why in skipped.items()) if skipped else ""
             if not examples:
-                raise ValueError("the corrected items have no aligned average on disk")
+                raise ValueError(f"no corrected item can be used{note}")
             general = []
             if n_general:
                 self._update(message=f"simulating the general corpus ({n_general} micrographs)")
@@ -176,7 +184,8 @@ class RetrainJob:
                 message=f"training on {len(examples)} corrected items "
                 f"({sum(n_false_positives.values())} removed picks as false positives, "
                 f"{len(masked_percent)} with an artefact mask)"
-                + (f" mixed 1:1 with {len(general)} general micrographs" if general else ""),
+                + (f" mixed 1:1 with {len(general)} general micrographs" if general else "")
+                + note,
             )
             model = BoxNet() if from_scratch else load_pretrained_boxnet()
             if auto_warmup:
@@ -201,12 +210,13 @@ class RetrainJob:
                 false_positives={e.name: n_false_positives[e.name] for e in examples},
                 general_corpus=len(general),
                 masked_percent=masked_percent,  # label 2 (artefact) share of each example's mask
+                skipped=skipped,
             )
             torch.save(state, tmp)
             tmp.replace(out)
             self._update(
                 status="done",
-                message=f"saved {RETRAINED_PATH}",
+                message=f"saved {RETRAINED_PATH}{note}",
                 model_path=str(out),  # absolute, ready for settings.boxnet_model_path
                 finished_at=time.time(),
             )
