@@ -247,11 +247,20 @@ def test_mask_overlay_and_painting_a_stroke_for_retraining(page, live_server, ar
     ranges_before = page.evaluate(ranges)
     (x0, y0), (x1, y1) = data_to_page_xy(page, "average", 100.0, 150.0), data_to_page_xy(page, "average", 300.0, 150.0)
     page.mouse.move(x0, y0)
+    # the brush cursor follows the mouse with the brush's size at this zoom (100 micrograph px)
+    assert page.evaluate("getComputedStyle(document.getElementById('brush-layer')).display") == "block"
+    r_screen = float(page.get_attribute("#brush-cursor", "r"))
+    assert r_screen == pytest.approx(abs(data_to_page_xy(page, "average", 200.0, 0)[0]
+                                         - data_to_page_xy(page, "average", 100.0, 0)[0]), rel=0.02)
     page.mouse.down()
     page.mouse.move((x0 + x1) / 2, y0, steps=5)
     page.mouse.move(x1, y1, steps=5)
+    # while drawing, the stroke shows before it is sent
+    assert len(page.get_attribute("#brush-path", "points").split()) >= 5
+    page.screenshot(path=artifacts_dir / "item_mask_drawing.png", full_page=False)
     page.mouse.up()
     expect(page.locator("#mask-info")).to_have_text("1 mask stroke by you")
+    expect(page.locator("#brush-path")).to_have_attribute("points", "")
     assert page.evaluate(ranges) == ranges_before  # the drag did not pan
     with ProjectStore(project) as store:
         (stroke,) = store.mask_strokes("movie_0001")

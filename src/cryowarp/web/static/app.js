@@ -453,35 +453,61 @@ function plotCoords(div, clientX, clientY) {
   return [fl.xaxis.p2d(clientX - bb.left - fl.xaxis._offset), fl.yaxis.p2d(clientY - bb.top - fl.yaxis._offset)];
 }
 
+function brushScreenRadius(div, radiusMicrographPx) {
+  // the brush radius in screen pixels at the current zoom
+  const xa = div._fullLayout && div._fullLayout.xaxis;
+  return xa ? Math.abs(xa.d2p(radiusMicrographPx) - xa.d2p(0)) : 0;
+}
+
 function bindMaskPainting(div) {
-  // edit-mask mode: a drag is one brush stroke, sent when the mouse is released; the shift key erases
+  // edit-mask mode: a drag is one brush stroke, sent when the mouse is released; the shift key erases.
+  // A fixed SVG layer shows the brush under the mouse and the stroke while it is drawn.
+  const layer = $("brush-layer"), cursor = $("brush-cursor"), path = $("brush-path");
   let stroke = null;
+  const radiusPx = () => Number($("mask-brush").value) / ((state.item && state.item.pixel_size_a) || 1);
+  const showCursor = (ev, erase) => {
+    const inside = $("edit-mask").checked && state.item && plotCoords(div, ev.clientX, ev.clientY)
+      && div.contains(document.elementFromPoint(ev.clientX, ev.clientY));
+    layer.style.display = inside || stroke ? "block" : "none";
+    cursor.setAttribute("cx", ev.clientX);
+    cursor.setAttribute("cy", ev.clientY);
+    cursor.setAttribute("r", brushScreenRadius(div, radiusPx()));
+    cursor.setAttribute("stroke", erase ? "#1f6fd0" : "#d62728");
+  };
   div.addEventListener("mousedown", (ev) => {
     if (!$("edit-mask").checked || !state.item || ev.button !== 0) return;
     const p = plotCoords(div, ev.clientX, ev.clientY);
     if (!p) return;
-    stroke = { erase: ev.shiftKey, points: [p] };
+    stroke = { erase: ev.shiftKey, points: [p], screen: [[ev.clientX, ev.clientY]] };
+    path.setAttribute("stroke", stroke.erase ? "rgba(31,111,208,0.45)" : "rgba(214,39,40,0.45)");
+    path.setAttribute("stroke-width", 2 * brushScreenRadius(div, radiusPx()));
+    path.setAttribute("points", `${ev.clientX},${ev.clientY} ${ev.clientX + 0.01},${ev.clientY}`);
     ev.preventDefault();
     ev.stopPropagation();
   }, true);
   document.addEventListener("mousemove", (ev) => {
+    showCursor(ev, stroke ? stroke.erase : ev.shiftKey);
     if (!stroke) return;
     const p = plotCoords(div, ev.clientX, ev.clientY);
     const last = stroke.points[stroke.points.length - 1];
-    if (p && Math.hypot(p[0] - last[0], p[1] - last[1]) >= 2) stroke.points.push(p);
+    if (p && Math.hypot(p[0] - last[0], p[1] - last[1]) >= 2) {
+      stroke.points.push(p);
+      stroke.screen.push([ev.clientX, ev.clientY]);
+      path.setAttribute("points", stroke.screen.map((q) => q.join(",")).join(" "));
+    }
   }, true);
   document.addEventListener("mouseup", async () => {
     const s = stroke;
     stroke = null;
     if (!s || !state.item) return;
-    const radius_px = Number($("mask-brush").value) / (state.item.pixel_size_a || 1);
     try {
       const res = await api(`/api/items/${enc(state.item.name)}/mask`, { method: "POST",
-        body: { action: s.erase ? "erase" : "paint", radius_px, points: s.points } });
+        body: { action: s.erase ? "erase" : "paint", radius_px: radiusPx(), points: s.points } });
       state.item.n_mask_strokes = res.n_mask_strokes;
       state.item.version = res.version;
       renderAverage(state.item);
     } catch (e) { alert(`Mask stroke not saved: ${e.message}`); }
+    finally { path.setAttribute("points", ""); }
   }, true);
 }
 
