@@ -260,3 +260,18 @@ def test_a_false_positive_on_a_pick_is_left_out_with_a_warning(tmp_path):
     out = " ".join(res.output.split())  # rich wraps long lines
     assert "warning: m0.mrc: 1 of the false positives in" in out and "lie within D/4 of a pick" in out
     assert "6 picks, 1 false positives" in res.output
+
+
+def test_pick_skips_a_movie_stack_and_a_truncated_file_and_picks_the_rest(tmp_path, tiny_model):
+    good, _ = _micrograph(tmp_path, "good", 1)
+    write_mrc(tmp_path / "movie.mrc", np.zeros((3, 64, 64), np.float32), 4.0)
+    (tmp_path / "half.mrc").write_bytes(good.read_bytes()[:3000])
+    out = tmp_path / "out"
+    files = [str(tmp_path / "movie.mrc"), str(good), str(tmp_path / "half.mrc")]
+    res = runner.invoke(app, ["boxnet", "pick", *files, "-o", str(out), "--diameter", "120", "--model", str(tiny_model)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "2 micrograph(s) could not be picked" in text
+    assert "movie.mrc: holds 3 sections (a movie or a stack)" in text and "half.mrc:" in text
+    assert (out / "good_boxnet.star").is_file()
+    assert not (out / "movie_boxnet.star").exists() and not (out / "half_boxnet.star").exists()

@@ -140,3 +140,16 @@ def test_shipped_model_finds_particles_in_a_simulated_micrograph():
     )
     score = match_picks(picks.coords_px_xy, m.coords_px_xy, radius_px=0.25 * diameter_a / m.pixel_size_a)
     assert score.f1 >= 0.6, score
+
+
+def test_a_blank_micrograph_has_no_picks_and_nan_pixels_are_refused():
+    """A flat image has no contrast: the per-micrograph threshold (relative to the best peak) used to
+    accept the flat map's ties (34 picks on a zero 512² image with the shipped model)."""
+    model = load_pretrained_boxnet()
+    for value in (0.0, 123.4):
+        picks = pick_particles(torch.full((512, 512), value), 2.0, model, PickSettings(particle_diameter_a=100.0))
+        assert len(picks) == 0 and picks.mask_percentage == 0.0 and tuple(picks.mask_8a.shape) == (128, 128)
+    img = torch.randn(256, 256)
+    img[5, 7] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN/inf pixel"):
+        pick_particles(img, 2.0, model, PickSettings(particle_diameter_a=100.0))

@@ -41,6 +41,14 @@ def read_micrograph(path: Path, pixel_size_a: float | None):
         from cryowarp.io.mrc import read_mrc
 
         array, header_px = read_mrc(path, as_tensor=True)
+        if array.ndim == 3 and array.shape[0] > 1:
+            from cryowarp.io.errors import UnsupportedFormatError
+
+            raise UnsupportedFormatError(
+                path,
+                f"holds {array.shape[0]} sections (a movie or a stack), expected one micrograph; "
+                "motion-correct a movie first (`cryowarp motion`)",
+            )
         image = array[0] if array.ndim == 3 else array
     elif suffix in (".tif", ".tiff"):
         from cryowarp.io.gain import read_image_2d
@@ -207,12 +215,13 @@ def pick_command(
         for path in micrographs:
             try:
                 image, px = read_micrograph(path, pixel_size)
-            except CryowarpIOError as exc:  # one bad file must not end a batch of hundreds
-                failed.append(str(exc))
-                progress.console.print(f"skipped {exc}", markup=False)
+                picks = pick_particles(image.to(dev), px, net, settings)
+            except (CryowarpIOError, ValueError) as exc:  # one bad file must not end a batch of hundreds
+                message = str(exc) if path.name in str(exc) else f"{path.name}: {exc}"
+                failed.append(message)
+                progress.console.print(f"skipped {message}", markup=False)
                 progress.advance(task)
                 continue
-            picks = pick_particles(image.to(dev), px, net, settings)
             write_picks_star(output / f"{path.stem}_boxnet.star", path.name, picks.coords_px_xy, picks.scores)
             write_mask_tif(output / f"{path.stem}_mask.tif", picks.mask_8a)
             if png:
@@ -231,7 +240,7 @@ def pick_command(
             progress.advance(task)
     typer.echo(f"{total} particles in {len(micrographs) - len(failed)} micrographs -> {output}")
     if failed:
-        typer.echo(f"{len(failed)} micrograph(s) could not be read:", err=True)
+        typer.echo(f"{len(failed)} micrograph(s) could not be picked:", err=True)
         for message in failed:
             typer.echo(f"  {message}", err=True)
         raise typer.Exit(1)

@@ -202,9 +202,23 @@ def pick_particles(
     Tegunov & Cramer, Nat. Methods 16, 1146 (2019); warp-facts.md §3.4–3.5.
     """
     settings = settings or PickSettings()
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"micrograph has {int((~torch.isfinite(image)).sum())} NaN/inf pixel(s); nothing was picked")
     x8, scale_xy = prepare_boxnet_input(
         image, pixel_size_a, highpass_a=settings.highpass_a, invert_contrast=settings.invert_contrast
     )
+    mask_pixel_size_xy_a = (pixel_size_a * scale_xy[0], pixel_size_a * scale_xy[1])
+    if float(image.std()) <= 1e-6 * max(float(image.abs().max()), 1e-30):
+        # no contrast (e.g. a blank exposure; 1e-6 is float32 rounding of a constant): nothing to pick.
+        # Without this the normalisation blows rounding up to unit noise, and the per-micrograph
+        # threshold, relative to the best peak, accepts the flat map's ties.
+        return Picks(
+            coords_px_xy=torch.zeros(0, 2, device=image.device),
+            scores=torch.zeros(0, device=image.device),
+            mask_8a=torch.zeros(x8.shape, dtype=torch.bool, device=image.device),
+            mask_percentage=0.0,
+            mask_pixel_size_xy_a=mask_pixel_size_xy_a,
+        )
     model = model.to(image.device).eval()
     probs = predict_probabilities(
         model,
@@ -240,5 +254,5 @@ def pick_particles(
         scores=cand.scores.to(image.device),
         mask_8a=cand.mask.to(image.device),
         mask_percentage=mask_pct,
-        mask_pixel_size_xy_a=(pixel_size_a * scale_xy[0], pixel_size_a * scale_xy[1]),
+        mask_pixel_size_xy_a=mask_pixel_size_xy_a,
     )
