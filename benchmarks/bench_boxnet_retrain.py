@@ -104,8 +104,12 @@ SPECIMENS = {
 }
 
 
-def simulate(spec: Specimen, seed: int, size_px: int = 1024):
-    """One micrograph of ``spec``: (image, true centres outside artefacts (x, y) px, artefact mask)."""
+def simulate(spec: Specimen, seed: int, size_px: int = 1024, *, contaminated: bool = False):
+    """One micrograph of ``spec``: (image, true centres outside artefacts (x, y) px, artefact mask).
+
+    ``contaminated`` puts ice in every micrograph (1–3 blobs, a carbon edge in 30 %), drawn after the
+    other values, which stay as without it.
+    """
     from cryowarp.sim import MicrographSimSettings, simulate_micrograph
 
     rng = np.random.default_rng(seed)
@@ -120,6 +124,8 @@ def simulate(spec: Specimen, seed: int, size_px: int = 1024):
     }
     for key, value in spec.extra:
         kw[key] = float(rng.uniform(0.3, 0.6)) if (key == "defocus_um" and value is None) else value
+    if contaminated:
+        kw |= {"n_contamination_blobs": int(rng.integers(1, 4)), "carbon_edge": bool(rng.uniform() < 0.3)}
     s = MicrographSimSettings(
         shape_yx=(size_px, size_px),
         pixel_size_a=spec.pixel_size_a,

@@ -12,9 +12,10 @@ now it uses the item's mask (BoxNet's own, with the user's brush strokes). This 
 changes, through the UI's own code path (``cryowarp.web._retrain.RetrainJob`` on a real project store):
 
 1. A project of 5 micrographs of a new specimen (``shell``, 3 MDa, as in ``bench_boxnet_retrain.py``),
-   simulated by ``cryowarp.sim.simulate_micrograph`` **with contamination in every micrograph** (1–3 ice
-   blobs of 200–600 Å radius, a carbon edge in 30 %). Each item holds what the pipeline writes: the
-   average, the shipped model's picks and its mask (``items/<name>/mask.tif``).
+   simulated by ``bench_boxnet_retrain.simulate`` (``cryowarp.sim.simulate_micrograph``) **with
+   contamination in every micrograph** (1–3 ice blobs of 200–600 Å radius, a carbon edge in 30 %).
+   Each item holds what the pipeline writes: the average, the shipped model's picks and its mask
+   (``items/<name>/mask.tif``).
 2. The user's corrections, done as a careful user would in the UI: every BoxNet pick that matches no
    true particle (0.25 D) is removed, every missed particle is added.
 3. Retraining with the UI's defaults (20 epochs, 1:1 with the 12-micrograph built-in corpus) under
@@ -37,7 +38,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_boxnet_retrain import SPECIMENS, HeavyLock, Specimen  # noqa: E402
+from bench_boxnet_retrain import SPECIMENS, HeavyLock, Specimen, simulate  # noqa: E402
 
 from cryowarp.io.masks import write_mask_tif  # noqa: E402
 from cryowarp.io.mrc import write_mrc  # noqa: E402
@@ -66,33 +66,6 @@ from cryowarp.web.app import RETRAIN_DEFAULTS  # noqa: E402
 VARIANTS = ("no mask (UI before)", "BoxNet's mask (UI now)", "true mask (painted exactly)")
 
 
-def simulate_contaminated(spec: Specimen, seed: int, size_px: int = 1024):
-    """(image, true centres off contamination (x, y) px, contamination mask) with contamination in every one."""
-    from cryowarp.sim import MicrographSimSettings, simulate_micrograph
-
-    rng = np.random.default_rng(seed)
-    s = MicrographSimSettings(
-        shape_yx=(size_px, size_px),
-        pixel_size_a=spec.pixel_size_a,
-        particle_models=(),
-        protein_kinds=(spec.kind,),
-        protein_masses_kda=(spec.mass_kda,),
-        particle_area_fraction=float(rng.uniform(0.2, 0.35)),
-        defocus_um=float(rng.uniform(0.8, 2.5)),
-        ice_thickness_a=float(rng.uniform(250, 500)),
-        total_exposure_e_per_a2=float(rng.uniform(30, 50)),
-        n_contamination_blobs=int(rng.integers(1, 4)),
-        contamination_radius_a=float(rng.uniform(200, 600)),
-        carbon_edge=bool(rng.uniform() < 0.3),
-    )
-    m = simulate_micrograph(s, seed=seed)
-    mask = m.artifact_mask.bool()
-    c = m.coords_px_xy.float()
-    ix = c[:, 0].round().long().clamp(0, size_px - 1)
-    iy = c[:, 1].round().long().clamp(0, size_px - 1)
-    return m.image.float(), c[~mask[iy, ix]], mask
-
-
 def to_grid(mask: torch.Tensor, shape_yx: tuple[int, int]) -> torch.Tensor:
     """A full-size bool mask on BoxNet's 8 Å grid (area average > 0.5, as ``make_training_example``)."""
     return F.interpolate(mask.float()[None, None], size=shape_yx, mode="area")[0, 0] > 0.5
@@ -106,7 +79,7 @@ def build_project(spec: Specimen, seeds: list[int], project: Path, variant: str,
         store.put_settings(store.get_settings().updated(settings_changes))
         for seed in seeds:
             name = f"{spec.name}_{seed}"
-            image, truth_xy, true_mask = simulate_contaminated(spec, seed)
+            image, truth_xy, true_mask = simulate(spec, seed, contaminated=True)
             folder = project / "items" / name
             write_mrc(folder / "average.mrc", image.numpy(), spec.pixel_size_a)
             picks = pick_particles(image, spec.pixel_size_a, model, PickSettings(particle_diameter_a=spec.diameter_a))
@@ -199,7 +172,7 @@ def main() -> None:
     spec = SPECIMENS[args.specimen]
     lock = None if args.no_lock else args.lock
     started = time.strftime("%H:%M UTC %d %b", time.gmtime())
-    test_items = [simulate_contaminated(spec, 300 + i) for i in range(args.n_test)]
+    test_items = [simulate(spec, 300 + i, contaminated=True) for i in range(args.n_test)]
     shipped = load_pretrained_boxnet()
     before = score(shipped, test_items, spec)
     print(f"shipped: {before}", file=sys.stderr, flush=True)
