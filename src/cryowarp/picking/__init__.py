@@ -1,5 +1,6 @@
 """cryowarp.picking: BoxNet particle picking with artefact masking (warp-facts.md §3)."""
 
+from cryowarp.picking.mask_edits import MaskStroke, apply_mask_strokes
 from cryowarp.picking.model import N_CLASSES, PIXEL_SIZE_A, BoxNet, BoxNetConfig
 from cryowarp.picking.pick import (
     Picks,
@@ -40,6 +41,7 @@ __all__ = [
     "BoxNet",
     "BoxNetConfig",
     "EpochReport",
+    "MaskStroke",
     "PickCandidates",
     "PickSettings",
     "Picks",
@@ -47,6 +49,7 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "TrainingExample",
+    "apply_mask_strokes",
     "augment_batch",
     "boxnet_from_state",
     "boxnet_to_state",
