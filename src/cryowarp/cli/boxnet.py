@@ -295,6 +295,7 @@ def read_example_tiff(path: Path):
 
 
 def _train(
+    *,
     micrographs,
     picks,
     masks,
@@ -503,28 +504,7 @@ def train_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Train a BoxNet on micrographs with picks (and optional artefact masks)."""
-    _train(
-        micrographs,
-        picks,
-        masks,
-        pixel_size,
-        diameter,
-        out,
-        model,
-        general,
-        epochs,
-        patch,
-        batch,
-        lr_start,
-        lr_end,
-        save_examples,
-        checkpoint_every,
-        device,
-        retrain=False,
-        false_positives=false_positives,
-        uncertain=uncertain,
-        sim_general=sim_general,
-    )
+    _train(**locals(), retrain=False)  # the options, by name (their defaults differ per command)
 
 
 @boxnet_app.command("retrain")
@@ -552,28 +532,7 @@ def retrain_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Retrain an existing BoxNet (default: the shipped one) on a few corrected micrographs."""
-    _train(
-        micrographs,
-        picks,
-        masks,
-        pixel_size,
-        diameter,
-        out,
-        model,
-        general,
-        epochs,
-        patch,
-        batch,
-        lr_start,
-        lr_end,
-        save_examples,
-        checkpoint_every,
-        device,
-        retrain=True,
-        false_positives=false_positives,
-        uncertain=uncertain,
-        sim_general=sim_general,
-    )
+    _train(**locals(), retrain=True)  # the options, by name (their defaults differ per command)
 
 
 def register(app: typer.Typer) -> None:
