@@ -175,7 +175,7 @@ def write_general_corpus(root: Path) -> int:
     """The general corpus as 3-layer TIFFs (the shipped model's training distribution, training seeds)."""
     from train_boxnet_general import cryoppp_train_examples
 
-    from cryowarp.cli.boxnet import write_example_tiff
+    from cryowarp.io.boxnet_examples import write_example_tiff
 
     root.mkdir(parents=True, exist_ok=True)
     examples = []

@@ -175,7 +175,7 @@ def main() -> None:
                 args.corpus,
             )
     if args.export_corpus is not None:
-        from cryowarp.cli.boxnet import write_example_tiff
+        from cryowarp.io.boxnet_examples import write_example_tiff
 
         args.export_corpus.mkdir(parents=True, exist_ok=True)
         seen = set()

@@ -198,7 +198,7 @@ def test_false_positives_and_uncertain_picks_enter_the_certainty_layer(tmp_path)
     TIFF reads back with it."""
     import pandas as pd
 
-    from cryowarp.cli.boxnet import read_example_tiff
+    from cryowarp.io.boxnet_examples import read_example_tiff
 
     mic, centres = _micrograph(tmp_path, "m0", 0)
     write_star(tmp_path / "m0.star", {"": pd.DataFrame({"rlnCoordinateX": centres[:, 0], "rlnCoordinateY": centres[:, 1]})})

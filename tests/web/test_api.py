@@ -509,6 +509,10 @@ def test_retraining_on_corrections_reports_four_figures_and_saves_a_model(client
     model = boxnet_from_state(state)
     assert state["metadata"]["retrained_on"] == ["movie_0002"]
     assert state["metadata"]["false_positives"] == {"movie_0002": 1}
+    from cryowarp.io.boxnet_examples import read_example_tiff
+
+    (kept,) = (project / "boxnet/examples").iterdir()  # the corrected item, reusable with --general
+    assert kept.name == "movie_0002.tif" and float(read_example_tiff(kept).certainty.max()) == 4.0
     assert state["metadata"]["general_corpus"] == 1
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
 
@@ -608,6 +612,11 @@ def test_retraining_learns_the_painted_mask_as_artefact(client, project):
     assert st["examples"] == [name]
     metadata = torch.load(project / st["model_path"], weights_only=True)["metadata"]
     assert metadata["masked_percent"][name] == pytest.approx(painted, abs=1e-3)
+    # the example is kept as a Warp-style TIFF whose label 2 is the painted mask
+    from cryowarp.io.boxnet_examples import read_example_tiff
+
+    example = read_example_tiff(project / "boxnet/examples" / f"{name}.tif")
+    assert 100 * float((example.labels == 2).float().mean()) == pytest.approx(painted, abs=0.5)
 
 
 def test_retraining_skips_an_item_with_an_unreadable_mask_and_names_it(client, project):

@@ -258,42 +258,6 @@ def _find_companion(folder: Path | None, stem: str, patterns: tuple[str, ...]) -
     return None
 
 
-def write_example_tiff(path: Path, example) -> Path:
-    """Warp-style training example: 3 float32 layers at 8 Å/px (image, label, certainty; 1 = plain)."""
-    import tifffile
-
-    img = example.image_8a.cpu().numpy().astype(np.float32)
-    lab = example.labels.cpu().numpy().astype(np.float32)
-    cert = np.ones_like(img) if example.certainty is None else example.certainty.cpu().numpy().astype(np.float32)
-    tifffile.imwrite(path, np.stack([img, lab, cert]))
-    return path
-
-
-def read_example_tiff(path: Path):
-    """Inverse of :func:`write_example_tiff`; the certainty layer weights the loss (Warp 1; Warp 2 ignores it)."""
-    import tifffile
-    import torch
-
-    from cryowarp.picking import TrainingExample
-
-    data = tifffile.imread(path)
-    if data.ndim != 3 or data.shape[0] < 2:
-        raise typer.BadParameter(
-            f"{path}: expected a 3-layer training TIFF (image, label, certainty), found shape {data.shape}"
-        )
-    labels = np.rint(data[1]).astype(np.int64)
-    if labels.min() < 0 or labels.max() > 2:
-        raise typer.BadParameter(f"{path}: labels must be 0, 1 or 2, found {labels.min()}..{labels.max()}")
-    certainty = None
-    if data.shape[0] >= 3 and not np.all(data[2] == 1):
-        if not np.isfinite(data[2]).all() or data[2].min() < 0:
-            raise typer.BadParameter(f"{path}: the certainty layer must be finite and ≥ 0")
-        certainty = torch.from_numpy(data[2].astype(np.float32))
-    return TrainingExample(
-        torch.from_numpy(data[0].astype(np.float32)), torch.from_numpy(labels), path.stem, certainty
-    )
-
-
 def _train(
     *,
     micrographs,
@@ -378,13 +342,21 @@ def _train(
         console.print(f"{path.name}: {len(coords)} picks{counts}{' + mask' if mask is not None else ''}")
         if save_examples is not None:
             save_examples.mkdir(parents=True, exist_ok=True)
+            from cryowarp.io.boxnet_examples import write_example_tiff
+
             write_example_tiff(save_examples / f"{path.stem}.tif", ex)
     general_examples = []
     if general is not None:
         files = sorted(general.glob("*.tif")) if general.is_dir() else [general]
         if not files:
             raise typer.BadParameter(f"{general}: no training TIFFs (*.tif) found")
-        general_examples = [read_example_tiff(f) for f in files]
+        from cryowarp.io.boxnet_examples import read_example_tiff
+        from cryowarp.io.errors import CryowarpIOError
+
+        try:
+            general_examples = [read_example_tiff(f) for f in files]
+        except CryowarpIOError as exc:
+            raise typer.BadParameter(str(exc)) from exc
         general_examples = [e.to(dev) for e in general_examples]
         console.print(f"general corpus: {len(general_examples)} examples from {general}")
     elif sim_general:

@@ -4,7 +4,8 @@ The training itself is ``cryowarp.picking.train_boxnet`` (warp-facts.md §3.6). 
 items the user corrected (added or removed picks, or brush strokes on the artefact mask), each with its
 effective picks as particle labels, its artefact mask (BoxNet's, with the user's strokes) as label 2 and
 the BoxNet picks the user removed as false positives (weighted 4× as background, Warp's certainty layer).
-The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt``.
+The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt`` and the examples, as Warp-style
+3-layer TIFFs, to ``<project>/boxnet/examples/`` (a corpus for ``cryowarp boxnet retrain --general``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from cryowarp.io.boxnet_examples import write_example_tiff
 from cryowarp.io.errors import CryowarpIOError
 from cryowarp.io.mrc import read_mrc
 from cryowarp.picking import (
@@ -32,9 +34,11 @@ from cryowarp.picking import (
 from cryowarp.sim.picking_corpus import general_corpus
 from cryowarp.web._project import ProjectView
 
-__all__ = ["RetrainJob", "RETRAINED_PATH"]
+__all__ = ["EXAMPLES_DIR", "RETRAINED_PATH", "RetrainJob"]
 
 RETRAINED_PATH = Path("boxnet") / "boxnet_retrained.pt"
+#: The examples of the last retraining, as 3-layer TIFFs (``cryowarp.io.boxnet_examples``).
+EXAMPLES_DIR = Path("boxnet") / "examples"
 
 
 @dataclass
@@ -175,6 +179,7 @@ class RetrainJob:
             note = "; skipped " + "; ".join(f"{n}: {why}" for n, why in skipped.items()) if skipped else ""
             if not examples:
                 raise ValueError(f"no corrected item can be used{note}")
+            _save_examples(view.project_dir / EXAMPLES_DIR, examples)
             general = []
             if n_general:
                 self._update(message=f"simulating the general corpus ({n_general} micrographs)")
@@ -223,6 +228,18 @@ class RetrainJob:
         except Exception as exc:  # reported to the page, never silent
             self._update(status="failed", message=f"{type(exc).__name__}: {exc}", finished_at=time.time())
             traceback.print_exc()
+
+
+def _save_examples(folder: Path, examples: list) -> None:
+    """Keep the corrected items as Warp-style training TIFFs (a corpus for ``boxnet retrain --general``);
+    a TIFF of an item that is no longer corrected is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {e.name for e in examples}
+    for old in folder.glob("*.tif"):
+        if old.stem not in names:
+            old.unlink(missing_ok=True)
+    for ex in examples:
+        write_example_tiff(folder / f"{ex.name}.tif", ex)
 
 
 def _xy(picks: list[dict]) -> torch.Tensor:
