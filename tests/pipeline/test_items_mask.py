@@ -43,3 +43,22 @@ def test_pick_stage_writes_the_mask_its_percentage_describes_and_star_picks_remo
     again = process_movie(tmp_path / "movies/m.mrc", star_settings, tmp_path / "p", stages=["pick"], device="cpu")
     assert again.ok, again.error
     assert again.artifacts["mask"] is None and not mask_path.exists()
+
+
+def test_a_model_file_replaced_in_place_is_read_again(tmp_path):
+    """The worker's model cache is keyed by the file's identity, not only its path."""
+    import torch
+
+    from cryowarp.picking import BoxNet, BoxNetConfig, boxnet_to_state
+    from cryowarp.pipeline.items import _load_boxnet
+
+    path = tmp_path / "m.pt"
+    config = BoxNetConfig(widths=(4, 8), blocks_per_stage=1, head_blocks=1)
+    weights = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(boxnet_to_state(BoxNet(config)), path)
+        model = _load_boxnet(str(path), torch.device("cpu"))
+        weights.append(next(model.parameters()).detach().clone())
+        assert _load_boxnet(str(path), torch.device("cpu")) is model  # unchanged file: cached
+    assert not torch.equal(weights[0], weights[1])

@@ -640,6 +640,24 @@ def test_retraining_skips_an_item_with_an_unreadable_mask_and_names_it(client, p
     assert "no corrected item can be used" in st["message"] and "average.mrc" in st["message"]
 
 
+def test_each_retraining_is_a_new_model_file_and_adopting_it_repicks(client, project):
+    """A second retraining must not overwrite the first: adopting it is then a settings change and
+    re-queues picking (with one file name, 'use the retrained model' again changed nothing)."""
+    settings = {"epochs": 1, "batch_size": 1, "patch_px": 32, "eval_crop_px": 32, "warmup_iterations": 0,
+                "from_scratch": True, "n_general": 0}
+    client.post("/api/items/movie_0001/picks", json={"action": "add", "x": 100.0, "y": 100.0})
+    paths = []
+    for _ in range(2):
+        client.post("/api/boxnet/retrain", json=settings)
+        st = _wait_for_job(client)
+        assert st["status"] == "done", st["message"]
+        paths.append(st["model_path"])
+        r = client.put("/api/settings", json={"changes": {"boxnet_model_path": st["model_path"]}})
+        assert r.status_code == 200 and "pick" in r.json()["outdated_stages"], r.json()
+    assert [os.path.basename(p) for p in paths] == ["boxnet_retrained_001.pt", "boxnet_retrained_002.pt"]
+    assert all(os.path.isfile(p) for p in paths)
+
+
 def test_retraining_rejects_bad_settings(client):
     r = client.post("/api/boxnet/retrain", json={"epochs": 0})
     assert r.status_code == 422 and "epochs" in r.json()["detail"]

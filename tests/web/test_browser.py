@@ -343,16 +343,16 @@ def test_retrain_button_shows_the_accuracy_figures(page, live_server, artifacts_
     ys = page.evaluate("document.getElementById('retrain-plot').data.map(t => t.y)")
     assert [len(y) for y in ys] == [2, 2, 2, 2]
     assert all(0 <= v <= 1 for y in ys for v in y)
-    assert (project / "boxnet" / "boxnet_retrained.pt").is_file()
+    assert (project / "boxnet" / "boxnet_retrained_001.pt").is_file()
     page.screenshot(path=artifacts_dir / "item_retrained.png", full_page=True)
     # adopting the model re-picks every processed item with it
     page.click("#retrain-use")
     expect(page.locator("#retrain-status")).to_contain_text("items requeued")
     with ProjectStore(project) as store:
-        assert store.get_settings().boxnet_model_path == str(project / "boxnet" / "boxnet_retrained.pt")
+        assert store.get_settings().boxnet_model_path == str(project / "boxnet" / "boxnet_retrained_001.pt")
         # the model's own blob weight (None): 0 for a retrained model, so no generic dark-blob prior
         assert store.get_settings().pick.blob_weight is None
         assert all(it["status"] == "queued" for it in store.list_items() if it["name"] != "movie_0006")
-    state = torch.load(project / "boxnet" / "boxnet_retrained.pt", weights_only=True)
+    state = torch.load(project / "boxnet" / "boxnet_retrained_001.pt", weights_only=True)
     assert model_blob_weight(boxnet_from_state(state)) == 0.0
     assert page._cw_errors == []

@@ -63,7 +63,9 @@ def _write_json(path: Path, data: Any) -> Path:
 def _load_boxnet(path: str | None, device: torch.device) -> Any:
     from cryowarp.picking import boxnet_from_state, load_pretrained_boxnet
 
-    key = (path, str(device))
+    # keyed by the file's identity too: a model file replaced in place is read again
+    stat = Path(path).stat() if path is not None and Path(path).is_file() else None
+    key = (path, str(device), None if stat is None else (stat.st_mtime_ns, stat.st_size, stat.st_ino))
     if key not in _BOXNET_CACHE:
         if path is None:
             try:

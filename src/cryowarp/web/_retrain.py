@@ -4,7 +4,7 @@ The training itself is ``cryowarp.picking.train_boxnet`` (warp-facts.md §3.6). 
 items the user corrected (added or removed picks, or brush strokes on the artefact mask), each with its
 effective picks as particle labels, its artefact mask (BoxNet's, with the user's strokes) as label 2 and
 the BoxNet picks the user removed as false positives (weighted 4× as background, Warp's certainty layer).
-The retrained model goes to ``<project>/boxnet/boxnet_retrained.pt`` and the examples, as Warp-style
+Each retrained model goes to a new ``<project>/boxnet/boxnet_retrained_NNN.pt`` and the examples, as Warp-style
 3-layer TIFFs, to ``<project>/boxnet/examples/`` (a corpus for ``cryowarp boxnet retrain --general``).
 """
 
@@ -34,9 +34,11 @@ from cryowarp.picking import (
 from cryowarp.sim.picking_corpus import general_corpus
 from cryowarp.web._project import ProjectView
 
-__all__ = ["EXAMPLES_DIR", "RETRAINED_PATH", "RetrainJob"]
+__all__ = ["EXAMPLES_DIR", "RETRAINED_DIR", "RetrainJob", "next_model_path"]
 
-RETRAINED_PATH = Path("boxnet") / "boxnet_retrained.pt"
+#: Retrained models go here, one new file per retraining (``boxnet_retrained_001.pt``, ``_002``, …):
+#: adopting a second one is then a settings change, so every item is re-picked with it.
+RETRAINED_DIR = Path("boxnet")
 #: The examples of the last retraining, as 3-layer TIFFs (``cryowarp.io.boxnet_examples``).
 EXAMPLES_DIR = Path("boxnet") / "examples"
 
@@ -206,8 +208,7 @@ class RetrainJob:
             result = train_boxnet(
                 model, examples, settings, general_examples=general or None, seed=seed, progress=progress
             )
-            out = view.project_dir / RETRAINED_PATH
-            out.parent.mkdir(parents=True, exist_ok=True)
+            out = next_model_path(view.project_dir / RETRAINED_DIR)
             tmp = out.with_name(out.name + ".tmp")
             state = boxnet_to_state(
                 result.model,
@@ -221,13 +222,21 @@ class RetrainJob:
             tmp.replace(out)
             self._update(
                 status="done",
-                message=f"saved {RETRAINED_PATH}{note}",
+                message=f"saved {out.relative_to(view.project_dir)}{note}",
                 model_path=str(out),  # absolute, ready for settings.boxnet_model_path
                 finished_at=time.time(),
             )
         except Exception as exc:  # reported to the page, never silent
             self._update(status="failed", message=f"{type(exc).__name__}: {exc}", finished_at=time.time())
             traceback.print_exc()
+
+
+def next_model_path(folder: Path) -> Path:
+    """``folder/boxnet_retrained_NNN.pt`` with NNN one above the highest there (the folder is created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("boxnet_retrained_[0-9][0-9][0-9]*.pt")
+               if p.stem.rsplit("_", 1)[1].isdigit()]
+    return folder / f"boxnet_retrained_{max(numbers, default=0) + 1:03d}.pt"
 
 
 def _save_examples(folder: Path, examples: list) -> None:
