@@ -10,6 +10,7 @@ Each retrained model goes to a new ``<project>/boxnet/boxnet_retrained_NNN.pt`` 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import traceback
@@ -144,7 +145,7 @@ class RetrainJob:
             diameter_a = store.get_settings().pick.particle_diameter_a
             corrected = corrected_items(view)
             if not corrected:
-                raise ValueError("no corrected items: add or remove picks on at least one item first")
+                raise ValueError("no corrected items: add or remove picks, or edit the mask, on at least one item first")
             examples, n_false_positives, masked_percent, skipped = [], {}, {}, {}
             for name in corrected:
                 item = store.get_item(name)
@@ -234,8 +235,8 @@ class RetrainJob:
 def next_model_path(folder: Path) -> Path:
     """``folder/boxnet_retrained_NNN.pt`` with NNN one above the highest there (the folder is created)."""
     folder.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("boxnet_retrained_[0-9][0-9][0-9]*.pt")
-               if p.stem.rsplit("_", 1)[1].isdigit()]
+    matches = (re.fullmatch(r"boxnet_retrained_(\d+)", p.stem) for p in folder.glob("boxnet_retrained_*.pt"))
+    numbers = [int(m[1]) for m in matches if m]
     return folder / f"boxnet_retrained_{max(numbers, default=0) + 1:03d}.pt"
 
 
@@ -257,5 +258,5 @@ def _xy(picks: list[dict]) -> torch.Tensor:
 
 
 def corrected_items(view: ProjectView) -> list[str]:
-    """Items with at least one manual pick or removed BoxNet pick (the corrections)."""
+    """Items with a manual pick, a removed BoxNet pick or a mask stroke (the corrections)."""
     return view.store.corrected_items()

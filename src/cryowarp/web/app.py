@@ -357,12 +357,14 @@ def create_app(
         if not body.points or len(body.points) > MAX_STROKE_POINTS:
             raise HTTPException(422, f"a stroke needs 1 to {MAX_STROKE_POINTS} points, got {len(body.points)}")
         h, w = it["height"] or 0, it["width"] or 0
-        if not (math.isfinite(body.radius_px) and 0 < body.radius_px <= max(h, w, 1)):
-            raise HTTPException(422, f"{name}: brush radius must be > 0 and ≤ {max(h, w)} px, got {body.radius_px}")
-        if not all(math.isfinite(x) and math.isfinite(y) for x, y in body.points):
-            raise HTTPException(422, f"{name}: stroke points must be finite")
+        if body.radius_px > max(h, w, 1):
+            raise HTTPException(422, f"{name}: brush radius must be ≤ {max(h, w)} px, got {body.radius_px}")
         points = tuple((min(max(x, 0.0), w), min(max(y, 0.0), h)) for x, y in body.points)  # a brush may run off the edge
-        n = view.store.add_mask_stroke(name, MaskStroke(body.action == "paint", body.radius_px, points))
+        try:  # MaskStroke checks the radius (> 0) and that every point is finite
+            stroke = MaskStroke(body.action == "paint", body.radius_px, points)
+        except ValueError as exc:
+            raise HTTPException(422, f"{name}: {exc}") from exc
+        n = view.store.add_mask_stroke(name, stroke)
         return {"n_mask_strokes": n, "version": view.revision()}
 
     @app.delete("/api/items/{name}/mask")
