@@ -111,6 +111,7 @@ def simulate(spec: Specimen, seed: int, size_px: int = 1024, *, contaminated: bo
     other values, which stay as without it.
     """
     from cryowarp.sim import MicrographSimSettings, simulate_micrograph
+    from cryowarp.sim.picking_corpus import on_mask
 
     rng = np.random.default_rng(seed)
     kw = {
@@ -137,9 +138,7 @@ def simulate(spec: Specimen, seed: int, size_px: int = 1024, *, contaminated: bo
     m = simulate_micrograph(s, seed=seed)
     mask = m.artifact_mask.bool()
     c = m.coords_px_xy.float()
-    ix = c[:, 0].round().long().clamp(0, size_px - 1)
-    iy = c[:, 1].round().long().clamp(0, size_px - 1)
-    return m.image.float(), c[~mask[iy, ix]], mask
+    return m.image.float(), c[~on_mask(c, mask)], mask
 
 
 def write_corrected(spec: Specimen, seeds: list[int], root: Path) -> tuple[list[Path], int]:

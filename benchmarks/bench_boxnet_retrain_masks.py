@@ -59,6 +59,7 @@ from cryowarp.picking import (  # noqa: E402
 )
 from cryowarp.pipeline.results import ItemResult  # noqa: E402
 from cryowarp.pipeline.store import ProjectStore  # noqa: E402
+from cryowarp.sim.picking_corpus import on_mask  # noqa: E402
 from cryowarp.web._project import ProjectView  # noqa: E402
 from cryowarp.web._retrain import RetrainJob  # noqa: E402
 from cryowarp.web.app import RETRAIN_DEFAULTS  # noqa: E402
@@ -126,9 +127,7 @@ def score(model, test_items, spec: Specimen) -> dict[str, float]:
         picks = pick_particles(image, spec.pixel_size_a, model, PickSettings(particle_diameter_a=spec.diameter_a))
         xy = picks.coords_px_xy.cpu()
         f1.append(match_picks(xy, truth_xy, 0.25 * spec.diameter_a / spec.pixel_size_a).f1)
-        ix = xy[:, 0].round().long().clamp(0, image.shape[1] - 1)
-        iy = xy[:, 1].round().long().clamp(0, image.shape[0] - 1)
-        on_contam.append(float(true_mask[iy, ix].sum()))
+        on_contam.append(float(on_mask(xy, true_mask).sum()))
         truth8 = to_grid(true_mask, tuple(picks.mask_8a.shape))
         ours = picks.mask_8a.cpu().bool()
         recall.append(100.0 * float((ours & truth8).sum()) / max(1, int(truth8.sum())))

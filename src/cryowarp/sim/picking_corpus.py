@@ -44,6 +44,14 @@ class PickingMicrograph:
     kind: str
 
 
+def on_mask(coords_px_xy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`(n,)` bool: whether each (x, y) position (px, rounded, clamped to the image) lies on ``mask`` `(h, w)`."""
+    h, w = mask.shape
+    ix = coords_px_xy[:, 0].round().long().clamp(0, w - 1)
+    iy = coords_px_xy[:, 1].round().long().clamp(0, h - 1)
+    return mask[iy, ix].bool()
+
+
 def simulate_picking_micrograph(seed: int, *, heldout: bool = False, size_px: int = 1024) -> PickingMicrograph:
     """One micrograph of a random kind (:data:`SIM_TRAIN_KINDS`, or the held-out ones), 0.1–5 MDa,
     2–5 Å/px, defocus 0.8–3 µm, 200–600 Å ice, 20–60 e/Å², contamination in half and carbon in 30 %."""
@@ -69,12 +77,10 @@ def simulate_picking_micrograph(seed: int, *, heldout: bool = False, size_px: in
     m = simulate_micrograph(s, seed=seed)
     mask = m.artifact_mask.bool()
     coords = m.coords_px_xy
-    ix = coords[:, 0].round().long().clamp(0, size_px - 1)
-    iy = coords[:, 1].round().long().clamp(0, size_px - 1)
     return PickingMicrograph(
         image=m.image,
         pixel_size_a=px,
-        coords_px_xy=coords[~mask[iy, ix]].float(),
+        coords_px_xy=coords[~on_mask(coords, mask)].float(),
         mask=mask,
         diameter_a=nominal_diameter_a(mass, kind),
         kind=f"sim_{kind}_{mass:.0f}kDa",
@@ -106,5 +112,6 @@ __all__ = [
     "PickingMicrograph",
     "general_corpus",
     "nominal_diameter_a",
+    "on_mask",
     "simulate_picking_micrograph",
 ]
