@@ -298,6 +298,7 @@ def test_mask_strokes_are_kept_in_order_make_the_item_corrected_and_requeue_noth
     assert [store.add_mask_stroke("b", s) for s in strokes] == [1, 2]
     assert store.revision() > revision  # the UI re-reads the mask
     assert store.mask_strokes("b") == strokes and store.mask_strokes("a") == []
+    assert store.count_mask_strokes("b") == 2 and store.count_mask_strokes("a") == 0
     assert store.corrected_items() == ["b"]
     assert store.get_item("b")["status"] == "done" and store.stages_to_run("b") == []  # a training label only
     # a re-pick keeps the strokes (they are applied to whatever mask the current model predicts)

@@ -755,6 +755,11 @@ class ProjectStore:
         )
         return [r["name"] for r in rows]
 
+    def count_mask_strokes(self, item: str | int) -> int:
+        """How many brush strokes the user made on an item's mask."""
+        item_id = self._item_id(item)
+        return int(self._query("SELECT COUNT(*) FROM mask_strokes WHERE item_id = ?", (item_id,))[0][0])
+
     def mask_strokes(self, item: str | int) -> list[MaskStroke]:
         """The user's brush strokes on an item's artefact mask, oldest first (see ``cryowarp.picking.mask_edits``)."""
         from cryowarp.picking.mask_edits import MaskStroke

@@ -660,7 +660,7 @@ def _item_detail(view: ProjectView, it: dict[str, Any]) -> dict[str, Any]:
         "particle_radius_px": _particle_radius_px(view, it),
         "display_scale": 720.0 / max(shape) if max(shape) > 0 else 1.0,
         "images": images,
-        "n_mask_strokes": len(view.store.mask_strokes(name)),
+        "n_mask_strokes": view.store.count_mask_strokes(name),
         "stages": it.get("stages", {}),
         "timings": it["timings"],
         "version": view.revision(),
